@@ -1,0 +1,163 @@
+"""Typed configuration: loads configs/default.yaml, merges a user YAML over it, validates it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "OrderColumns",
+    "RFM_SEGMENT_KEYS",
+    "REQUIRED_ORDER_FIELDS",
+    "OPTIONAL_ORDER_FIELDS",
+    "load_config",
+]
+
+DEFAULT_PATH = Path(__file__).with_name("default.yaml")
+REQUIRED_ORDER_FIELDS = ("customer_id", "order_ts", "amount")
+OPTIONAL_ORDER_FIELDS = (
+    "order_id", "quantity", "category", "product_id", "discount", "channel", "status",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or holds an invalid value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderColumns(_Strict):
+    """Source column name for each order field; None = the export does not have it."""
+
+    customer_id: str
+    order_ts: str
+    amount: str
+    order_id: str | None = None
+    quantity: str | None = None
+    category: str | None = None
+    product_id: str | None = None
+    discount: str | None = None
+    channel: str | None = None
+    status: str | None = None
+
+    def mapped(self) -> dict[str, str]:
+        """Field name -> source column, for the fields that are mapped."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class OrdersConfig(_Strict):
+    columns: OrderColumns
+    timestamp_format: str | None = None
+    delimiter: str | None = None
+    table: str = "orders"
+    return_statuses: list[str] = Field(default_factory=lambda: ["returned", "cancelled"])
+
+
+class FeaturesConfig(_Strict):
+    windows_days: list[int] = Field(default_factory=lambda: [30, 90, 180, 365])
+    trend_days: int = 90
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_windows(cls, v: list[int]) -> list[int]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+
+class HorizonsConfig(_Strict):
+    repurchase_days: int = Field(30, gt=0)
+    churn_days: int = Field(90, gt=0)
+    ltv_days: int = Field(365, gt=0)
+
+
+class SegmentLabel(_Strict):
+    label: str
+    label_zh: str
+    action: str
+
+
+RFM_SEGMENT_KEYS = (
+    "important_value", "important_develop", "important_retain", "important_winback",
+    "general_value", "general_develop", "general_retain", "general_winback",
+)
+
+
+class RfmConfig(_Strict):
+    high_score_from: int = Field(3, ge=1, le=5)
+    segments: dict[str, SegmentLabel] = Field(default_factory=dict)
+
+    @field_validator("segments")
+    @classmethod
+    def _all_eight(cls, v: dict[str, SegmentLabel]) -> dict[str, SegmentLabel]:
+        missing = [k for k in RFM_SEGMENT_KEYS if k not in v]
+        unknown = [k for k in v if k not in RFM_SEGMENT_KEYS]
+        if missing or unknown:
+            raise ValueError(
+                f"rfm.segments must hold exactly the eight keys {', '.join(RFM_SEGMENT_KEYS)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
+        return v
+
+
+class EngineConfig(_Strict):
+    memory_limit: str = "2GB"
+    threads: int | None = None
+    temp_directory: str | None = None
+
+
+class Config(_Strict):
+    """The whole lifetag configuration."""
+
+    orders: OrdersConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
+    rfm: RfmConfig = Field(default_factory=RfmConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}).") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML at `path` (if any), then `overrides`, validated into a Config."""
+    data = _read_yaml(DEFAULT_PATH)
+    source = "defaults"
+    if path is not None:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+        source = str(path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: invalid configuration: {problems}.") from None

@@ -1,0 +1,219 @@
+"""Point-in-time behavioural features: one row per customer from the orders placed before `as_of`.
+
+The features are one DuckDB SQL definition, used unchanged for training sets, batch scoring and
+(later) per-partition scoring on Spark: every aggregate is per customer, so running it on any set of
+whole customers gives the same rows as running it on all of them. Column meanings and units are in
+docs/features.md (FEATURE_DOCS below is its source).
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import duckdb
+import pandas as pd
+
+from configs.schema import Config
+from features.engine import connect
+from features.intake import CANONICAL_TYPES
+
+__all__ = ["FEATURE_DOCS", "build", "build_relation", "feature_columns", "orders_view", "as_timestamp"]
+
+DAY_SECONDS = 86400.0
+
+FEATURE_DOCS: dict[str, tuple[str, str]] = {
+    "customer_id": ("customer identifier, exactly as in the source", "text"),
+    "recency_days": ("time from the last order to as_of", "days"),
+    "tenure_days": ("time from the first order to as_of", "days"),
+    "active_span_days": ("time from the first to the last order (BG/NBD recency)", "days"),
+    "frequency": ("orders placed before as_of", "orders"),
+    "repeat_orders": ("orders after the first (BG/NBD frequency when each order is on its own day)", "orders"),
+    "monetary_total": ("spend before as_of, net of returns", "currency"),
+    "monetary_mean": ("mean order value (gross of returns)", "currency"),
+    "monetary_std": ("standard deviation of order value; empty with one order", "currency"),
+    "monetary_max": ("largest order value", "currency"),
+    "first_order_amount": ("value of the first order", "currency"),
+    "first_order_channel": ("channel of the first order; empty when the source has no channel", "text"),
+    "gap_mean_days": ("mean time between consecutive orders; empty with one order", "days"),
+    "gap_median_days": ("median time between consecutive orders", "days"),
+    "gap_std_days": ("standard deviation of the time between orders; empty below three orders", "days"),
+    "last_gap_days": ("time between the last two orders", "days"),
+    "overdue_ratio": ("recency_days / gap_median_days: above 1 means later than the customer's usual gap", "ratio"),
+    "trend_orders": ("orders in the last trend_days (default 90) minus orders in the trend_days before", "orders"),
+    "trend_spend": ("net spend in the last trend_days minus net spend in the trend_days before", "currency"),
+    "distinct_categories": ("distinct categories bought; empty when the source has no category", "categories"),
+    "top_category_share": ("share of bought lines in the customer's most-bought category", "ratio 0-1"),
+    "discount_share": ("share of orders with money off (coupon or promotion use); empty without discounts", "ratio 0-1"),
+    "discount_total": ("money off received", "currency"),
+    "return_count": ("return or cancellation events (orders holding returned lines)", "events"),
+    "return_rate": ("money returned / money spent before returns", "ratio 0-1"),
+    "weekend_share": ("share of orders placed on Saturday or Sunday (UTC)", "ratio 0-1"),
+    "novdec_share": ("share of orders placed in November or December", "ratio 0-1"),
+}
+_WINDOW_DOCS = {
+    "orders_{n}d": ("orders in the {n} days before as_of", "orders"),
+    "spend_{n}d": ("net spend in the {n} days before as_of", "currency"),
+}
+
+
+def feature_columns(config: Config) -> list[str]:
+    """Names of the columns `build` returns, in order (customer_id first)."""
+    windows = [f"{kind}_{n}d" for n in config.features.windows_days for kind in ("orders", "spend")]
+    base = list(FEATURE_DOCS)
+    insert_at = base.index("overdue_ratio") + 1
+    return base[:insert_at] + windows + base[insert_at:]
+
+
+def feature_docs(config: Config) -> dict[str, tuple[str, str]]:
+    """Meaning and unit of every feature column, windows included."""
+    docs = dict(FEATURE_DOCS)
+    for n in config.features.windows_days:
+        for pattern, (meaning, unit) in _WINDOW_DOCS.items():
+            docs[pattern.format(n=n)] = (meaning.format(n=n), unit)
+    return {name: docs[name] for name in feature_columns(config)}
+
+
+def as_timestamp(as_of: str | date | datetime | pd.Timestamp) -> pd.Timestamp:
+    """A cut-off as a naive UTC timestamp (dates mean midnight UTC)."""
+    ts = pd.Timestamp(as_of)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts
+
+
+def _ts_sql(ts: pd.Timestamp) -> str:
+    return f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
+
+
+def _days_between(later: str, earlier: str) -> str:
+    return f"(epoch({later}) - epoch({earlier})) / {DAY_SECONDS}"
+
+
+def _return_flag(config: Config) -> str:
+    statuses = ", ".join("'" + s.lower().replace("'", "''") + "'" for s in config.orders.return_statuses)
+    # A negative amount is money back whatever the status says (e.g. cancellation invoices).
+    return f"(coalesce(lower(status) IN ({statuses}), false) OR amount < 0)"
+
+
+def feature_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
+    """The feature query over a canonical orders relation named `source`."""
+    cut = _ts_sql(as_of)
+    trend = config.features.trend_days
+    windows = config.features.windows_days
+    window_aggs = []
+    for n in windows:
+        window_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{n}d")
+        window_aggs.append(f"coalesce(sum(net) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS spend_{n}d")
+    recent = f"order_ts >= {cut} - INTERVAL {trend} DAY"
+    before = f"order_ts >= {cut} - INTERVAL {2 * trend} DAY AND order_ts < {cut} - INTERVAL {trend} DAY"
+    return f"""
+WITH lines AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
+           order_ts, amount, category, discount, channel,
+           {_return_flag(config)} AS is_return
+    FROM {source}
+    WHERE order_ts < {cut}
+),
+orders AS (
+    SELECT customer_id, order_key, min(order_ts) AS order_ts,
+           coalesce(sum(amount) FILTER (WHERE NOT is_return), 0) AS gross,
+           coalesce(sum(abs(amount)) FILTER (WHERE is_return), 0) AS returned,
+           bool_or(NOT is_return) AS is_purchase,
+           sum(discount) FILTER (WHERE NOT is_return) AS discount,
+           min(channel) AS channel
+    FROM lines GROUP BY customer_id, order_key
+),
+events AS (
+    SELECT *, gross - returned AS net,
+           CASE WHEN is_purchase THEN {_days_between('order_ts', 'lag(order_ts) OVER (PARTITION BY customer_id, is_purchase ORDER BY order_ts)')} END AS gap_days
+    FROM orders
+),
+per_customer AS (
+    SELECT customer_id,
+        count(*) FILTER (WHERE is_purchase) AS frequency,
+        min(order_ts) FILTER (WHERE is_purchase) AS first_ts,
+        max(order_ts) FILTER (WHERE is_purchase) AS last_ts,
+        sum(net) AS monetary_total,
+        avg(gross) FILTER (WHERE is_purchase) AS monetary_mean,
+        stddev_samp(gross) FILTER (WHERE is_purchase) AS monetary_std,
+        max(gross) FILTER (WHERE is_purchase) AS monetary_max,
+        arg_min(gross, order_ts) FILTER (WHERE is_purchase) AS first_order_amount,
+        arg_min(channel, order_ts) FILTER (WHERE is_purchase) AS first_order_channel,
+        avg(gap_days) AS gap_mean_days,
+        median(gap_days) AS gap_median_days,
+        stddev_samp(gap_days) AS gap_std_days,
+        arg_max(gap_days, order_ts) FILTER (WHERE gap_days IS NOT NULL) AS last_gap_days,
+        {', '.join(window_aggs)},
+        count(*) FILTER (WHERE is_purchase AND {recent}) - count(*) FILTER (WHERE is_purchase AND {before}) AS trend_orders,
+        coalesce(sum(net) FILTER (WHERE {recent}), 0) - coalesce(sum(net) FILTER (WHERE {before}), 0) AS trend_spend,
+        -- NULL discounts (no discount column) leave the share empty rather than zero.
+        avg(CASE WHEN discount > 0 THEN 1.0 WHEN discount IS NOT NULL THEN 0.0 END) FILTER (WHERE is_purchase) AS discount_share,
+        sum(discount) FILTER (WHERE is_purchase) AS discount_total,
+        count(*) FILTER (WHERE returned > 0) AS return_count,
+        sum(returned) / nullif(sum(gross), 0) AS return_rate,
+        avg(CASE WHEN isodow(order_ts) >= 6 THEN 1.0 ELSE 0.0 END) FILTER (WHERE is_purchase) AS weekend_share,
+        avg(CASE WHEN month(order_ts) >= 11 THEN 1.0 ELSE 0.0 END) FILTER (WHERE is_purchase) AS novdec_share
+    FROM events GROUP BY customer_id
+),
+category_counts AS (
+    SELECT customer_id, category, count(*) AS lines
+    FROM lines WHERE NOT is_return AND category IS NOT NULL
+    GROUP BY customer_id, category
+),
+categories AS (
+    SELECT customer_id, count(*) AS distinct_categories, max(lines) / sum(lines) AS top_category_share
+    FROM category_counts GROUP BY customer_id
+)
+SELECT p.customer_id,
+    {_days_between(cut, 'p.last_ts')} AS recency_days,
+    {_days_between(cut, 'p.first_ts')} AS tenure_days,
+    {_days_between('p.last_ts', 'p.first_ts')} AS active_span_days,
+    p.frequency,
+    p.frequency - 1 AS repeat_orders,
+    p.monetary_total, p.monetary_mean, p.monetary_std, p.monetary_max,
+    p.first_order_amount, p.first_order_channel,
+    p.gap_mean_days, p.gap_median_days, p.gap_std_days, p.last_gap_days,
+    {_days_between(cut, 'p.last_ts')} / nullif(p.gap_median_days, 0) AS overdue_ratio,
+    {', '.join(f'p.orders_{n}d, p.spend_{n}d' for n in windows)},
+    p.trend_orders, p.trend_spend,
+    c.distinct_categories, c.top_category_share,
+    p.discount_share, p.discount_total,
+    p.return_count, p.return_rate, p.weekend_share, p.novdec_share
+FROM per_customer p LEFT JOIN categories c USING (customer_id)
+WHERE p.frequency > 0
+"""
+
+
+def build_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config) -> duckdb.DuckDBPyRelation:
+    """Features at `as_of` over the canonical orders relation `source` in `con`, as a DuckDB relation."""
+    return con.sql(feature_sql(source, as_timestamp(as_of), config))
+
+
+def orders_view(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, name: str = "orders") -> str:
+    """Register a canonical orders frame in `con` (missing optional columns become empty) and name it."""
+    missing_required = [c for c in ("customer_id", "order_ts", "amount") if c not in orders.columns]
+    if missing_required:
+        raise ValueError(f"orders frame lacks required column(s) {', '.join(missing_required)}; "
+                         f"it has {', '.join(map(str, orders.columns))}.")
+    frame = orders.copy()
+    ts = pd.to_datetime(frame["order_ts"])
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    frame["order_ts"] = ts
+    con.register("_lifetag_input", frame)
+    select = []
+    for column, sql_type in CANONICAL_TYPES.items():
+        value = f'"{column}"' if column in frame.columns else "NULL"
+        select.append(f"CAST({value} AS {sql_type}) AS {column}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(select)} FROM _lifetag_input")
+    return name
+
+
+def build(orders: pd.DataFrame, as_of, config: Config) -> pd.DataFrame:
+    """Features at `as_of` for every customer with an order before it (pandas in, pandas out)."""
+    con = connect(config.engine)
+    try:
+        view = orders_view(con, orders)
+        return build_relation(con, view, as_of, config).df().sort_values("customer_id", ignore_index=True)
+    finally:
+        con.close()

@@ -1,0 +1,66 @@
+"""Atomic output: results are written to a temporary file beside the target, then renamed into place."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+__all__ = ["OutputError", "write_relation", "write_frame", "output_format"]
+
+_FORMATS = {".parquet": "parquet", ".csv": "csv"}
+
+
+class OutputError(Exception):
+    """The output path cannot be written as asked."""
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """'parquet' or 'csv', from the file extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise OutputError(f"{path}: unknown output format '{suffix or '(none)'}'; use a .parquet or .csv file name.")
+    return _FORMATS[suffix]
+
+
+def _temporary_beside(path: Path) -> Path:
+    # Same directory, so the final rename is atomic; a dot name so a killed run leaves no look-alike.
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_relation(con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRelation, path: str | os.PathLike[str]) -> Path:
+    """Write a DuckDB relation to `path` (Parquet or CSV by extension) atomically."""
+    path = Path(path)
+    fmt = output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(path)
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
+    try:
+        con.execute(f"COPY ({relation.sql_query()}) TO '{_sql_str(str(tmp))}' ({options})")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a pandas frame to `path` (Parquet or CSV by extension) atomically."""
+    path = Path(path)
+    fmt = output_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(path)
+    try:
+        if fmt == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")

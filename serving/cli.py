@@ -1,0 +1,166 @@
+"""The `lifetag` command line: generate a shop, build features (and, in later waves, train and score)."""
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from configs.schema import ConfigError, load_config
+
+app = typer.Typer(
+    name="lifetag",
+    help="Predictive customer tags (churn risk, repurchase, LTV, RFM, lifecycle) from order histories.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT = 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from features.intake import IntakeError
+    from features.output import OutputError
+
+    return (IntakeError, ConfigError, OutputError)
+
+
+def friendly_errors(command: F) -> F:
+    """Turn input and config mistakes into one paragraph on stderr and exit code 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except _user_errors() as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _parse_day(value: str, option: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2025-01-01.") from None
+
+
+def _steps(total: int) -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+
+
+@app.command()
+@friendly_errors
+def generate(
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers to simulate.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for orders.parquet and shop.json.")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same shop.")] = 0,
+    start: Annotated[str, typer.Option(help="First day of the shop's history (YYYY-MM-DD).")] = "2022-01-01",
+    end: Annotated[str, typer.Option(help="Last day of the shop's history (YYYY-MM-DD).")] = "2024-12-31",
+) -> None:
+    """Write a realistic synthetic shop (order lines with returns, coupons, seasons) to a folder."""
+    from features.synthetic import write_shop
+
+    _parse_day(start, "--start")
+    _parse_day(end, "--end")
+    began = time.perf_counter()
+    with console.status(f"Simulating {customers:,} customers"):
+        summary = write_shop(out_dir, n_customers=customers, seed=seed, start=start, end=end)
+    out.print(
+        f"Wrote {out_dir / 'orders.parquet'}: {summary['customers']:,} customers, "
+        f"{summary['orders']:,} orders, {summary['lines']:,} lines "
+        f"in {time.perf_counter() - began:.1f} s"
+    )
+
+
+@app.command()
+@friendly_errors
+def features(
+    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Cut-off day (YYYY-MM-DD); only orders before it are seen.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output file, .parquet or .csv.")],
+    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="Also print RFM segment counts.")] = False,
+) -> None:
+    """Build point-in-time behavioural features, one row per customer, and write them."""
+    from features.behaviour import build_relation
+    from features.engine import connect
+    from features.intake import open_orders
+    from features.output import output_format, write_relation
+
+    config = load_config(config_path)
+    cut = _parse_day(as_of, "--as-of")
+    output_format(out_path)
+    began = time.perf_counter()
+    con = connect(config.engine)
+    with _steps(3) as progress:
+        task = progress.add_task("Reading and validating orders", total=3)
+        report = open_orders(con, orders, config, quarantine)
+        progress.update(task, advance=1, description="Computing features")
+        relation = build_relation(con, "orders", cut, config)
+        progress.update(task, advance=1, description=f"Writing {out_path.name}")
+        write_relation(con, relation, out_path)
+        progress.update(task, advance=1, description="Done")
+    _print_features_summary(con, out_path, report, cut, time.perf_counter() - began)
+    if report.missing_optional:
+        console.print(f"note: optional fields not in the source: {', '.join(report.missing_optional)}")
+    if summary:
+        _print_rfm_summary(out_path, config)
+
+
+def _print_features_summary(con: Any, out_path: Path, report: Any, cut: datetime, seconds: float) -> None:
+    reader = "read_parquet" if out_path.suffix.lower() == ".parquet" else "read_csv"
+    customers, orders_before = con.execute(f"SELECT count(*), sum(frequency) FROM {reader}(?)", [str(out_path)]).fetchone()
+    out.print(f"Orders: {report.summary()}")
+    out.print(
+        f"Features at {cut.date()} for {customers:,} customers ({int(orders_before or 0):,} orders before the cut-off) "
+        f"-> {out_path} in {seconds:.1f} s"
+    )
+
+
+def _print_rfm_summary(features_path: Path, config: Any) -> None:
+    import pandas as pd
+
+    from features.segments import RfmCutPoints, rfm_scores, rfm_segment
+
+    frame = (pd.read_parquet(features_path) if features_path.suffix.lower() == ".parquet"
+             else pd.read_csv(features_path, dtype={"customer_id": str}))
+    scores = rfm_scores(frame, RfmCutPoints.fit(frame))
+    segment = rfm_segment(scores, config.rfm)
+    table = Table(title="RFM segments (cut points from this population)")
+    for column in ("segment", "label", "customers", "share", "revenue share"):
+        table.add_column(column, justify="right" if column != "segment" and column != "label" else "left")
+    revenue = frame["monetary_total"].groupby(segment).sum()
+    counts = segment.value_counts()
+    total_revenue = frame["monetary_total"].sum() or 1.0
+    for key, info in config.rfm.segments.items():
+        n = int(counts.get(key, 0))
+        table.add_row(key, f"{info.label} / {info.label_zh}", f"{n:,}", f"{n / len(frame):.1%}",
+                      f"{revenue.get(key, 0.0) / total_revenue:.1%}")
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="lifetag")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
