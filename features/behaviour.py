@@ -18,7 +18,7 @@ from features.intake import CANONICAL_TYPES
 
 __all__ = ["FEATURE_DOCS", "build", "build_relation", "feature_columns", "orders_view", "as_timestamp"]
 
-DAY_SECONDS = 86400.0
+DAY_US = 86_400_000_000.0
 
 FEATURE_DOCS: dict[str, tuple[str, str]] = {
     "customer_id": ("customer identifier, exactly as in the source", "text"),
@@ -85,7 +85,7 @@ def _ts_sql(ts: pd.Timestamp) -> str:
 
 
 def _days_between(later: str, earlier: str) -> str:
-    return f"(epoch({later}) - epoch({earlier})) / {DAY_SECONDS}"
+    return f"(epoch_us({later}) - epoch_us({earlier})) / {DAY_US}"
 
 
 def _return_flag(config: Config) -> str:
@@ -94,65 +94,79 @@ def _return_flag(config: Config) -> str:
     return f"(coalesce(lower(status) IN ({statuses}), false) OR amount < 0)"
 
 
+def _std(n: str, s1: str, s2: str) -> str:
+    """Sample standard deviation from exact integer count, sum and sum of squares."""
+    return f"CASE WHEN {n} > 1 THEN sqrt(CAST({n} * {s2} - {s1} * {s1} AS DOUBLE) / ({n} * ({n} - 1))) END"
+
+
 def feature_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
-    """The feature query over a canonical orders relation named `source`."""
+    """The feature query over a canonical orders relation named `source`.
+
+    Money is summed as integer cents and time as integer microseconds, so every aggregate is exact
+    and a re-run gives byte-identical output whatever order DuckDB's threads add things up in.
+    """
     cut = _ts_sql(as_of)
     trend = config.features.trend_days
     windows = config.features.windows_days
     window_aggs = []
     for n in windows:
         window_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{n}d")
-        window_aggs.append(f"coalesce(sum(net) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS spend_{n}d")
+        window_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) / 100 AS spend_{n}d")
     recent = f"order_ts >= {cut} - INTERVAL {trend} DAY"
     before = f"order_ts >= {cut} - INTERVAL {2 * trend} DAY AND order_ts < {cut} - INTERVAL {trend} DAY"
     return f"""
 WITH lines AS (
     SELECT CAST(customer_id AS VARCHAR) AS customer_id,
            coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
-           order_ts, amount, category, discount, channel,
+           order_ts, CAST(round(amount * 100) AS BIGINT) AS amount_c, category,
+           CAST(round(discount * 100) AS BIGINT) AS discount_c, channel,
            {_return_flag(config)} AS is_return
     FROM {source}
     WHERE order_ts < {cut}
 ),
 orders AS (
     SELECT customer_id, order_key, min(order_ts) AS order_ts,
-           coalesce(sum(amount) FILTER (WHERE NOT is_return), 0) AS gross,
-           coalesce(sum(abs(amount)) FILTER (WHERE is_return), 0) AS returned,
+           coalesce(sum(amount_c) FILTER (WHERE NOT is_return), 0) AS gross_c,
+           coalesce(sum(abs(amount_c)) FILTER (WHERE is_return), 0) AS returned_c,
            bool_or(NOT is_return) AS is_purchase,
-           sum(discount) FILTER (WHERE NOT is_return) AS discount,
+           sum(discount_c) FILTER (WHERE NOT is_return) AS discount_c,
            min(channel) AS channel
     FROM lines GROUP BY customer_id, order_key
 ),
 events AS (
-    SELECT *, gross - returned AS net,
-           CASE WHEN is_purchase THEN {_days_between('order_ts', 'lag(order_ts) OVER (PARTITION BY customer_id, is_purchase ORDER BY order_ts)')} END AS gap_days
+    SELECT *, gross_c - returned_c AS net_c,
+           CASE WHEN is_purchase THEN epoch_us(order_ts) - epoch_us(lag(order_ts) OVER w) END AS gap_us,
+           row_number() OVER w AS seq
     FROM orders
+    WINDOW w AS (PARTITION BY customer_id, is_purchase ORDER BY order_ts, order_key)
 ),
 per_customer AS (
     SELECT customer_id,
         count(*) FILTER (WHERE is_purchase) AS frequency,
         min(order_ts) FILTER (WHERE is_purchase) AS first_ts,
         max(order_ts) FILTER (WHERE is_purchase) AS last_ts,
-        sum(net) AS monetary_total,
-        avg(gross) FILTER (WHERE is_purchase) AS monetary_mean,
-        stddev_samp(gross) FILTER (WHERE is_purchase) AS monetary_std,
-        max(gross) FILTER (WHERE is_purchase) AS monetary_max,
-        arg_min(gross, order_ts) FILTER (WHERE is_purchase) AS first_order_amount,
-        arg_min(channel, order_ts) FILTER (WHERE is_purchase) AS first_order_channel,
-        avg(gap_days) AS gap_mean_days,
-        median(gap_days) AS gap_median_days,
-        stddev_samp(gap_days) AS gap_std_days,
-        arg_max(gap_days, order_ts) FILTER (WHERE gap_days IS NOT NULL) AS last_gap_days,
+        sum(net_c) AS net_c,
+        sum(gross_c) FILTER (WHERE is_purchase) AS gross_c,
+        sum(CAST(gross_c AS HUGEINT) * gross_c) FILTER (WHERE is_purchase) AS gross_sq_c,
+        max(gross_c) FILTER (WHERE is_purchase) AS max_c,
+        arg_min(gross_c, seq) FILTER (WHERE is_purchase) AS first_c,
+        arg_min(channel, seq) FILTER (WHERE is_purchase) AS first_order_channel,
+        count(gap_us) AS gaps,
+        sum(gap_us) AS gap_us,
+        sum(CAST(gap_us AS HUGEINT) * gap_us) AS gap_sq_us,
+        median(gap_us) AS gap_median_us,
+        arg_max(gap_us, seq) FILTER (WHERE gap_us IS NOT NULL) AS last_gap_us,
         {', '.join(window_aggs)},
         count(*) FILTER (WHERE is_purchase AND {recent}) - count(*) FILTER (WHERE is_purchase AND {before}) AS trend_orders,
-        coalesce(sum(net) FILTER (WHERE {recent}), 0) - coalesce(sum(net) FILTER (WHERE {before}), 0) AS trend_spend,
+        (coalesce(sum(net_c) FILTER (WHERE {recent}), 0) - coalesce(sum(net_c) FILTER (WHERE {before}), 0)) / 100 AS trend_spend,
         -- NULL discounts (no discount column) leave the share empty rather than zero.
-        avg(CASE WHEN discount > 0 THEN 1.0 WHEN discount IS NOT NULL THEN 0.0 END) FILTER (WHERE is_purchase) AS discount_share,
-        sum(discount) FILTER (WHERE is_purchase) AS discount_total,
-        count(*) FILTER (WHERE returned > 0) AS return_count,
-        sum(returned) / nullif(sum(gross), 0) AS return_rate,
-        avg(CASE WHEN isodow(order_ts) >= 6 THEN 1.0 ELSE 0.0 END) FILTER (WHERE is_purchase) AS weekend_share,
-        avg(CASE WHEN month(order_ts) >= 11 THEN 1.0 ELSE 0.0 END) FILTER (WHERE is_purchase) AS novdec_share
+        count(*) FILTER (WHERE is_purchase AND discount_c > 0) AS discounted,
+        count(discount_c) FILTER (WHERE is_purchase) AS with_discount_data,
+        sum(discount_c) FILTER (WHERE is_purchase) AS discount_c,
+        count(*) FILTER (WHERE returned_c > 0) AS return_count,
+        sum(returned_c) AS returned_c,
+        count(*) FILTER (WHERE is_purchase AND isodow(order_ts) >= 6) AS weekend_orders,
+        count(*) FILTER (WHERE is_purchase AND month(order_ts) >= 11) AS novdec_orders
     FROM events GROUP BY customer_id
 ),
 category_counts AS (
@@ -170,17 +184,29 @@ SELECT p.customer_id,
     {_days_between('p.last_ts', 'p.first_ts')} AS active_span_days,
     p.frequency,
     p.frequency - 1 AS repeat_orders,
-    p.monetary_total, p.monetary_mean, p.monetary_std, p.monetary_max,
-    p.first_order_amount, p.first_order_channel,
-    p.gap_mean_days, p.gap_median_days, p.gap_std_days, p.last_gap_days,
-    {_days_between(cut, 'p.last_ts')} / nullif(p.gap_median_days, 0) AS overdue_ratio,
+    p.net_c / 100 AS monetary_total,
+    p.gross_c / p.frequency / 100 AS monetary_mean,
+    {_std('p.frequency', 'p.gross_c', 'p.gross_sq_c')} / 100 AS monetary_std,
+    p.max_c / 100 AS monetary_max,
+    p.first_c / 100 AS first_order_amount,
+    p.first_order_channel,
+    p.gap_us / nullif(p.gaps, 0) / {DAY_US} AS gap_mean_days,
+    p.gap_median_us / {DAY_US} AS gap_median_days,
+    {_std('p.gaps', 'p.gap_us', 'p.gap_sq_us')} / {DAY_US} AS gap_std_days,
+    p.last_gap_us / {DAY_US} AS last_gap_days,
+    {_days_between(cut, 'p.last_ts')} / nullif(p.gap_median_us / {DAY_US}, 0) AS overdue_ratio,
     {', '.join(f'p.orders_{n}d, p.spend_{n}d' for n in windows)},
     p.trend_orders, p.trend_spend,
     c.distinct_categories, c.top_category_share,
-    p.discount_share, p.discount_total,
-    p.return_count, p.return_rate, p.weekend_share, p.novdec_share
+    p.discounted / nullif(p.with_discount_data, 0) AS discount_share,
+    p.discount_c / 100 AS discount_total,
+    p.return_count,
+    p.returned_c / nullif(p.gross_c, 0) AS return_rate,
+    p.weekend_orders / p.frequency AS weekend_share,
+    p.novdec_orders / p.frequency AS novdec_share
 FROM per_customer p LEFT JOIN categories c USING (customer_id)
 WHERE p.frequency > 0
+ORDER BY p.customer_id
 """
 
 
@@ -214,6 +240,6 @@ def build(orders: pd.DataFrame, as_of, config: Config) -> pd.DataFrame:
     con = connect(config.engine)
     try:
         view = orders_view(con, orders)
-        return build_relation(con, view, as_of, config).df().sort_values("customer_id", ignore_index=True)
+        return build_relation(con, view, as_of, config).df()
     finally:
         con.close()

@@ -28,7 +28,8 @@ population AS (
 future AS (
     SELECT customer_id,
            count(DISTINCT order_key) FILTER (WHERE NOT is_return) AS future_orders,
-           sum(CASE WHEN is_return THEN -abs(amount) ELSE amount END) AS future_spend
+           -- Integer cents keep the sum exact, so re-runs agree to the last digit.
+           sum(CAST(round(CASE WHEN is_return THEN -abs(amount) ELSE amount END * 100) AS BIGINT)) / 100 AS future_spend
     FROM lines WHERE order_ts >= {cut}
     GROUP BY customer_id
 )
@@ -36,6 +37,7 @@ SELECT p.customer_id,
        coalesce(f.future_orders, 0) AS future_orders,
        coalesce(f.future_spend, 0.0) AS future_spend
 FROM population p LEFT JOIN future f USING (customer_id)
+ORDER BY p.customer_id
 """
 
 
@@ -56,6 +58,6 @@ def labels(orders: pd.DataFrame, as_of, horizon_days: int, config: Config | None
     con = connect(config.engine)
     try:
         view = orders_view(con, orders)
-        return labels_relation(con, view, as_of, horizon_days, config).df().sort_values("customer_id", ignore_index=True)
+        return labels_relation(con, view, as_of, horizon_days, config).df()
     finally:
         con.close()

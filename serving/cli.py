@@ -61,7 +61,7 @@ def _parse_day(value: str, option: str) -> datetime:
 def _steps(total: int) -> Progress:
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TimeElapsedColumn(), console=console, transient=True,
     )
 
 

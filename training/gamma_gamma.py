@@ -166,6 +166,11 @@ def _log_likelihood_and_gradient(
     return ll, np.column_stack([d_p * p, d_q * q, d_v * v])
 
 
+# Largest gradient component (mean log-likelihood per customer, in log-parameters) that still
+# counts as converged.
+_GRADIENT_TOLERANCE = 1e-5
+
+
 def _maximise_likelihood(spend: _RepeatSpend, penalizer: float) -> FloatArray:
     """Return the log-parameters that maximise the (penalised) mean log-likelihood.
 
@@ -201,7 +206,10 @@ def _maximise_likelihood(spend: _RepeatSpend, penalizer: float) -> FloatArray:
             "Gamma-Gamma fit failed: the log-likelihood was not finite at any starting point. "
             "Check monetary_value for extreme values or pass a small penalizer (e.g. 0.01)."
         )
-    if not best.success:
+    # L-BFGS-B often ends with an "abnormal" line search right at the optimum, when the
+    # objective can no longer be resolved in floating point; only a sizeable gradient means
+    # it stopped short.
+    if not best.success and np.max(np.abs(best.jac)) > _GRADIENT_TOLERANCE:
         p, q, v = np.exp(best.x)
         warnings.warn(
             f"Gamma-Gamma fit did not converge ({best.message}); p={p:.4g}, q={q:.4g}, "

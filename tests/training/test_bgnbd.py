@@ -258,6 +258,29 @@ def test_expected_purchases_equals_integral_over_the_posterior_of_the_dropout_pr
     assert model.expected_purchases(t, x, t_x, T)[0] == pytest.approx(expected, rel=1e-7)
 
 
+@pytest.mark.parametrize(
+    "params", [(1.0, 1.0, 2.0, 1.0), (1.5, 1.0, 1.5, 2.0)], ids=["a-1=1", "a+b-1-r=1"]
+)
+def test_expected_purchases_survives_where_scipy_hypergeometric_function_fails(
+    params: tuple[float, float, float, float],
+) -> None:
+    # With an integer among the first two parameters of 2F1 and z near 1, scipy 1.17's hyp2f1
+    # returns inf or nan here; the model must still give the right answer.
+    r, alpha, a, b = params
+    t, x, t_x, T = 200.0, 99, 9.0, 10.0
+
+    def integrand(p: float) -> float:
+        no_dropout_factor = -np.expm1(-(r + x) * np.log1p(p * t / (alpha + T)))
+        return stats.beta.pdf(p, a, b + x) * no_dropout_factor / p
+
+    if_alive, _ = integrate.quad(integrand, 0.0, 1.0, limit=200, points=[1e-6, 1e-3])
+    model = model_with(*params)
+
+    assert model.expected_purchases(t, x, t_x, T)[0] == pytest.approx(
+        if_alive * model.prob_alive(x, t_x, T)[0], rel=1e-7
+    )
+
+
 def test_expected_purchases_of_a_new_customer_is_the_empty_history_case() -> None:
     model = model_with(*CDNOW_PARAMS)
     t = np.array([1.0, 13.0, 39.0, 78.0])
@@ -435,8 +458,9 @@ def test_predictions_are_probabilities_and_consistent_expectations(
     assert 0.0 <= p_alive <= 1.0
     assert 0.0 <= p_none_later <= p_none <= 1.0
     assert 0.0 <= expected <= expected_later * (1 + 1e-9) and np.isfinite(expected_later)
-    # Markov's inequality: P(at least one purchase) <= E[purchases].
-    assert 1.0 - p_none <= expected * (1 + 1e-7) + 1e-12
+    # Markov's inequality: P(at least one purchase) <= E[purchases]. The slack covers rounding
+    # when both are tiny (short horizons for very frequent buyers).
+    assert 1.0 - p_none <= expected * (1 + 1e-6) + 1e-9
 
 
 def test_nothing_is_expected_over_a_zero_horizon() -> None:

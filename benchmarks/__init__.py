@@ -1,0 +1,1 @@
+"""Benchmark scripts that print figures; run one with `python -m benchmarks.<name> --help`."""

@@ -1,0 +1,74 @@
+"""The `lifetag` command end to end, as a user runs it: real processes, real files, exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+LIFETAG = [str(Path(sys.executable).with_name("lifetag"))]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LIFETAG, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shop_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shop")
+    done = run("generate", "--customers", "1500", "--out", str(out), "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_generate_then_features_writes_parquet_with_text_ids(shop_dir, tmp_path):
+    out = tmp_path / "features.parquet"
+    done = run("features", "--orders", str(shop_dir / "orders.parquet"), "--as-of", "2024-07-01",
+               "--out", str(out), "--summary")
+    assert done.returncode == 0, done.stderr
+    assert "read " in done.stdout and "quarantined 0" in done.stdout and "important_value" in done.stdout
+    frame = pd.read_parquet(out)
+    assert frame["customer_id"].dtype == object or str(frame["customer_id"].dtype).startswith("str")
+    assert frame["customer_id"].str.len().eq(7).all()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_rerun_gives_identical_output(shop_dir, tmp_path):
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for path in paths:
+        assert run("features", "--orders", str(shop_dir / "orders.parquet"), "--as-of", "2024-07-01",
+                   "--out", str(path)).returncode == 0
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_bad_input_exits_2_with_one_paragraph_and_no_traceback(tmp_path):
+    bad = tmp_path / "orders.csv"
+    bad.write_text("customer_id,order_ts,amount\na,2024-01-01,abc\n")
+    done = run("features", "--orders", str(bad), "--as-of", "2024-07-01", "--out", str(tmp_path / "f.parquet"))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "not numbers" in done.stderr and str(bad) in done.stderr.replace("\n", "")
+    assert not (tmp_path / "f.parquet").exists()
+
+
+def test_quarantine_option_reports_read_used_quarantined(tmp_path):
+    bad = tmp_path / "orders.csv"
+    bad.write_text("customer_id,order_ts,amount\na,2024-01-01,abc\nb,2024-01-02,5\n")
+    done = run("features", "--orders", str(bad), "--as-of", "2024-07-01", "--out", str(tmp_path / "f.csv"),
+               "--quarantine", str(tmp_path / "bad.csv"))
+    assert done.returncode == 0, done.stderr
+    assert "read 2 = used 1 + quarantined 1" in done.stdout
+    assert pd.read_csv(tmp_path / "bad.csv")["reason"].tolist() == ["amount is not a number"]
+
+
+def test_bad_as_of_and_bad_config_are_clear_errors(tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text("customer_id,order_ts,amount\na,2024-01-01,5\n")
+    done = run("features", "--orders", str(orders), "--as-of", "01/07/2024", "--out", str(tmp_path / "f.csv"))
+    assert done.returncode == 2 and "YYYY-MM-DD" in done.stderr
+    config = tmp_path / "bad.yaml"
+    config.write_text("features:\n  windows_days: [-3]\n")
+    done = run("features", "--orders", str(orders), "--as-of", "2024-07-01", "--out", str(tmp_path / "f.csv"),
+               "--config", str(config))
+    assert done.returncode == 2 and "windows_days" in done.stderr and "Traceback" not in done.stderr
