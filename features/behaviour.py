@@ -16,7 +16,7 @@ from configs.schema import Config
 from features.engine import connect
 from features.intake import CANONICAL_TYPES
 
-__all__ = ["FEATURE_DOCS", "build", "build_relation", "feature_columns", "orders_view", "as_timestamp"]
+__all__ = ["FEATURE_DOCS", "build", "feature_docs", "feature_table_markdown", "build_relation", "feature_columns", "orders_view", "as_timestamp"]
 
 DAY_US = 86_400_000_000.0
 
@@ -70,6 +70,13 @@ def feature_docs(config: Config) -> dict[str, tuple[str, str]]:
         for pattern, (meaning, unit) in _WINDOW_DOCS.items():
             docs[pattern.format(n=n)] = (meaning.format(n=n), unit)
     return {name: docs[name] for name in feature_columns(config)}
+
+
+def feature_table_markdown(config: Config) -> str:
+    """The feature reference table (name, meaning, unit) as Markdown, for docs/features.md."""
+    rows = ["| feature | meaning | unit |", "|---|---|---|"]
+    rows += [f"| `{name}` | {meaning} | {unit} |" for name, (meaning, unit) in feature_docs(config).items()]
+    return "\n".join(rows) + "\n"
 
 
 def as_timestamp(as_of: str | date | datetime | pd.Timestamp) -> pd.Timestamp:

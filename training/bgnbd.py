@@ -394,7 +394,8 @@ def _maximise_likelihood(histories: _Histories, penalizer: float) -> FloatArray:
         warnings.warn(
             f"BG/NBD fit did not settle ({best.message}); r={r:.4g}, alpha={alpha:.4g}, "
             f"a={a:.4g}, b={b:.4g} may be unreliable. Parameters running off to extreme values "
-            "mean the data cannot pin them down; a small penalizer (e.g. 0.01) helps.",
+            "mean the data cannot pin them down, e.g. when they show no sign of customers "
+            "leaving; check the summary (units, calibration window) before using predictions.",
             ConvergenceWarning,
             stacklevel=3,
         )

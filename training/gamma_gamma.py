@@ -213,8 +213,7 @@ def _maximise_likelihood(spend: _RepeatSpend, penalizer: float) -> FloatArray:
         p, q, v = np.exp(best.x)
         warnings.warn(
             f"Gamma-Gamma fit did not converge ({best.message}); p={p:.4g}, q={q:.4g}, "
-            f"v={v:.4g} may be unreliable. A small penalizer (e.g. 0.01) helps when "
-            "parameters run off to extreme values.",
+            f"v={v:.4g} may be unreliable.",
             ConvergenceWarning,
             stacklevel=3,
         )

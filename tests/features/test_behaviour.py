@@ -98,3 +98,12 @@ def test_timezone_aware_timestamps_are_compared_in_utc(config):
         "amount": [10.0, 10.0],
     })
     assert list(features.build(orders, "2024-01-01", config)["customer_id"]) == ["a"]
+
+
+def test_docs_feature_table_is_current(config):
+    from pathlib import Path
+
+    from features.behaviour import feature_table_markdown
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
+    assert feature_table_markdown(config) in docs, "regenerate the table in docs/features.md"

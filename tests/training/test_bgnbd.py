@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 from training.bgnbd import BetaGeoModel
 
@@ -116,6 +116,16 @@ def cdnow_master() -> pd.DataFrame:
     return cdnow_summary(sample_only=False)
 
 
+@pytest.fixture(scope="module")
+def sample_model(cdnow_sample: pd.DataFrame) -> BetaGeoModel:
+    return fit_bgnbd(cdnow_sample)
+
+
+@pytest.fixture(scope="module")
+def master_model(cdnow_master: pd.DataFrame) -> BetaGeoModel:
+    return fit_bgnbd(cdnow_master)
+
+
 def fit_bgnbd(summary: pd.DataFrame, **kwargs: float) -> BetaGeoModel:
     return BetaGeoModel(**kwargs).fit(summary["frequency"], summary["recency"], summary["T"])
 
@@ -129,8 +139,8 @@ def fitted_params(model: BetaGeoModel) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fit_reproduces_published_cdnow_estimates(cdnow_sample: pd.DataFrame) -> None:
-    model = fit_bgnbd(cdnow_sample)
+def test_fit_reproduces_published_cdnow_estimates(sample_model: BetaGeoModel) -> None:
+    model = sample_model
 
     assert model.n_customers_ == 2357
     # Measured: r=0.24259, alpha=4.41360, a=0.79292, b=2.42591, log-likelihood -9582.429. The
@@ -162,10 +172,10 @@ def test_fit_on_full_cdnow_master_is_close_to_the_sample_estimates(
     ids=["sample", "master"],
 )
 def test_holdout_forecast_undershoots_actual_repeat_purchases_by_about_an_eighth(
-    sample_only: bool, actual: int, predicted: float
+    sample_only: bool, actual: int, predicted: float, request: pytest.FixtureRequest
 ) -> None:
     summary = cdnow_summary(sample_only)
-    model = fit_bgnbd(summary)
+    model = request.getfixturevalue("sample_model" if sample_only else "master_model")
 
     forecast = model.expected_purchases(
         HOLDOUT_WEEKS, summary["frequency"], summary["recency"], summary["T"]
@@ -180,12 +190,11 @@ def test_holdout_forecast_undershoots_actual_repeat_purchases_by_about_an_eighth
 
 
 def test_probability_of_no_holdout_purchase_is_calibrated_on_cdnow(
-    cdnow_master: pd.DataFrame,
+    cdnow_master: pd.DataFrame, master_model: BetaGeoModel
 ) -> None:
-    model = fit_bgnbd(cdnow_master)
     summary = cdnow_master
 
-    p_none = model.prob_no_purchase(
+    p_none = master_model.prob_no_purchase(
         HOLDOUT_WEEKS, summary["frequency"], summary["recency"], summary["T"]
     )
 
@@ -195,7 +204,7 @@ def test_probability_of_no_holdout_purchase_is_calibrated_on_cdnow(
 
 
 def test_fit_scales_to_a_million_customers_by_aggregating_identical_histories(
-    cdnow_master: pd.DataFrame,
+    cdnow_master: pd.DataFrame, master_model: BetaGeoModel
 ) -> None:
     copies = 43  # 43 * 23,570 = 1,013,510 customers
     frequency = np.tile(cdnow_master["frequency"].to_numpy(), copies)
@@ -206,10 +215,9 @@ def test_fit_scales_to_a_million_customers_by_aggregating_identical_histories(
     model = BetaGeoModel().fit(frequency, recency, T)
     seconds = time.perf_counter() - start
 
-    once = fit_bgnbd(cdnow_master)
     assert model.n_customers_ == copies * 23570
-    assert fitted_params(model) == pytest.approx(fitted_params(once), rel=1e-6)
-    assert model.log_likelihood_ == pytest.approx(copies * once.log_likelihood_, rel=1e-9)
+    assert fitted_params(model) == pytest.approx(fitted_params(master_model), rel=1e-6)
+    assert model.log_likelihood_ == pytest.approx(copies * master_model.log_likelihood_, rel=1e-9)
     assert seconds < 10.0, f"fitting a million customers took {seconds:.1f} s"
 
 
@@ -484,8 +492,10 @@ def test_follows_the_scikit_learn_estimator_contract() -> None:
         model.prob_alive([1], [1.0], [2.0])
 
 
-def test_penalizer_pulls_the_parameters_towards_zero(cdnow_sample: pd.DataFrame) -> None:
-    plain = fit_bgnbd(cdnow_sample)
+def test_penalizer_pulls_the_parameters_towards_zero(
+    cdnow_sample: pd.DataFrame, sample_model: BetaGeoModel
+) -> None:
+    plain = sample_model
     penalised = fit_bgnbd(cdnow_sample, penalizer=0.01)
 
     def size(model: BetaGeoModel) -> float:
@@ -495,9 +505,11 @@ def test_penalizer_pulls_the_parameters_towards_zero(cdnow_sample: pd.DataFrame)
     assert penalised.log_likelihood_ < plain.log_likelihood_
 
 
-def test_accepts_lists_arrays_and_series_alike(cdnow_sample: pd.DataFrame) -> None:
+def test_accepts_lists_arrays_and_series_alike(
+    cdnow_sample: pd.DataFrame, sample_model: BetaGeoModel
+) -> None:
     head = cdnow_sample.head(50)
-    model = fit_bgnbd(cdnow_sample)
+    model = sample_model
 
     from_series = model.expected_purchases(10.0, head["frequency"], head["recency"], head["T"])
     from_lists = model.expected_purchases(
@@ -538,6 +550,18 @@ def test_predictions_reject_the_same_impossible_summaries() -> None:
         model.prob_no_purchase(10.0, [3], [12.0], [10.0])
     with pytest.raises(ValueError, match=r"t \(prediction horizon"):
         model.expected_purchases(-1.0, [3], [5.0], [10.0])
+
+
+def test_fit_warns_when_the_data_cannot_pin_the_parameters_down() -> None:
+    # Everyone bought steadily right up to the end of the window: no sign of anyone leaving,
+    # so the dropout distribution runs off to a -> 0, b -> infinity.
+    rng = np.random.default_rng(0)
+    frequency = rng.poisson(10, 2000)
+    T = np.full(2000, 52.0)
+    recency = np.where(frequency > 0, T - rng.uniform(0.0, 0.5, 2000), 0.0)
+
+    with pytest.warns(ConvergenceWarning, match="extreme values mean the data cannot pin"):
+        BetaGeoModel().fit(frequency, recency, T)
 
 
 def test_negative_penalizer_is_rejected() -> None:
