@@ -51,8 +51,8 @@ class BetaGeoModel(BaseEstimator):
     penalizer:
         Strength of an L2 penalty ``penalizer * (r^2 + alpha^2 + a^2 + b^2)`` added to the
         *mean* negative log-likelihood per customer. 0 (the default) gives the plain maximum
-        likelihood estimate; a small value (0.001-0.1) keeps the parameters finite on tiny or
-        degenerate data sets where the likelihood has no interior maximum.
+        likelihood estimate; a small value (0.001-0.1) shrinks the parameters towards 0, which
+        steadies fits on small data sets.
 
     Attributes
     ----------
@@ -108,8 +108,8 @@ class BetaGeoModel(BaseEstimator):
 
         Equation 10 of the paper. ``t`` is a scalar or an array that broadcasts against the
         customers. Evaluated through an Euler transformation of the hypergeometric function
-        (see the module function ``_expected_purchases_if_alive``) so that it stays finite for customers with
-        hundreds of purchases or very long windows.
+        (see the module-level ``_expected_purchases_if_alive``) so that it stays finite for
+        customers with thousands of purchases or very long windows.
         """
         t_ahead = self._validate_horizon(t)
         x, t_x, t_obs = _validate_summary(frequency, recency, T)
@@ -149,6 +149,7 @@ class BetaGeoModel(BaseEstimator):
     def _expected_purchases_if_alive(
         self, t: FloatArray, x: FloatArray, t_obs: FloatArray
     ) -> FloatArray:
+        """Eq. 10 without its P(alive) factor, at the fitted parameters."""
         self._check_fitted()
         params = (self.r_, self.alpha_, self.a_, self.b_)
         return _expected_purchases_if_alive(params, t, x, t_obs)
@@ -163,7 +164,7 @@ class BetaGeoModel(BaseEstimator):
         r, alpha, a, b = self.r_, self.alpha_, self.a_, self.b_
         repeat = x > 0
         # b + x - 1 is only used where x >= 1, where it is >= b > 0.
-        safe_b_term = np.where(repeat, self.b_ + x - 1.0, 1.0)
+        safe_b_term = np.where(repeat, b + x - 1.0, 1.0)
         log_odds = (
             np.log(a)
             - np.log(safe_b_term)
@@ -355,8 +356,6 @@ def _log_likelihood_and_gradient(
 _STARTS = (np.zeros(4), np.log([0.5, 5.0, 0.5, 2.0]), np.log([2.0, 20.0, 2.0, 10.0]))
 # Above this many distinct histories the starting points are compared on a weighted resample.
 _EXPLORE_ROWS = 20_000
-
-
 # Largest gradient component (mean log-likelihood per customer, in log-parameters) that still
 # counts as converged.
 _GRADIENT_TOLERANCE = 1e-5
@@ -382,7 +381,7 @@ def _maximise_likelihood(histories: _Histories, penalizer: float) -> FloatArray:
     if not np.isfinite(best.fun):
         raise RuntimeError(
             "BG/NBD fit failed: the log-likelihood was not finite at any starting point. "
-            "Check the summary for extreme values or pass a small penalizer (e.g. 0.01)."
+            "Check the summary for extreme values (e.g. T in seconds rather than weeks)."
         )
     # L-BFGS-B often ends with an "abnormal" line search right at the optimum, when the
     # objective can no longer be resolved in floating point; only a sizeable gradient means
@@ -403,6 +402,7 @@ def _maximise_likelihood(histories: _Histories, penalizer: float) -> FloatArray:
 
 
 def _run_lbfgs(histories: _Histories, penalizer: float, start: FloatArray) -> OptimizeResult:
+    """One L-BFGS-B run on the penalised mean negative log-likelihood, from ``start``."""
     weights = histories.counts / histories.counts.sum()
 
     def objective(log_params: FloatArray) -> tuple[float, FloatArray]:

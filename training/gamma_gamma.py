@@ -204,7 +204,7 @@ def _maximise_likelihood(spend: _RepeatSpend, penalizer: float) -> FloatArray:
     if not np.isfinite(best.fun):
         raise RuntimeError(
             "Gamma-Gamma fit failed: the log-likelihood was not finite at any starting point. "
-            "Check monetary_value for extreme values or pass a small penalizer (e.g. 0.01)."
+            "Check monetary_value for extreme values."
         )
     # L-BFGS-B often ends with an "abnormal" line search right at the optimum, when the
     # objective can no longer be resolved in floating point; only a sizeable gradient means

@@ -30,7 +30,7 @@ CDNOW_PATH = Path(__file__).resolve().parents[3] / "shared/data/cdnow/CDNOW_mast
 CALIBRATION_END = pd.Timestamp("1997-09-30")
 HOLDOUT_WEEKS = 39.0
 
-# Published BG/NBD estimates (Fader, Hardie & Lee 2005, table 1 / section 4).
+# Published BG/NBD estimates for the CDNOW example of Fader, Hardie & Lee (2005).
 PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
 PUBLISHED_LOG_LIKELIHOOD = -9582.4
 
@@ -97,9 +97,9 @@ def cdnow_sample_ids() -> np.ndarray:
 
     The published BG/NBD and Gamma-Gamma estimates were made on this sample, not on the full
     master file, and which customers it holds cannot be derived from the master file. The ids
-    were read from the first column of Hardie's CDNOW_sample.txt (6,919 rows; every row's date
-    and amount match the master file) and are stored here as gaps between consecutive sorted
-    ids, starting from 0.
+    were read from the first column of Hardie's CDNOW_sample.txt (6,919 rows, exactly the rows
+    these customers have in the master file; with them both published fits are reproduced to
+    four digits) and are stored here as gaps between consecutive sorted ids, starting from 0.
     """
     ids = np.cumsum(np.array(_CDNOW_SAMPLE_ID_GAPS.split(), dtype=np.int64))
     assert ids.size == 2357 and ids[0] == 4 and ids[-1] == 23569, "sample id list is corrupt"
