@@ -107,6 +107,20 @@ class RfmConfig(_Strict):
         return v
 
 
+class TrainingConfig(_Strict):
+    cutoffs: int = Field(4, ge=2)
+    cutoff_step_days: int = Field(30, gt=0)
+    validation_cutoffs: int = Field(1, ge=1)
+    min_history_days: int = Field(60, ge=0)
+    min_examples: int = Field(200, ge=10)
+    trials: int = Field(8, ge=0)
+    seed: int = 42
+    max_rounds: int = Field(800, gt=0)
+    early_stopping_rounds: int = Field(50, gt=0)
+    max_tuning_rows: int = Field(300_000, gt=1000)
+    promote_tolerance: float = Field(0.0, ge=0)
+
+
 class EngineConfig(_Strict):
     memory_limit: str = "2GB"
     threads: int | None = None
@@ -120,6 +134,7 @@ class Config(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 

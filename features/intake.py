@@ -126,7 +126,7 @@ def open_orders(
     if bad:
         if quarantine is None:
             raise IntakeError(_bad_rows_message(label, report.problems, bad))
-        report.rows_quarantined = con.execute("SELECT count(*) FROM _lifetag_typed WHERE reason IS NOT NULL").fetchone()[0]
+        report.rows_quarantined = con.execute("SELECT count(*) FROM _lifetag_typed WHERE reason IS NOT NULL").fetchall()[0][0]
         _write_quarantine(con, types, Path(quarantine))
         report.quarantine_path = str(quarantine)
     columns = ", ".join(f"{name}" for name in CANONICAL_TYPES)
@@ -345,7 +345,7 @@ def _count_problems(
         aggs.append(f"min_by(struct_pack(r := t._row, v := CAST({source} AS VARCHAR)), t._row, {_EXAMPLES}) FILTER (WHERE {flag})")
     row = con.execute(
         f"SELECT {', '.join(aggs)} FROM _lifetag_typed t"
-    ).fetchone()
+    ).fetchall()[0]
     problems = []
     for i, (name, _, text) in enumerate(checks):
         count, examples = row[1 + 2 * i], row[2 + 2 * i]

@@ -10,7 +10,7 @@ Story of the model, per customer:
   spend per purchase is ``p / nu``;
 - across customers ``nu ~ Gamma(shape=q, rate=v)`` (``v`` is the paper's gamma);
 - spend is independent of how often a customer buys, so the model pairs with any purchase-count
-  model (``training.bgnbd.BetaGeoModel``) to give a lifetime value.
+  model (``features.bgnbd.BetaGeoModel``) to give a lifetime value.
 
 Every customer is summarised by two numbers:
 

@@ -1,4 +1,4 @@
-"""Specification of the Gamma-Gamma spend model (training.gamma_gamma).
+"""Specification of the Gamma-Gamma spend model (features.gamma_gamma).
 
 It reproduces the published CDNOW estimates, agrees with simulation from the model itself,
 and refuses spend it cannot model, saying how many customers are affected and what to do.
@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 # The CDNOW helpers (panel, 1/10th sample, calibration summary) live with the BG/NBD tests.
 from test_bgnbd import cdnow_summary
 
-from training.gamma_gamma import GammaGammaModel
+from features.gamma_gamma import GammaGammaModel
 
 # Published Gamma-Gamma estimates on the CDNOW calibration period (Fader, Hardie & Lee 2005;
 # v is the paper's gamma).

@@ -1,4 +1,4 @@
-"""Specification of the BG/NBD model (training.bgnbd).
+"""Specification of the BG/NBD model (features.bgnbd).
 
 It reproduces the published CDNOW benchmark, agrees with an independent numerical integral and
 with simulation from the model itself, and rejects summaries that cannot be right.
@@ -22,7 +22,7 @@ from scipy import integrate, stats
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-from training.bgnbd import BetaGeoModel
+from features.bgnbd import BetaGeoModel
 
 # The repository is checked out as <somewhere>/main next to <somewhere>/shared.
 CDNOW_PATH = Path(__file__).resolve().parents[3] / "shared/data/cdnow/CDNOW_master.txt"
