@@ -125,9 +125,59 @@ def features(
         _print_rfm_summary(out_path, config)
 
 
+@app.command()
+@friendly_errors
+def train(
+    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Train on orders before this day (default: the day after the last order).")] = None,
+    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=0, help="Optuna trials per target (default from config).")] = None,
+    promote: Annotated[bool, typer.Option("--promote", help="Make this version champion even if it scores lower.")] = False,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here instead of stopping.")] = None,
+) -> None:
+    """Train churn, repurchase and LTV models, compare them with baselines, register them in MLflow."""
+    from training.pipeline import fit_bundle
+    from training.tracking import record_training
+
+    config = load_config(config_path)
+    cut = _parse_day(as_of, "--as-of") if as_of else None
+    trials = config.training.trials if trials is None else trials
+    began = time.perf_counter()
+    with _steps(0) as progress:
+        def stage(description: str, total: int) -> Callable[[], None]:
+            task = progress.add_task(description, total=total)
+            return lambda: progress.advance(task)
+
+        result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage)
+        task = progress.add_task("Logging to MLflow and registering", total=1)
+        recorded = record_training(result, promote, trials, config.training.promote_tolerance)
+        progress.advance(task)
+    out.print(f"Orders: {result.intake.summary()}; trained at as_of {result.as_of.date()} "
+              f"on {result.fingerprint['customers']:,} customers in {time.perf_counter() - began:.0f} s")
+    _print_training_table(result)
+    for name, r in result.results.items():
+        if r.fallback_reason:
+            out.print(f"[yellow]{name}: BG/NBD + Gamma-Gamma fallback[/] ({r.fallback_reason})")
+    out.print(f"MLflow run {recorded.run_id}, model lifetag version {recorded.version}")
+    out.print(recorded.promotion.reason)
+
+
+def _print_training_table(result: Any) -> None:
+    table = Table(title=f"Validation (out of time) - score {result.score:.4f}")
+    for column in ("target", "model", "ROC AUC", "PR AUC", "Brier", "ECE", "lift@10%", "Spearman", "Gini", "total pred/actual"):
+        table.add_column(column, justify="left" if column in ("target", "model") else "right")
+    keys = ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", "spearman", "gini_normalised", "total_ratio")
+    for name, r in result.results.items():
+        for model, metrics in r.metrics.items():
+            label = model if model != "model" else f"lifetag ({r.model.kind}{'' if r.model.offset == 'none' else ' + BG/NBD offset'})"
+            cells = [f"{metrics[k]:.3f}" if k in metrics else "" for k in keys]
+            table.add_row(f"{name} {r.target.horizon_days}d", label, *cells)
+    out.print(table)
+
+
 def _print_features_summary(con: Any, out_path: Path, report: Any, cut: datetime, seconds: float) -> None:
     reader = "read_parquet" if out_path.suffix.lower() == ".parquet" else "read_csv"
-    customers, orders_before = con.execute(f"SELECT count(*), sum(frequency) FROM {reader}(?)", [str(out_path)]).fetchone()
+    customers, orders_before = con.execute(f"SELECT count(*), sum(frequency) FROM {reader}(?)", [str(out_path)]).fetchall()[0]
     out.print(f"Orders: {report.summary()}")
     out.print(
         f"Features at {cut.date()} for {customers:,} customers ({int(orders_before or 0):,} orders before the cut-off) "

@@ -1,0 +1,228 @@
+"""The model bundle: everything that turns a features frame into churn_risk, repurchase_prob and ltv.
+
+One bundle holds the three target models, their calibrators, the feature list, the BG/NBD +
+Gamma-Gamma parameters behind the `bg_*` columns, the RFM cut points and the training config. It is
+saved as plain files (JSON and LightGBM model text, no pickles) and registered in MLflow as a pyfunc
+(`LifetagPyfunc`), so batch scoring, notebooks and the HTTP service all load the same thing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from features.clv import ClvBaseline, add_bg_columns
+
+__all__ = ["Bundle", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS"]
+
+OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
+BUNDLE_FILE = "bundle.json"
+
+
+class BundleError(ValueError):
+    """Features that do not fit the bundle (missing columns), or a bundle folder that is not complete."""
+
+
+@dataclass
+class FeatureSpec:
+    """Model inputs: numeric columns, and categorical columns with the categories seen in training."""
+
+    numeric: list[str]
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> "FeatureSpec":
+        """Record the categories of the categorical columns as seen in `frame`."""
+        cats = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in categorical}
+        return cls(numeric=list(numeric), categorical=cats)
+
+    @property
+    def columns(self) -> list[str]:
+        """All input columns, in model order."""
+        return self.numeric + list(self.categorical)
+
+    def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model input matrix; categories unseen in training become missing."""
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise BundleError(
+                f"the features do not match the model: {len(missing)} column(s) the model needs are missing "
+                f"({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}). Build features with the same "
+                "lifetag version and config the model was trained with."
+            )
+        data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in self.numeric}
+        for column, categories in self.categorical.items():
+            values = frame[column].astype("object").where(frame[column].notna(), None)
+            data[column] = pd.Categorical(values.map(lambda v: None if v is None else str(v)), categories=categories)
+        return pd.DataFrame(data, index=frame.index)
+
+
+@dataclass
+class Calibrator:
+    """Isotonic map from raw to calibrated probability (piecewise linear between fitted points)."""
+
+    x: list[float]
+    y: list[float]
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, outcome: np.ndarray) -> "Calibrator":
+        """Fit on held-out (validation) predictions and outcomes, never on training data."""
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, outcome)
+        return cls(x=[float(v) for v in iso.X_thresholds_], y=[float(v) for v in iso.y_thresholds_])
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities."""
+        return np.interp(raw, self.x, self.y)
+
+
+@dataclass
+class TargetModel:
+    """The model of one target: LightGBM (one or two boosters) or the BG/NBD fallback."""
+
+    target: Literal["churn", "repurchase", "ltv"]
+    horizon_days: int
+    kind: Literal["lgbm", "hurdle", "bgnbd"]
+    boosters: dict[str, str] = field(default_factory=dict)
+    calibrator: Calibrator | None = None
+    note: str = ""
+    # "bgnbd": boosting starts from the BG/NBD prediction and learns corrections to it, so the
+    # prediction level follows BG/NBD's extrapolation for customers older than any in training.
+    offset: Literal["none", "bgnbd"] = "none"
+    _loaded: dict[str, lgb.Booster] = field(default_factory=dict, repr=False, compare=False)
+
+    def booster(self, name: str) -> lgb.Booster:
+        """A booster, parsed once from its model text."""
+        if name not in self._loaded:
+            self._loaded[name] = lgb.Booster(model_str=self.boosters[name])
+        return self._loaded[name]
+
+    def init_score(self, bg: pd.DataFrame) -> np.ndarray | None:
+        """The starting point of boosting on the link scale (None without an offset)."""
+        if self.offset == "none":
+            return None
+        prior = np.nan_to_num(self._predict_bgnbd(bg), nan=0.5 if self.target != "ltv" else 1.0)
+        if self.target == "ltv":
+            return np.log(np.clip(prior, 0.01, None))
+        prior = np.clip(prior, 1e-4, 1 - 1e-4)
+        return np.log(prior / (1 - prior))
+
+    def raw_predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated predictions (probability or value) for one target."""
+        if self.kind == "bgnbd":
+            return self._predict_bgnbd(bg)
+        if self.kind == "hurdle":
+            return self.booster("buy").predict(matrix) * self.booster("value").predict(matrix)
+        booster = self.booster("main")
+        offset = self.init_score(bg)
+        if offset is None:
+            return booster.predict(matrix)
+        score = booster.predict(matrix, raw_score=True) + offset
+        return 1 / (1 + np.exp(-score)) if self.target != "ltv" else np.exp(score)
+
+    def predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
+        """Predictions for one target from the model matrix and the `bg_*` columns."""
+        raw = self.raw_predict(matrix, bg)
+        return self.calibrator.apply(raw) if self.calibrator is not None else raw
+
+    def _predict_bgnbd(self, bg: pd.DataFrame) -> np.ndarray:
+        h = self.horizon_days
+        if self.target == "churn":
+            return bg[f"bg_p_none_{h}d"].to_numpy(dtype=float)
+        if self.target == "repurchase":
+            return 1.0 - bg[f"bg_p_none_{h}d"].to_numpy(dtype=float)
+        return bg[f"bg_ltv_{h}d"].to_numpy(dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (boosters are stored beside it as text files)."""
+        return {
+            "target": self.target, "horizon_days": self.horizon_days, "kind": self.kind, "note": self.note,
+            "offset": self.offset,
+            "boosters": sorted(self.boosters), "calibrator": asdict(self.calibrator) if self.calibrator else None,
+        }
+
+
+@dataclass
+class Bundle:
+    """Everything needed to score: models per target, feature spec, CLV parameters, RFM cut points, config."""
+
+    spec: FeatureSpec
+    models: dict[str, TargetModel]
+    clv: dict[str, float | None] | None
+    horizons: list[int]
+    config: dict[str, Any]
+    rfm_cut_points: dict[str, list[float]]
+    as_of: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def bg_columns(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The features with `bg_*` columns from the stored BG/NBD + Gamma-Gamma parameters."""
+        baseline = ClvBaseline(**self.clv) if self.clv else None
+        return add_bg_columns(features.reset_index(drop=True), baseline, self.horizons)
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """`customer_id`, `churn_risk`, `repurchase_prob`, `ltv` for every row of a features frame."""
+        enriched = self.bg_columns(features)
+        matrix = self.spec.matrix(enriched)
+        out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
+        for model in self.models.values():
+            out[_output(model.target)] = model.predict(matrix, enriched)
+        out["ltv"] = np.clip(out["ltv"], 0, None)
+        return out[["customer_id", *OUTPUTS]]
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write bundle.json and one LightGBM text file per booster into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for model in self.models.values():
+            for name, text in model.boosters.items():
+                (folder / f"{model.target}_{name}.txt").write_text(text)
+        document = {
+            "spec": asdict(self.spec), "models": {k: m.to_dict() for k, m in self.models.items()},
+            "clv": self.clv, "horizons": self.horizons, "config": self.config,
+            "rfm_cut_points": self.rfm_cut_points, "as_of": self.as_of, "metadata": self.metadata,
+        }
+        (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> "Bundle":
+        """Read a bundle written by `save`."""
+        folder = Path(folder)
+        try:
+            document = json.loads((folder / BUNDLE_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{folder}: not a lifetag model bundle ({exc}).") from None
+        models = {}
+        for key, info in document["models"].items():
+            boosters = {name: (folder / f"{info['target']}_{name}.txt").read_text() for name in info["boosters"]}
+            calibrator = Calibrator(**info["calibrator"]) if info["calibrator"] else None
+            models[key] = TargetModel(info["target"], info["horizon_days"], info["kind"], boosters, calibrator,
+                                      info["note"], info.get("offset", "none"))
+        spec = FeatureSpec(**document["spec"])
+        return cls(spec, models, document["clv"], document["horizons"], document["config"],
+                   document["rfm_cut_points"], document["as_of"], document.get("metadata", {}))
+
+
+def _output(target: str) -> str:
+    return {"churn": "churn_risk", "repurchase": "repurchase_prob", "ltv": "ltv"}[target]
+
+
+class LifetagPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper: given a features frame, returns churn_risk, repurchase_prob and ltv."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Load the bundle files logged with the model."""
+        self.bundle = Bundle.load(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Scores for each row of a `features.build` frame."""
+        return self.bundle.predict(model_input)

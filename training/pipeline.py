@@ -1,0 +1,291 @@
+"""`lifetag train`: rolling cut-offs -> tuned, calibrated LightGBM per target -> validation against
+baselines -> one MLflow run and one registered bundle, promoted to champion when no worse."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from features.behaviour import as_timestamp, build_relation
+from features.clv import add_bg_columns, fit_clv_baseline
+from features.engine import connect
+from features.intake import IntakeReport, open_orders
+from features.segments import RfmCutPoints
+from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
+from training.baselines import RecencyBaseline
+from training.dataset import CutoffStore, Target, default_as_of, order_span, plan_cutoffs, targets
+from training.evaluate import classifier_metrics, ltv_metrics
+from training.models import FittedModel, fit_target_model, model_features
+from training.tuning import TuningResult, subsample_customers, time_folds, tune
+
+__all__ = ["TargetResult", "TrainingError", "TrainResult", "fit_bundle", "validation_score"]
+
+
+class TrainingError(ValueError):
+    """The history cannot support even the fallback models; the message states the minimum."""
+
+
+@dataclass
+class TargetResult:
+    """What training did for one target: the model, its validation predictions and metrics."""
+
+    target: Target
+    model: TargetModel
+    cutoffs: list[pd.Timestamp]
+    valid: pd.DataFrame | None = None  # validation examples, with prediction columns per model/baseline
+    valid_features: pd.DataFrame | None = None  # the validation examples' full features (champion comparison)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model/baseline -> metrics
+    tuning: TuningResult | None = None
+    importance: pd.Series | None = None
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # LTV: tweedie vs hurdle
+    fallback_reason: str = ""
+
+
+@dataclass
+class TrainResult:
+    """A fitted bundle with everything needed to log, compare and report it."""
+
+    bundle: Bundle
+    results: dict[str, TargetResult]
+    as_of: pd.Timestamp
+    intake: IntakeReport
+    fingerprint: dict[str, Any]
+    spec: FeatureSpec
+
+    @property
+    def score(self) -> float:
+        """The single validation score used to decide promotion."""
+        return validation_score(self.results)
+
+
+Progress = Callable[[str, int], Callable[[], None]]
+
+
+def _no_progress(description: str, total: int) -> Callable[[], None]:
+    return lambda: None
+
+
+def validation_score(results: dict[str, TargetResult]) -> float:
+    """Mean of churn ROC AUC, repurchase ROC AUC and LTV normalised Gini of the models on validation."""
+    keys = {"churn": "roc_auc", "repurchase": "roc_auc", "ltv": "gini_normalised"}
+    values = [r.metrics.get("model", {}).get(keys[name], np.nan) for name, r in results.items()]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def fit_bundle(
+    orders: str | os.PathLike[str], config: Config, as_of: str | pd.Timestamp | None = None,
+    trials: int | None = None, quarantine: str | os.PathLike[str] | None = None, progress: Progress = _no_progress,
+) -> TrainResult:
+    """Read the orders, build rolling training sets and fit, tune, calibrate and validate all three targets."""
+    con = connect(config.engine)
+    try:
+        intake = open_orders(con, orders, config, quarantine)
+        as_of_ts = as_timestamp(as_of) if as_of is not None else default_as_of(con, "orders")
+        first_order, _ = order_span(con, "orders")
+        con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
+        store = CutoffStore(con, "_history", config)
+        fingerprint = _fingerprint(con, "_history")
+        plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
+        now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()
+        _check_minimum_history(now, as_of_ts, first_order, config)
+        advance = progress("Building features at cut-offs", len({c for cs in plans.values() for c in cs}))
+        for cutoff in sorted({c for cs in plans.values() for c in cs}):
+            store.features(cutoff)
+            advance()
+        spec = _feature_spec(store, plans, now)
+        trials = config.training.trials if trials is None else trials
+        results = {}
+        for target in targets(config):
+            results[target.name] = _fit_target(target, plans[target.name], store, spec, config, trials, progress)
+        bundle = _assemble(results, spec, store, now, as_of_ts, config, fingerprint)
+        return TrainResult(bundle, results, as_of_ts, intake, fingerprint, spec)
+    finally:
+        con.close()
+
+
+def _fingerprint(con: Any, source: str) -> dict[str, Any]:
+    """Rows, customers, date range and an order-independent content hash of the training history."""
+    rows, customers, first, last, digest = con.execute(
+        f"SELECT count(*), count(DISTINCT customer_id), min(order_ts), max(order_ts), "
+        f"CAST(sum(CAST(hash(customer_id, order_id, order_ts, amount, status) AS HUGEINT)) % 18446744073709551616 AS VARCHAR) "
+        f"FROM {source}"
+    ).fetchall()[0]
+    return {"rows": int(rows), "customers": int(customers), "first_order_ts": str(first), "last_order_ts": str(last),
+            "content_hash": f"{int(digest or 0):016x}"}
+
+
+def _check_minimum_history(now: pd.DataFrame, as_of: pd.Timestamp, first_order: pd.Timestamp, config: Config) -> None:
+    repeaters = int((now["repeat_orders"] > 0).sum()) if len(now) else 0
+    if len(now) < 20 or repeaters < 5:
+        raise TrainingError(
+            f"too little history before {as_of.date()} to train anything: {len(now)} customers, {repeaters} with a "
+            f"repeat order (history from {first_order.date()}). The BG/NBD fallback needs at least 20 customers and "
+            f"5 repeat buyers; the LightGBM models need {config.training.min_history_days} days of history plus the "
+            f"longest horizon ({max(config.horizons.model_dump().values())} days) plus one cut-off step "
+            f"({config.training.cutoff_step_days} days) before as_of."
+        )
+
+
+def _feature_spec(store: CutoffStore, plans: dict[str, list[pd.Timestamp]], now: pd.DataFrame) -> FeatureSpec:
+    frames = [store.features(c) for cs in plans.values() for c in cs] or [now]
+    sample = pd.concat([f.head(0) for f in frames] + frames, ignore_index=True)
+    numeric, categorical = model_features(sample)
+    return FeatureSpec.fit(sample, numeric, categorical)
+
+
+def _fit_target(target: Target, cutoffs: list[pd.Timestamp], store: CutoffStore, spec: FeatureSpec,
+                config: Config, trials: int, progress: Progress) -> TargetResult:
+    n_valid = config.training.validation_cutoffs
+    train_cuts, valid_cuts = cutoffs[:-n_valid], cutoffs[-n_valid:]
+    if not train_cuts:
+        return _fallback(target, cutoffs, store, config,
+                         f"only {len(cutoffs)} cut-off(s) fit the history for a {target.horizon_days}-day horizon; "
+                         f"LightGBM needs {n_valid + 1} (training plus validation)")
+    train, valid = store.examples(target, train_cuts), store.examples(target, valid_cuts)
+    too_few = _too_few(target, train, valid, config)
+    if too_few:
+        return _fallback(target, cutoffs, store, config, too_few)
+    tuning = _tune(target, train, spec, config, trials, progress)
+    if target.kind == "classifier":
+        result = _choose_classifier(target, spec, train, valid, tuning, config, cutoffs)
+    else:
+        result = _choose_ltv_model(target, spec, train, valid, tuning, config, cutoffs)
+    _evaluate(result, train, valid)
+    result.valid_features = valid
+    return result
+
+
+def _too_few(target: Target, train: pd.DataFrame, valid: pd.DataFrame, config: Config) -> str:
+    minimum = config.training.min_examples
+    if len(train) < minimum or len(valid) < minimum:
+        return f"{len(train)} training and {len(valid)} validation examples; at least {minimum} of each are needed"
+    if target.kind == "classifier" and (train["label"].nunique() < 2 or valid["label"].nunique() < 2):
+        return "the outcome never varies on the training or validation cut-offs"
+    if target.kind == "regressor" and (train["label"] > 0).sum() < 20:
+        return "fewer than 20 training examples with any spend in the horizon"
+    return ""
+
+
+def _tune(target: Target, train: pd.DataFrame, spec: FeatureSpec, config: Config, trials: int,
+          progress: Progress) -> TuningResult:
+    folds = time_folds(subsample_customers(train, config.training.max_tuning_rows, config.training.seed))
+    objective = "binary" if target.kind == "classifier" else "tweedie"
+    advance = progress(f"Tuning {target.name} ({objective})", max(1, trials))
+    if not folds:
+        folds = [(train, train)]  # one training cut-off: rounds are capped by the fixed maximum instead
+    return tune(objective, spec, folds, trials, config.training.seed, config.training.max_rounds,
+                config.training.early_stopping_rounds, on_trial=advance)
+
+
+def _halves(customer_ids: pd.Series) -> np.ndarray:
+    """A stable split of customers into two halves, for cross-fitted calibration."""
+    return (pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy() % 2).astype(bool)
+
+
+def _calibrate(result: TargetResult, fitted: FittedModel, valid: pd.DataFrame, seed: int) -> None:
+    """Isotonic calibration fitted on validation; metrics use cross-fitted (out-of-half) predictions."""
+    raw, outcome = fitted.valid_raw, valid["label"].to_numpy()
+    half = _halves(valid["customer_id"])
+    honest = np.empty_like(raw)
+    for part in (half, ~half):
+        honest[part] = Calibrator.fit(raw[~part], outcome[~part]).apply(raw[part])
+    result.model.calibrator = Calibrator.fit(raw, outcome)
+    result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
+    result.valid["model"] = honest
+    result.valid["model_uncalibrated"] = raw
+
+
+def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
+                       tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
+    """Fit the plain and the BG/NBD-offset classifier; keep the lower validation log loss, then calibrate."""
+    seed = config.training.seed
+    variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"}
+    candidates = {name: fit_target_model(target, "lgbm", spec, train, valid, tuning.params, tuning.rounds, seed, offset)
+                  for name, offset in variants.items()}
+    outcome = valid["label"].to_numpy()
+    scores = {name: classifier_metrics(outcome, fitted.valid_raw) for name, fitted in candidates.items()}
+    best = min(scores, key=lambda k: scores[k]["log_loss"])
+    chosen = candidates[best]
+    result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
+                          candidates=scores)
+    _calibrate(result, chosen, valid, seed)
+    return result
+
+
+def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
+                      tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
+    """Fit both LTV formulations; keep the one with the better validation Gini (ties: total closer to actual)."""
+    seed = config.training.seed
+    variants = {"tweedie": ("lgbm", "none"), "hurdle": ("hurdle", "none"), "tweedie_bgnbd_offset": ("lgbm", "bgnbd")}
+    candidates = {name: fit_target_model(target, kind, spec, train, valid, tuning.params, tuning.rounds, seed, offset)
+                  for name, (kind, offset) in variants.items()}
+    actual = valid["label"].to_numpy()
+    scores = {kind: ltv_metrics(actual, fitted.valid_raw) for kind, fitted in candidates.items()}
+    best = max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
+    chosen = candidates[best]
+    result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
+                          candidates=scores)
+    result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
+    result.valid["model"] = chosen.valid_raw
+    return result
+
+
+def _evaluate(result: TargetResult, train: pd.DataFrame, valid_features: pd.DataFrame) -> None:
+    """Model and baselines on the same validation examples (BG/NBD fitted at the validation cut-off)."""
+    target, valid = result.target, result.valid
+    h = target.horizon_days
+    if target.kind == "classifier":
+        recency = RecencyBaseline.fit(train["recency_days"].to_numpy(), train["label"].to_numpy())
+        valid["recency_heuristic"] = recency.predict_proba(valid["recency_days"].to_numpy())
+        p_none = valid_features[f"bg_p_none_{h}d"].to_numpy(dtype=float)
+        valid["bgnbd"] = p_none if target.name == "churn" else 1.0 - p_none
+        for name in ("model", "recency_heuristic", "bgnbd"):
+            if np.isfinite(valid[name]).all():
+                result.metrics[name] = classifier_metrics(valid["label"], valid[name])
+    else:
+        valid["run_rate"] = RecencyBaseline.run_rate_ltv(valid_features, h)
+        valid["bgnbd_gg"] = valid_features[f"bg_ltv_{h}d"].to_numpy(dtype=float)
+        for name in ("model", "run_rate", "bgnbd_gg"):
+            if np.isfinite(valid[name]).all():
+                result.metrics[name] = ltv_metrics(valid["label"], valid[name])
+
+
+def _fallback(target: Target, cutoffs: list[pd.Timestamp], store: CutoffStore, config: Config,
+              reason: str) -> TargetResult:
+    """BG/NBD + Gamma-Gamma for this target; validated on the latest cut-off when there is one."""
+    model = TargetModel(target.name, target.horizon_days, "bgnbd", note=f"BG/NBD + Gamma-Gamma fallback: {reason}")
+    result = TargetResult(target, model, cutoffs, fallback_reason=reason)
+    if cutoffs:
+        valid = store.examples(target, cutoffs[-1:])
+        result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
+        result.valid["model"] = model.predict(pd.DataFrame(index=valid.index), valid)
+        result.valid_features = valid
+        metric = classifier_metrics if target.kind == "classifier" else ltv_metrics
+        if np.isfinite(result.valid["model"]).all() and (target.kind != "classifier" or valid["label"].nunique() == 2):
+            result.metrics["model"] = metric(result.valid["label"], result.valid["model"])
+            result.metrics["bgnbd" if target.kind == "classifier" else "bgnbd_gg"] = result.metrics["model"]
+    return result
+
+
+def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: CutoffStore, now: pd.DataFrame,
+              as_of: pd.Timestamp, config: Config, fingerprint: dict[str, Any]) -> Bundle:
+    """The bundle: models, the CLV parameters and RFM cut points fitted on the whole history at as_of."""
+    baseline = store.baseline(as_of)
+    return Bundle(
+        spec=spec,
+        models={name: r.model for name, r in results.items()},
+        clv=baseline.to_dict() if baseline else None,
+        horizons=store.horizons,
+        config=config.model_dump(mode="json"),
+        rfm_cut_points=RfmCutPoints.fit(now).to_dict(),
+        as_of=str(as_of.date()),
+        metadata={"fingerprint": fingerprint, "validation_score": validation_score(results)},
+    )
