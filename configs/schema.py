@@ -115,9 +115,9 @@ class TrainingConfig(_Strict):
     min_examples: int = Field(200, ge=10)
     trials: int = Field(8, ge=0)
     seed: int = 42
-    max_rounds: int = Field(800, gt=0)
-    early_stopping_rounds: int = Field(50, gt=0)
-    max_tuning_rows: int = Field(300_000, gt=1000)
+    max_rounds: int = Field(500, gt=0)
+    early_stopping_rounds: int = Field(30, gt=0)
+    max_tuning_rows: int = Field(120_000, gt=1000)
     promote_tolerance: float = Field(0.0, ge=0)
 
 

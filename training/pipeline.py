@@ -182,7 +182,7 @@ def _tune(target: Target, train: pd.DataFrame, spec: FeatureSpec, config: Config
     if not folds:
         folds = [(train, train)]  # one training cut-off: rounds are capped by the fixed maximum instead
     return tune(objective, spec, folds, trials, config.training.seed, config.training.max_rounds,
-                config.training.early_stopping_rounds, on_trial=advance)
+                config.training.early_stopping_rounds, on_trial=advance, threads=config.engine.threads or 0)
 
 
 def _halves(customer_ids: pd.Series) -> np.ndarray:
@@ -208,7 +208,8 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     """Fit the plain and the BG/NBD-offset classifier; keep the lower validation log loss, then calibrate."""
     seed = config.training.seed
     variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"}
-    candidates = {name: fit_target_model(target, "lgbm", spec, train, valid, tuning.params, tuning.rounds, seed, offset)
+    candidates = {name: fit_target_model(target, "lgbm", spec, train, valid, tuning.params, tuning.rounds, seed, offset,
+                                               config.engine.threads or 0)
                   for name, offset in variants.items()}
     outcome = valid["label"].to_numpy()
     scores = {name: classifier_metrics(outcome, fitted.valid_raw) for name, fitted in candidates.items()}
@@ -225,7 +226,8 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     """Fit both LTV formulations; keep the one with the better validation Gini (ties: total closer to actual)."""
     seed = config.training.seed
     variants = {"tweedie": ("lgbm", "none"), "hurdle": ("hurdle", "none"), "tweedie_bgnbd_offset": ("lgbm", "bgnbd")}
-    candidates = {name: fit_target_model(target, kind, spec, train, valid, tuning.params, tuning.rounds, seed, offset)
+    candidates = {name: fit_target_model(target, kind, spec, train, valid, tuning.params, tuning.rounds, seed, offset,
+                                               config.engine.threads or 0)
                   for name, (kind, offset) in variants.items()}
     actual = valid["label"].to_numpy()
     scores = {kind: ltv_metrics(actual, fitted.valid_raw) for kind, fitted in candidates.items()}

@@ -52,7 +52,7 @@ def subsample_customers(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.
 
 def _search_space(trial: optuna.Trial, objective: str) -> dict[str, Any]:
     params = {
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
         "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
@@ -66,10 +66,11 @@ def _search_space(trial: optuna.Trial, objective: str) -> dict[str, Any]:
 
 
 def _fold_loss(params: dict[str, Any], objective: str, spec: FeatureSpec, train: pd.DataFrame,
-               valid: pd.DataFrame, max_rounds: int, early_stopping: int, seed: int) -> tuple[float, int]:
+               valid: pd.DataFrame, max_rounds: int, early_stopping: int, seed: int, threads: int) -> tuple[float, int]:
     booster = train_booster(
         params, objective, seed, spec.matrix(train), train["label"].to_numpy(dtype=float), max_rounds,
         valid=(spec.matrix(valid), valid["label"].to_numpy(dtype=float)), early_stopping=early_stopping,
+        threads=threads,
     )
     loss = next(iter(booster.best_score["valid_0"].values()))
     return float(loss), int(booster.best_iteration or max_rounds)
@@ -77,7 +78,7 @@ def _fold_loss(params: dict[str, Any], objective: str, spec: FeatureSpec, train:
 
 def tune(
     objective: str, spec: FeatureSpec, folds: list[tuple[pd.DataFrame, pd.DataFrame]], trials: int, seed: int,
-    max_rounds: int, early_stopping: int, on_trial: Callable[[], None] | None = None,
+    max_rounds: int, early_stopping: int, on_trial: Callable[[], None] | None = None, threads: int = 0,
 ) -> TuningResult:
     """Minimise the mean validation loss over the time folds; the defaults are always the first trial.
 
@@ -91,7 +92,8 @@ def tune(
         params = _search_space(trial, objective) if trial.number > 0 else dict(DEFAULT_PARAMS)
         losses, rounds = [], []
         for step, (train, valid) in enumerate(folds):
-            loss, best_rounds = _fold_loss(params, objective, spec, train, valid, max_rounds, early_stopping, seed)
+            loss, best_rounds = _fold_loss(params, objective, spec, train, valid, max_rounds, early_stopping, seed,
+                                                threads)
             losses.append(loss)
             rounds.append(best_rounds)
             trial.report(float(np.mean(losses)), step)
