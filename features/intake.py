@@ -20,6 +20,7 @@ The valid rows are exposed to the feature engine as the canonical `orders` view:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,9 @@ CANONICAL_TYPES: dict[str, str] = {
     "status": "VARCHAR",
 }
 _NUMERIC_FIELDS = ("amount", "quantity", "discount")
+# Source types whose values convert to DOUBLE, and (with the time types) never print as blank text.
+_NUMBER_TYPES = re.compile(r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))")
+_TIME_TYPES = re.compile(r"(DATE|TIMESTAMP(_S|_MS|_NS| WITH TIME ZONE)?)")
 _DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
 _EXAMPLES = 3
 
@@ -119,17 +123,21 @@ def open_orders(
     raw = _register_raw(con, Path(source), orders_cfg, label)
     types = _source_columns(con, raw)
     mapping, missing_optional = _resolve_mapping(orders_cfg, list(types), label)
-    _create_typed_view(con, raw, mapping, types, orders_cfg)
+    _create_parsed_view(con, raw, mapping, types, orders_cfg)
+    conflicts = "order_id" in mapping and _flag_conflicting_orders(con)
+    _create_typed_view(con, conflicts)
     report = IntakeReport(source=label, missing_optional=missing_optional)
-    report.rows_read, report.problems = _count_problems(con, mapping, types)
-    bad = sum(p.count for p in report.problems)
-    if bad:
-        if quarantine is None:
-            raise IntakeError(_bad_rows_message(label, report.problems, bad))
-        report.rows_quarantined = con.execute("SELECT count(*) FROM _lifetag_typed WHERE reason IS NOT NULL").fetchall()[0][0]
-        _write_quarantine(con, types, Path(quarantine))
-        report.quarantine_path = str(quarantine)
-    columns = ", ".join(f"{name}" for name in CANONICAL_TYPES)
+    report.rows_read, report.rows_quarantined = con.execute("SELECT count(*), count(reason) FROM _lifetag_typed").fetchall()[0]
+    columns = ", ".join(CANONICAL_TYPES)
+    if not report.rows_quarantined:
+        # Every row is valid: the view reads the parsed source without per-row reasons or joins.
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM _lifetag_parsed")
+        return report
+    report.problems = _describe_problems(con, mapping)
+    if quarantine is None:
+        raise IntakeError(_bad_rows_message(label, report.problems))
+    _write_quarantine(con, types, Path(quarantine))
+    report.quarantine_path = str(quarantine)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM _lifetag_typed WHERE reason IS NULL")
     return report
 
@@ -275,10 +283,30 @@ def _typed_expr(name: str, source: str, source_type: str, cfg: OrdersConfig) -> 
     return f"CAST({source} AS VARCHAR)"
 
 
-def _create_typed_view(
+def _bad_row_condition(name: str, source: str, source_type: str, typed: str) -> str | None:
+    """SQL that is true for a row this field makes unusable; None when no row can fail.
+
+    Typed sources (Parquet, DuckDB) skip the text tests their values cannot fail, which saves a
+    cast to text per row: a number or time is never blank, and a number always converts to DOUBLE.
+    """
+    is_number = _NUMBER_TYPES.fullmatch(source_type) is not None
+    never_blank = is_number or _TIME_TYPES.fullmatch(source_type) is not None
+    is_blank = f"{source} IS NULL" if never_blank else f"NULLIF(trim(CAST({source} AS VARCHAR)), '') IS NULL"
+    if name == "customer_id":
+        return is_blank
+    if name == "order_ts":
+        return f"{typed} IS NULL"
+    if name == "amount":
+        return f"{typed} IS NULL OR isinf({typed}) OR isnan({typed})"
+    if name in _NUMERIC_FIELDS:
+        return None if is_number else f"NOT {is_blank} AND {typed} IS NULL"
+    return None
+
+
+def _create_parsed_view(
     con: duckdb.DuckDBPyConnection, raw: str, mapping: dict[str, str], types: dict[str, str], cfg: OrdersConfig
 ) -> None:
-    """`_lifetag_typed`: canonical columns, the source row number and a `reason` (NULL when valid)."""
+    """`_lifetag_parsed`: canonical columns, the source row number and a `reason` (NULL when valid)."""
     select, checks = [], []
     for name, canonical_type in CANONICAL_TYPES.items():
         if name not in mapping:
@@ -288,22 +316,35 @@ def _create_typed_view(
         source_type = types.get(mapping[name], "VARCHAR")
         typed = _typed_expr(name, source, source_type, cfg)
         select.append(f"{typed} AS {name}")
-        is_blank = f"NULLIF(trim(CAST({source} AS VARCHAR)), '') IS NULL"
-        if name == "customer_id":
-            checks.append(f"CASE WHEN {is_blank} THEN 'empty customer_id' END")
-        elif name == "order_ts":
-            checks.append(f"CASE WHEN {typed} IS NULL THEN 'order_ts is not a timestamp' END")
-        elif name == "amount":
-            checks.append(f"CASE WHEN {typed} IS NULL OR isinf({typed}) OR isnan({typed}) THEN 'amount is not a number' END")
-        elif name in _NUMERIC_FIELDS:
-            checks.append(f"CASE WHEN NOT {is_blank} AND {typed} IS NULL THEN '{name} is not a number' END")
+        condition = _bad_row_condition(name, source, source_type, typed)
+        if condition is not None:
+            checks.append(f"CASE WHEN {condition} THEN {_REASONS[name]} END")
     reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')"
     # `_src` keeps the whole source row, so bad rows can be reported and quarantined as they came.
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW _lifetag_parsed AS SELECT {', '.join(select)}, {reason} AS reason, "
         f"_row, s AS _src FROM {raw} s"
     )
-    _flag_conflicting_orders(con, "order_id" in mapping)
+
+
+def _flag_conflicting_orders(con: duckdb.DuckDBPyConnection) -> bool:
+    """Orders whose lines disagree on customer or time cannot be trusted, so all their lines are bad.
+
+    Creates `_lifetag_conflicts` (one order_id per such order) and tells whether there are any.
+    """
+    # min <> max is "more than one distinct value" (both skip NULLs) without per-group distinct sets.
+    return con.execute(
+        "CREATE OR REPLACE TEMP TABLE _lifetag_conflicts AS SELECT order_id FROM _lifetag_parsed "
+        "WHERE reason IS NULL AND order_id IS NOT NULL GROUP BY order_id "
+        "HAVING min(order_ts) <> max(order_ts) OR min(customer_id) <> max(customer_id)"
+    ).fetchall()[0][0] > 0
+
+
+def _create_typed_view(con: duckdb.DuckDBPyConnection, conflicts: bool) -> None:
+    """`_lifetag_typed`: the parsed rows, with lines of conflicting orders given that reason too."""
+    if not conflicts:
+        con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT * FROM _lifetag_parsed")
+        return
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT p.* REPLACE (CASE WHEN c.order_id IS NOT NULL "
         f"THEN concat_ws('; ', p.reason, {_CONFLICT}) ELSE p.reason END AS reason) "
@@ -311,51 +352,47 @@ def _create_typed_view(
     )
 
 
-def _flag_conflicting_orders(con: duckdb.DuckDBPyConnection, has_order_id: bool) -> None:
-    """Orders whose lines disagree on customer or time cannot be trusted, so all their lines are bad."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _lifetag_conflicts AS SELECT order_id FROM _lifetag_parsed "
-        f"WHERE {'true' if has_order_id else 'false'} AND reason IS NULL AND order_id IS NOT NULL "
-        "GROUP BY order_id HAVING count(DISTINCT customer_id) > 1 OR count(DISTINCT order_ts) > 1"
-    )
-
-
 _CONFLICT = "'order_id has lines with different customers or timestamps'"
+_REASONS = {
+    "customer_id": "'empty customer_id'",
+    "order_ts": "'order_ts is not a timestamp'",
+    "amount": "'amount is not a number'",
+    "quantity": "'quantity is not a number'",
+    "discount": "'discount is not a number'",
+    "order_id": _CONFLICT,
+}
 _CHECKS = (
-    ("customer_id", "'empty customer_id'", "with an empty customer id"),
-    ("order_ts", "'order_ts is not a timestamp'", "that are not timestamps"),
-    ("amount", "'amount is not a number'", "that are not numbers"),
-    ("quantity", "'quantity is not a number'", "that are not numbers"),
-    ("discount", "'discount is not a number'", "that are not numbers"),
-    ("order_id", _CONFLICT,
-     "whose order has lines with different customers or timestamps"),
+    ("customer_id", "with an empty customer id"),
+    ("order_ts", "that are not timestamps"),
+    ("amount", "that are not numbers"),
+    ("quantity", "that are not numbers"),
+    ("discount", "that are not numbers"),
+    ("order_id", "whose order has lines with different customers or timestamps"),
 )
 
 
-def _count_problems(
-    con: duckdb.DuckDBPyConnection, mapping: dict[str, str], types: dict[str, str]
-) -> tuple[int, list[Problem]]:
-    """Rows read, and per check the count and first example rows, in one scan."""
-    checks = [(f, tag, text) for f, tag, text in _CHECKS if f in mapping]
-    aggs = ["count(*)"]
+def _describe_problems(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> list[Problem]:
+    """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
+    checks = [(f, _REASONS[f], text) for f, text in _CHECKS if f in mapping]
+    aggs = []
     for name, tag, _ in checks:
         source = _source_expr(mapping[name], row="t._src")
         flag = f"contains(coalesce(t.reason, ''), {tag})"
         aggs.append(f"count(*) FILTER (WHERE {flag})")
         aggs.append(f"min_by(struct_pack(r := t._row, v := CAST({source} AS VARCHAR)), t._row, {_EXAMPLES}) FILTER (WHERE {flag})")
     row = con.execute(
-        f"SELECT {', '.join(aggs)} FROM _lifetag_typed t"
+        f"SELECT {', '.join(aggs)} FROM _lifetag_typed t WHERE t.reason IS NOT NULL"
     ).fetchall()[0]
     problems = []
     for i, (name, _, text) in enumerate(checks):
-        count, examples = row[1 + 2 * i], row[2 + 2 * i]
+        count, examples = row[2 * i], row[2 * i + 1]
         if count:
             pairs = tuple((int(e["r"]), e["v"]) for e in examples)
             problems.append(Problem(check=text, column=mapping[name], count=count, examples=pairs))
-    return row[0], problems
+    return problems
 
 
-def _bad_rows_message(label: str, problems: list[Problem], bad: int) -> str:
+def _bad_rows_message(label: str, problems: list[Problem]) -> str:
     details = "; ".join(p.describe() for p in problems)
     return (
         f"{label}: rows that cannot be used: {details}. Fix them in the source, or pass "
