@@ -115,12 +115,12 @@ def feature_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
     cut = _ts_sql(as_of)
     trend = config.features.trend_days
     windows = config.features.windows_days
-    window_aggs = []
-    for n in windows:
-        window_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{n}d")
-        window_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) / 100 AS spend_{n}d")
-    recent = f"order_ts >= {cut} - INTERVAL {trend} DAY"
-    before = f"order_ts >= {cut} - INTERVAL {2 * trend} DAY AND order_ts < {cut} - INTERVAL {trend} DAY"
+    # Orders and net spend since each look-back; the trend's "trend_days before" is the difference of two.
+    since = {n: i for i, n in enumerate(sorted(set(windows) | {trend, 2 * trend}))}
+    since_aggs = []
+    for n, i in since.items():
+        since_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{i}")
+        since_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS net_{i}_c")
     return f"""
 WITH lines AS (
     SELECT CAST(customer_id AS VARCHAR) AS customer_id,
@@ -156,16 +156,14 @@ per_customer AS (
         sum(gross_c) FILTER (WHERE is_purchase) AS gross_c,
         sum(CAST(gross_c AS HUGEINT) * gross_c) FILTER (WHERE is_purchase) AS gross_sq_c,
         max(gross_c) FILTER (WHERE is_purchase) AS max_c,
-        arg_min(gross_c, seq) FILTER (WHERE is_purchase) AS first_c,
+        min(gross_c) FILTER (WHERE is_purchase AND seq = 1) AS first_c,  -- one row: the first purchase
         arg_min(channel, seq) FILTER (WHERE is_purchase) AS first_order_channel,
         count(gap_us) AS gaps,
         sum(gap_us) AS gap_us,
         sum(CAST(gap_us AS HUGEINT) * gap_us) AS gap_sq_us,
         median(gap_us) AS gap_median_us,
         arg_max(gap_us, seq) FILTER (WHERE gap_us IS NOT NULL) AS last_gap_us,
-        {', '.join(window_aggs)},
-        count(*) FILTER (WHERE is_purchase AND {recent}) - count(*) FILTER (WHERE is_purchase AND {before}) AS trend_orders,
-        (coalesce(sum(net_c) FILTER (WHERE {recent}), 0) - coalesce(sum(net_c) FILTER (WHERE {before}), 0)) / 100 AS trend_spend,
+        {', '.join(since_aggs)},
         -- NULL discounts (no discount column) leave the share empty rather than zero.
         count(*) FILTER (WHERE is_purchase AND discount_c > 0) AS discounted,
         count(discount_c) FILTER (WHERE is_purchase) AS with_discount_data,
@@ -202,8 +200,9 @@ SELECT p.customer_id,
     {_std('p.gaps', 'p.gap_us', 'p.gap_sq_us')} / {DAY_US} AS gap_std_days,
     p.last_gap_us / {DAY_US} AS last_gap_days,
     {_days_between(cut, 'p.last_ts')} / nullif(p.gap_median_us / {DAY_US}, 0) AS overdue_ratio,
-    {', '.join(f'p.orders_{n}d, p.spend_{n}d' for n in windows)},
-    p.trend_orders, p.trend_spend,
+    {', '.join(f'p.orders_{since[n]} AS orders_{n}d, p.net_{since[n]}_c / 100 AS spend_{n}d' for n in windows)},
+    2 * p.orders_{since[trend]} - p.orders_{since[2 * trend]} AS trend_orders,
+    (2 * p.net_{since[trend]}_c - p.net_{since[2 * trend]}_c) / 100 AS trend_spend,
     c.distinct_categories, c.top_category_share,
     p.discounted / nullif(p.with_discount_data, 0) AS discount_share,
     p.discount_c / 100 AS discount_total,

@@ -124,15 +124,14 @@ def open_orders(
     types = _source_columns(con, raw)
     mapping, missing_optional = _resolve_mapping(orders_cfg, list(types), label)
     _create_parsed_view(con, raw, mapping, types, orders_cfg)
-    conflicts = "order_id" in mapping and _flag_conflicting_orders(con)
-    _create_typed_view(con, conflicts)
     report = IntakeReport(source=label, missing_optional=missing_optional)
-    report.rows_read, report.rows_quarantined = con.execute("SELECT count(*), count(reason) FROM _lifetag_typed").fetchall()[0]
+    report.rows_read, report.rows_quarantined, conflicts = _count_rows(con, "order_id" in mapping)
     columns = ", ".join(CANONICAL_TYPES)
     if not report.rows_quarantined:
         # Every row is valid: the view reads the parsed source without per-row reasons or joins.
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM _lifetag_parsed")
         return report
+    _create_typed_view(con, conflicts)
     report.problems = _describe_problems(con, mapping)
     if quarantine is None:
         raise IntakeError(_bad_rows_message(label, report.problems))
@@ -327,17 +326,39 @@ def _create_parsed_view(
     )
 
 
-def _flag_conflicting_orders(con: duckdb.DuckDBPyConnection) -> bool:
-    """Orders whose lines disagree on customer or time cannot be trusted, so all their lines are bad.
+def _count_rows(con: duckdb.DuckDBPyConnection, has_order_id: bool) -> tuple[int, int, bool]:
+    """Rows read, rows that cannot be used, and whether some orders have conflicting lines; one scan.
 
-    Creates `_lifetag_conflicts` (one order_id per such order) and tells whether there are any.
+    Orders whose lines disagree on customer or time cannot be trusted, so all their lines are bad.
+    Only lines that pass the row checks are compared, and min <> max is "more than one distinct
+    value" (both skip NULLs) without keeping per-order sets of values.
     """
-    # min <> max is "more than one distinct value" (both skip NULLs) without per-group distinct sets.
-    return con.execute(
+    if not has_order_id:
+        rows, bad = con.execute("SELECT count(*), count(reason) FROM _lifetag_parsed").fetchall()[0]
+        return rows, bad, False
+    rows, bad, conflicting_orders = con.execute("""
+        SELECT sum(lines), sum(lines - valid_lines) + coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
+               count(*) FILTER (WHERE conflicting)
+        FROM (
+            SELECT order_id, count(*) AS lines, count(*) FILTER (WHERE valid) AS valid_lines,
+                   order_id IS NOT NULL AND (
+                       min(order_ts) FILTER (WHERE valid) <> max(order_ts) FILTER (WHERE valid)
+                       OR min(customer_id) FILTER (WHERE valid) <> max(customer_id) FILTER (WHERE valid)
+                   ) AS conflicting
+            FROM (SELECT order_id, order_ts, customer_id, reason IS NULL AS valid FROM _lifetag_parsed)
+            GROUP BY order_id
+        )
+    """).fetchall()[0]
+    return rows, bad, conflicting_orders > 0
+
+
+def _flag_conflicting_orders(con: duckdb.DuckDBPyConnection) -> None:
+    """`_lifetag_conflicts`: the order_id of each order whose valid lines disagree on customer or time."""
+    con.execute(
         "CREATE OR REPLACE TEMP TABLE _lifetag_conflicts AS SELECT order_id FROM _lifetag_parsed "
         "WHERE reason IS NULL AND order_id IS NOT NULL GROUP BY order_id "
         "HAVING min(order_ts) <> max(order_ts) OR min(customer_id) <> max(customer_id)"
-    ).fetchall()[0][0] > 0
+    )
 
 
 def _create_typed_view(con: duckdb.DuckDBPyConnection, conflicts: bool) -> None:
@@ -345,6 +366,7 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, conflicts: bool) -> None:
     if not conflicts:
         con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT * FROM _lifetag_parsed")
         return
+    _flag_conflicting_orders(con)
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT p.* REPLACE (CASE WHEN c.order_id IS NOT NULL "
         f"THEN concat_ws('; ', p.reason, {_CONFLICT}) ELSE p.reason END AS reason) "
