@@ -97,6 +97,10 @@ class TargetModel:
     # "bgnbd": boosting starts from the BG/NBD prediction and learns corrections to it, so the
     # prediction level follows BG/NBD's extrapolation for customers older than any in training.
     offset: Literal["none", "bgnbd"] = "none"
+    # LTV only: a constant factor on every prediction, fixed at training time. 1.0 keeps the model's
+    # own level; otherwise it sets the level of the training population at as_of to BG/NBD +
+    # Gamma-Gamma's, chosen when a long-gap out-of-time check shows the model's level drifts.
+    scale: float = 1.0
     _loaded: dict[str, lgb.Booster] = field(default_factory=dict, repr=False, compare=False)
 
     def booster(self, name: str) -> lgb.Booster:
@@ -119,6 +123,10 @@ class TargetModel:
         """Uncalibrated predictions (probability or value) for one target."""
         if self.kind == "bgnbd":
             return self._predict_bgnbd(bg)
+        return self.unscaled_predict(matrix, bg) * self.scale
+
+    def unscaled_predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
+        """The boosters' own predictions, before the LTV level factor."""
         if self.kind == "hurdle":
             return self.booster("buy").predict(matrix) * self.booster("value").predict(matrix)
         booster = self.booster("main")
@@ -145,7 +153,7 @@ class TargetModel:
         """JSON-ready description (boosters are stored beside it as text files)."""
         return {
             "target": self.target, "horizon_days": self.horizon_days, "kind": self.kind, "note": self.note,
-            "offset": self.offset,
+            "offset": self.offset, "scale": self.scale,
             "boosters": sorted(self.boosters), "calibrator": asdict(self.calibrator) if self.calibrator else None,
         }
 
@@ -206,7 +214,7 @@ class Bundle:
             boosters = {name: (folder / f"{info['target']}_{name}.txt").read_text() for name in info["boosters"]}
             calibrator = Calibrator(**info["calibrator"]) if info["calibrator"] else None
             models[key] = TargetModel(info["target"], info["horizon_days"], info["kind"], boosters, calibrator,
-                                      info["note"], info.get("offset", "none"))
+                                      info["note"], info.get("offset", "none"), info.get("scale", 1.0))
         spec = FeatureSpec(**document["spec"])
         return cls(spec, models, document["clv"], document["horizons"], document["config"],
                    document["rfm_cut_points"], document["as_of"], document.get("metadata", {}))

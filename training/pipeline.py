@@ -46,6 +46,8 @@ class TargetResult:
     importance: pd.Series | None = None
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # LTV: tweedie vs hurdle
     fallback_reason: str = ""
+    level: str = ""  # LTV: "model" keeps the model's own level, "bgnbd" takes BG/NBD's total at as_of
+    level_check: dict[str, float] = field(default_factory=dict)  # LTV: the long-gap totals behind `level`
 
 
 @dataclass
@@ -100,7 +102,7 @@ def fit_bundle(
         for cutoff in sorted({c for cs in plans.values() for c in cs}):
             store.features(cutoff)
             advance()
-        spec = _feature_spec(store, plans, now)
+        spec = _feature_spec(store, plans, now, config.training.exclude_features)
         trials = config.training.trials if trials is None else trials
         results = {}
         for target in targets(config):
@@ -134,10 +136,11 @@ def _check_minimum_history(now: pd.DataFrame, as_of: pd.Timestamp, first_order: 
         )
 
 
-def _feature_spec(store: CutoffStore, plans: dict[str, list[pd.Timestamp]], now: pd.DataFrame) -> FeatureSpec:
+def _feature_spec(store: CutoffStore, plans: dict[str, list[pd.Timestamp]], now: pd.DataFrame,
+                  exclude: list[str]) -> FeatureSpec:
     frames = [store.features(c) for cs in plans.values() for c in cs] or [now]
     sample = pd.concat([f.head(0) for f in frames] + frames, ignore_index=True)
-    numeric, categorical = model_features(sample)
+    numeric, categorical = model_features(sample, exclude)
     return FeatureSpec.fit(sample, numeric, categorical)
 
 
@@ -235,9 +238,52 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores)
+    kind, offset = variants[best]
+    result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, tuning, config)
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
-    result.valid["model"] = chosen.valid_raw
+    result.valid["model"] = chosen.valid_raw * _level_scale(result.level, chosen.valid_raw, valid, target)
     return result
+
+
+def _level_scale(level: str, predicted: np.ndarray, features: pd.DataFrame, target: Target) -> float:
+    """The factor that gives `predicted` BG/NBD's total over the same customers (1.0 for the model's own level).
+
+    It uses predictions only, never outcomes, so it can be fixed at as_of and applied to later scores.
+    """
+    if level != "bgnbd":
+        return 1.0
+    bg_total = float(np.nansum(features[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float)))
+    own_total = float(np.sum(predicted))
+    return bg_total / own_total if own_total > 0 and bg_total > 0 else 1.0
+
+
+def _choose_ltv_level(target: Target, kind: str, offset: str, spec: FeatureSpec, train: pd.DataFrame,
+                      valid: pd.DataFrame, tuning: TuningResult, config: Config) -> tuple[str, dict[str, float]]:
+    """Whose total to trust when the model is applied far beyond its training cut-offs: its own or BG/NBD's.
+
+    Deployed, the LTV model scores customers a whole horizon (or more) after its latest training
+    cut-off; a shop whose customers age or drift can move the level of its predictions while their
+    ranking holds. The one-step validation cannot see that, so this refits the chosen model on the
+    earliest training cut-off only and compares both levels on the validation cut-off, the longest
+    out-of-time gap the history offers. BG/NBD models ageing explicitly; its level is taken when it
+    is closer to the actual total there.
+    """
+    earliest = train["cutoff"].min()
+    if train["cutoff"].nunique() < 2:
+        return "model", {}
+    early = train[train["cutoff"] == earliest]
+    refit = fit_target_model(target, kind, spec, early, valid, tuning.params, tuning.rounds, config.training.seed,
+                             offset, config.engine.threads or 0)
+    actual = float(valid["label"].sum())
+    if actual <= 0:
+        return "model", {}
+    own = float(np.sum(refit.valid_raw)) / actual
+    bg = float(np.nansum(valid[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float))) / actual
+    check = {"gap_days": float((valid["cutoff"].iloc[0] - earliest).days), "model_total_ratio": own,
+             "bgnbd_total_ratio": bg}
+    if not np.isfinite(bg) or bg <= 0:
+        return "model", check
+    return ("bgnbd" if abs(np.log(bg)) < abs(np.log(own)) else "model"), check
 
 
 def _evaluate(result: TargetResult, train: pd.DataFrame, valid_features: pd.DataFrame) -> None:
@@ -281,6 +327,11 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
               as_of: pd.Timestamp, config: Config, fingerprint: dict[str, Any]) -> Bundle:
     """The bundle: models, the CLV parameters and RFM cut points fitted on the whole history at as_of."""
     baseline = store.baseline(as_of)
+    ltv = results.get("ltv")
+    if ltv is not None and ltv.level == "bgnbd" and len(now):
+        enriched = add_bg_columns(now, baseline, store.horizons) if baseline else now
+        matrix = spec.matrix(enriched)
+        ltv.model.scale = _level_scale("bgnbd", ltv.model.unscaled_predict(matrix, enriched), enriched, ltv.target)
     return Bundle(
         spec=spec,
         models={name: r.model for name, r in results.items()},

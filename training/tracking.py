@@ -90,6 +90,9 @@ def _log_params(result: TrainResult, trials: int) -> None:
         if r.tuning:
             params[f"{name}.rounds"] = r.tuning.rounds
             params.update({f"{name}.{k}": v for k, v in r.tuning.params.items()})
+        if r.level:
+            params[f"{name}.level"] = r.level
+            params[f"{name}.scale"] = r.model.scale
         if r.fallback_reason:
             mlflow.set_tag(f"fallback.{name}", r.fallback_reason)
     mlflow.log_params(params)
@@ -104,6 +107,7 @@ def _log_metrics(result: TrainResult) -> None:
             metrics.update({f"{name}.{model}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
         for candidate, values in r.candidates.items():
             metrics.update({f"{name}.candidate.{candidate}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
+        metrics.update({f"{name}.level_check.{k}": float(v) for k, v in r.level_check.items()})
         if r.tuning:
             metrics[f"{name}.tuning.best_loss"] = r.tuning.best_loss
             metrics[f"{name}.tuning.pruned_trials"] = r.tuning.pruned

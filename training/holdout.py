@@ -1,0 +1,107 @@
+"""True-holdout comparison: train on orders before `as_of`, score every customer at `as_of`, and compare
+the predictions with what they really did afterwards, against BG/NBD + Gamma-Gamma fitted on the same
+history. Used by the CDNOW acceptance benchmark and the synthetic-shop comparison."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from configs.schema import Config
+from features.behaviour import as_timestamp, build_relation
+from features.engine import connect
+from features.intake import open_orders
+from features.labels import labels_relation
+from training.dataset import Target, order_span, targets
+from training.evaluate import classifier_metrics, ltv_metrics
+from training.pipeline import Progress, TrainResult, _no_progress, fit_bundle
+
+__all__ = ["HOLDOUT_METRICS", "Holdout", "holdout_comparison"]
+
+# The figures the acceptance criteria name, per target: (metric key, higher is better).
+HOLDOUT_METRICS: dict[str, list[tuple[str, bool]]] = {
+    "churn": [("roc_auc", True), ("pr_auc", True), ("brier", False), ("ece", False)],
+    "repurchase": [("roc_auc", True), ("pr_auc", True), ("brier", False), ("ece", False)],
+    "ltv": [("spearman", True), ("gini_normalised", True), ("decile_mape", False), ("total_ratio", True)],
+}
+
+
+@dataclass
+class Holdout:
+    """Metrics of lifetag and BG/NBD (+ Gamma-Gamma) on the customers scored at `as_of`."""
+
+    as_of: pd.Timestamp
+    customers: int
+    metrics: dict[str, dict[str, dict[str, float]]]  # target -> "lifetag"/"bgnbd" -> metric -> value
+    train: TrainResult
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per target and metric: lifetag, BG/NBD and the gap (lifetag - BG/NBD)."""
+        rows = []
+        for target, by_model in self.metrics.items():
+            for key, _ in HOLDOUT_METRICS[target]:
+                ours, theirs = by_model["lifetag"].get(key, np.nan), by_model["bgnbd"].get(key, np.nan)
+                rows.append({"target": target, "metric": key, "lifetag": ours, "bgnbd": theirs, "gap": ours - theirs})
+        return rows
+
+    def beats_bgnbd(self, target: str, key: str) -> bool:
+        """True when lifetag is strictly better than BG/NBD on this metric."""
+        ours, theirs = self.metrics[target]["lifetag"][key], self.metrics[target]["bgnbd"][key]
+        higher = dict(HOLDOUT_METRICS[target])[key]
+        return bool(ours > theirs if higher else ours < theirs)
+
+
+def holdout_comparison(
+    orders: str | os.PathLike[str], config: Config, as_of: str | pd.Timestamp, trials: int | None = None,
+    progress: Progress = _no_progress, on_trained: Callable[[TrainResult], None] | None = None,
+) -> Holdout:
+    """Train before `as_of`, score at `as_of`, and measure both models on each target's real outcome window.
+
+    Every target's horizon must end by the last order in the file: the outcome has to be observed.
+    """
+    as_of_ts = as_timestamp(as_of)
+    trained = fit_bundle(orders, config, as_of=as_of_ts, trials=trials, progress=progress)
+    if on_trained:
+        on_trained(trained)
+    con = connect(config.engine)
+    try:
+        open_orders(con, orders, config, None)
+        _, last_order = order_span(con, "orders")
+        features = build_relation(con, "orders", as_of_ts, config).df()
+        outcomes = {t.name: _outcome(con, t, as_of_ts, last_order, config) for t in targets(config)}
+    finally:
+        con.close()
+    bundle = trained.bundle
+    scored = bundle.predict(features)
+    enriched = bundle.bg_columns(features)
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for target in targets(config):
+        outcome = features[["customer_id"]].merge(outcomes[target.name], on="customer_id", how="left").fillna(0)
+        label = target.label(outcome)
+        ours = scored[target.output].to_numpy(dtype=float)
+        theirs = _bgnbd_prediction(target, enriched)
+        metric = classifier_metrics if target.kind == "classifier" else ltv_metrics
+        metrics[target.name] = {"lifetag": metric(label, ours), "bgnbd": metric(label, theirs)}
+    return Holdout(as_of_ts, len(features), metrics, trained)
+
+
+def _outcome(con: Any, target: Target, as_of: pd.Timestamp, last_order: pd.Timestamp, config: Config) -> pd.DataFrame:
+    window_end = as_of + pd.Timedelta(days=target.horizon_days)
+    if window_end > last_order.normalize() + pd.Timedelta(days=1):
+        raise ValueError(
+            f"the {target.name} outcome window [{as_of.date()}, {window_end.date()}) runs past the last order "
+            f"({last_order.date()}); choose an earlier as_of or a shorter {target.name} horizon."
+        )
+    return labels_relation(con, "orders", as_of, target.horizon_days, config).df()
+
+
+def _bgnbd_prediction(target: Target, enriched: pd.DataFrame) -> np.ndarray:
+    h = target.horizon_days
+    if target.name == "ltv":
+        return enriched[f"bg_ltv_{h}d"].to_numpy(dtype=float)
+    p_none = enriched[f"bg_p_none_{h}d"].to_numpy(dtype=float)
+    return p_none if target.name == "churn" else 1.0 - p_none
