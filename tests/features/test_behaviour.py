@@ -56,6 +56,16 @@ def test_single_order_customer_has_empty_gaps_and_negative_trend(tiny_history, c
     assert c["novdec_share"] == 1
 
 
+def test_trend_compares_with_the_trend_days_before_even_when_they_are_no_window(tiny_history):
+    from configs.schema import load_config
+
+    config = load_config(overrides={"features": {"windows_days": [30], "trend_days": 45}})
+    c = features.build(tiny_history, AS_OF, config).set_index("customer_id").loc["00042"]
+    # Last 45 days: O3 (60). The 45 days before: O2 (40) and its return (-10).
+    assert c["trend_orders"] == 0 and c["trend_spend"] == 30
+    assert c["orders_30d"] == 1 and c["spend_30d"] == 60
+
+
 def test_features_ignore_orders_on_or_after_as_of(tiny_history, config):
     at_first_order = features.build(tiny_history, "2024-01-01 10:00", config)
     assert list(at_first_order["customer_id"]) == ["7"]

@@ -129,3 +129,45 @@ def test_quarantine_sets_bad_rows_aside_and_accounts_for_every_row(tmp_path, map
     assert quarantined.loc[1, "reason"] == "empty customer_id; amount is not a number"
     assert list(orders["customer_id"]) == ["a", "d"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_typed_parquet_columns_are_checked_like_text_ones(tmp_path, config):
+    frame = pd.DataFrame({
+        "customer_id": ["a", None, "c", "d"], "order_id": ["1", "2", "3", "4"],
+        "order_ts": pd.to_datetime(["2024-01-01", "2024-01-02", None, "2024-01-04"]),
+        "amount": [1.0, 2.0, 3.0, None], "quantity": [1.0, None, 2.0, 3.0],
+    })
+    path = tmp_path / "orders.parquet"
+    frame.to_parquet(path)
+    message = _error(path, config)
+    assert "'customer_id' has 1 row with an empty customer id (row 2" in message
+    assert "'order_ts' has 1 row that are not timestamps (row 3" in message
+    assert "'amount' has 1 row that are not numbers (row 4" in message
+    assert "'quantity'" not in message  # an empty quantity is allowed
+
+
+def test_numeric_customer_ids_from_parquet_become_text(tmp_path, config):
+    path = tmp_path / "orders.parquet"
+    pd.DataFrame({"customer_id": [42, 7], "order_ts": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+                  "amount": [1.0, 2.0]}).to_parquet(path)
+    orders, report = read_orders(path, config)
+    assert list(orders["customer_id"]) == ["42", "7"] and report.rows_used == 2
+
+
+def test_every_line_of_a_conflicting_order_is_quarantined_once(tmp_path, mapped_config):
+    # Order 1 has lines for customers a and b; its third line is also not a number.
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,1,2024-01-01,2\na,1,2024-01-01,x\nc,2,2024-01-01,5\n")
+    bad_rows = tmp_path / "bad.csv"
+    orders, report = read_orders(path, mapped_config, quarantine=bad_rows)
+    assert (report.rows_read, report.rows_used, report.rows_quarantined) == (4, 1, 3)
+    reasons = pd.read_csv(bad_rows, dtype=str)["reason"].tolist()
+    conflict = "order_id has lines with different customers or timestamps"
+    assert reasons == [conflict, conflict, f"amount is not a number; {conflict}"]
+    assert list(orders["customer_id"]) == ["c"]
+
+
+def test_a_line_that_is_already_bad_does_not_make_its_order_conflicting(tmp_path, mapped_config):
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,1,2024-01-01,x\n")
+    _, report = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
+    assert (report.rows_used, report.rows_quarantined) == (1, 1)
+    assert [p.check for p in report.problems] == ["that are not numbers"]
