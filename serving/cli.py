@@ -33,8 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _user_errors() -> tuple[type[Exception], ...]:
     from features.intake import IntakeError
     from features.output import OutputError
+    from training.pipeline import TrainingError  # evaluated only when a command has failed
 
-    return (IntakeError, ConfigError, OutputError)
+    return (IntakeError, ConfigError, OutputError, TrainingError)
 
 
 def friendly_errors(command: F) -> F:
@@ -158,6 +159,11 @@ def train(
     for name, r in result.results.items():
         if r.fallback_reason:
             out.print(f"[yellow]{name}: BG/NBD + Gamma-Gamma fallback[/] ({r.fallback_reason})")
+        if r.level == "bgnbd":
+            check = r.level_check
+            out.print(f"{name}: level taken from BG/NBD + Gamma-Gamma (x{r.model.scale:.3f}): over a "
+                      f"{check['gap_days']:.0f}-day out-of-time gap its total was {check['bgnbd_total_ratio']:.3f} of "
+                      f"actual, the model's own {check['model_total_ratio']:.3f}")
     out.print(f"MLflow run {recorded.run_id}, model lifetag version {recorded.version}")
     out.print(recorded.promotion.reason)
 
