@@ -197,15 +197,24 @@ def _expect_rows(path: Path, who: str) -> int:
     return rows
 
 
+# What `lifetag features` imports before it reads a row, and what the bare side imports.
+_PROJECT_IMPORTS = "import serving.cli, features.behaviour, features.engine, features.intake, features.output"
+_BARE_IMPORTS = "import duckdb"
+
+
 def profile_phases(shop: Shop, as_of: str, workdir: Path) -> list[tuple[str, float]]:
-    """Seconds per phase of the project's run, in this process: validation, features + write, and the
-    same feature query straight over the file (what the features would cost without intake)."""
+    """Seconds per phase of the project's run: start-up (a fresh interpreter and the imports, in a
+    child process, beside the bare side's), then in this process validation, features + write, and
+    the same feature query straight over the file (what the features would cost without intake)."""
     from features.behaviour import build_relation
     from features.intake import open_orders
     from features.output import write_relation
 
-    config = load_config(None)
     phases = []
+    for label, imports in (("start-up: Python + imports of `lifetag features`", _PROJECT_IMPORTS),
+                           ("start-up of the bare side: Python + duckdb", _BARE_IMPORTS)):
+        phases.append((label, check_ok(run_measured([sys.executable, "-c", imports]), label).seconds))
+    config = load_config(None)
     con = connect(config.engine)
     try:
         began = time.perf_counter()
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         lines, met = figure_lines(shop, bare, project, engine)
         print("\n".join(lines), flush=True)
         if args.profile:
-            print("profile (one in-process run of the project's phases):")
+            print("profile (one run of each phase; start-up in child processes, the rest in this process):")
             for name, seconds in profile_phases(shop, args.as_of, workdir):
                 print(f"  {name:<64}: {seconds:.1f} s")
     except BenchmarkError as exc:
