@@ -1,11 +1,12 @@
 """Typed configuration: loads configs/default.yaml, merges a user YAML over it, validates it."""
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "Config",
@@ -132,6 +133,55 @@ class TrainingConfig(_Strict):
     exclude_features: list[str] = Field(default_factory=lambda: list(AGE_DEPENDENT_FEATURES))
 
 
+class TierThresholds(_Strict):
+    high: float = Field(ge=0, le=1)
+    medium: float = Field(ge=0, le=1)
+
+
+class LifecycleConfig(_Strict):
+    # new: first order within new_days; churned / dormant: no order for that many days;
+    # at_risk: overdue against the customer's own cadence (days since last order / median gap),
+    # or, for one-order customers who have no cadence yet, no order for at_risk_days.
+    new_days: int = Field(30, gt=0)
+    at_risk_overdue: float = Field(1.5, gt=0)
+    at_risk_days: int = Field(60, gt=0)
+    dormant_days: int = Field(180, gt=0)
+    churned_days: int = Field(365, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LifecycleConfig":
+        if not self.at_risk_days <= self.dormant_days <= self.churned_days:
+            raise ValueError("lifecycle thresholds need at_risk_days <= dormant_days <= churned_days")
+        return self
+
+
+class PromoPeriod(_Strict):
+    name: str
+    start: date
+    end: date  # inclusive
+
+
+class ScoringConfig(_Strict):
+    # churn_tier: churn_risk at or above `high` / `medium`. value_tier: share of the training
+    # population (at as_of) whose predicted LTV is above the cut, e.g. high 0.2 = top 20%.
+    churn_tier: TierThresholds = Field(default_factory=lambda: TierThresholds(high=0.7, medium=0.4))
+    value_tier_top_share: TierThresholds = Field(default_factory=lambda: TierThresholds(high=0.2, medium=0.5))
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    promo_periods: list[PromoPeriod] = Field(default_factory=list)
+    # Named boolean SQL expressions over the scored columns (features, predictions, RFM, lifecycle).
+    scenarios: dict[str, str] = Field(default_factory=dict)
+    # Customers per batch handed to the models; bounds memory, never changes results.
+    batch_customers: int = Field(200_000, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ScoringConfig":
+        if not self.churn_tier.medium <= self.churn_tier.high:
+            raise ValueError("scoring.churn_tier needs medium <= high (they are churn_risk thresholds)")
+        if not self.value_tier_top_share.high <= self.value_tier_top_share.medium:
+            raise ValueError("scoring.value_tier_top_share needs high <= medium (they are top shares)")
+        return self
+
+
 class EngineConfig(_Strict):
     memory_limit: str = "2GB"
     threads: int | None = None
@@ -146,6 +196,7 @@ class Config(_Strict):
     horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 

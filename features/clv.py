@@ -122,7 +122,8 @@ def fit_clv_baseline(features: pd.DataFrame) -> ClvBaseline | None:
 
 
 def add_bg_columns(features: pd.DataFrame, baseline: ClvBaseline | None, horizons: list[int]) -> pd.DataFrame:
-    """The features with `bg_*` columns appended (empty when there is no fitted baseline)."""
+    """The features with `bg_*` columns appended (empty when there is no fitted baseline); existing ones are replaced."""
+    features = features.drop(columns=[c for c in bg_feature_columns(horizons) if c in features.columns])
     if baseline is None:
         bg = pd.DataFrame(np.nan, index=features.index, columns=bg_feature_columns(horizons))
     else:

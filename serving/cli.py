@@ -33,9 +33,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _user_errors() -> tuple[type[Exception], ...]:
     from features.intake import IntakeError
     from features.output import OutputError
+    from serving.bundle import BundleError
+    from serving.scoring import ScoringError
     from training.pipeline import TrainingError  # evaluated only when a command has failed
 
-    return (IntakeError, ConfigError, OutputError, TrainingError)
+    return (IntakeError, ConfigError, OutputError, TrainingError, ScoringError, BundleError)
 
 
 def friendly_errors(command: F) -> F:
@@ -166,6 +168,59 @@ def train(
                       f"actual, the model's own {check['model_total_ratio']:.3f}")
     out.print(f"MLflow run {recorded.run_id}, model lifetag version {recorded.version}")
     out.print(recorded.promotion.reason)
+
+
+@app.command()
+@friendly_errors
+def score(
+    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    as_of: Annotated[str, typer.Option("--as-of", help="Score at this day (YYYY-MM-DD); only orders before it are seen.")],
+    out_path: Annotated[str, typer.Option("--out", help="Output: .parquet, .csv, or FILE.duckdb::TABLE.")],
+    model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
+    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
+    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
+) -> None:
+    """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
+    from serving.scoring import output_target, score as run_score
+
+    config = load_config(config_path)
+    cut = _parse_day(as_of, "--as-of")
+    output_target(out_path)
+    if engine != "local":
+        raise ConfigError(f"--engine {engine!r} is not available; the engines are: local.")
+    began = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} customers"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        def stage(description: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
+                           partitions=partitions, progress=stage)
+    out.print(f"Orders: {result.intake.summary()}")
+    out.print(f"Scored {result.customers:,} customers at {cut.date()} with model {result.model_version} "
+              f"-> {out_path} in {time.perf_counter() - began:.1f} s")
+    _print_score_summary(result, config)
+
+
+def _print_score_summary(result: Any, config: Any) -> None:
+    for column, frame, title in (("rfm_segment", result.summary_by_segment, "RFM segments"),
+                                 ("lifecycle_stage", result.summary_by_stage, "Lifecycle stages")):
+        table = Table(title=title)
+        for name in (column.replace("_", " "), "customers", "share", "revenue share", "mean churn risk", "mean LTV"):
+            table.add_column(name, justify="left" if name == column.replace("_", " ") else "right")
+        total = max(int(frame["customers"].sum()), 1)
+        for row in frame.itertuples(index=False):
+            key = getattr(row, column)
+            label = config.rfm.segments[key].label if column == "rfm_segment" and key in config.rfm.segments else key
+            table.add_row(str(label), f"{row.customers:,}", f"{row.customers / total:.1%}",
+                          f"{(row.revenue_share or 0):.1%}", f"{row.mean_churn_risk:.3f}", f"{row.mean_ltv:,.2f}")
+        out.print(table)
+    if result.scenario_counts:
+        out.print("Scenario tags: " + ", ".join(f"{k} {v:,}" for k, v in result.scenario_counts.items()))
 
 
 def _print_training_table(result: Any) -> None:

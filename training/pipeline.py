@@ -329,10 +329,10 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
     baseline = store.baseline(as_of)
     ltv = results.get("ltv")
     if ltv is not None and ltv.level == "bgnbd" and len(now):
-        enriched = add_bg_columns(now, baseline, store.horizons) if baseline else now
+        enriched = add_bg_columns(now, baseline, store.horizons)
         matrix = spec.matrix(enriched)
         ltv.model.scale = _level_scale("bgnbd", ltv.model.unscaled_predict(matrix, enriched), enriched, ltv.target)
-    return Bundle(
+    bundle = Bundle(
         spec=spec,
         models={name: r.model for name, r in results.items()},
         clv=baseline.to_dict() if baseline else None,
@@ -342,3 +342,21 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
         as_of=str(as_of.date()),
         metadata={"fingerprint": fingerprint, "validation_score": validation_score(results)},
     )
+    bundle.metadata["tier_cut_points"] = _tier_cut_points(bundle, now, config)
+    return bundle
+
+
+def _tier_cut_points(bundle: Bundle, now: pd.DataFrame, config: Config) -> dict[str, dict[str, float]]:
+    """Value-tier cut points of predicted LTV and of past spend, from the population at as_of.
+
+    Stored with the model so that nightly scores keep the same tiers until the next training.
+    """
+    shares = config.scoring.value_tier_top_share
+    predicted_ltv = bundle.predict(now)["ltv"].to_numpy(dtype=float)
+    past_spend = now["monetary_total"].to_numpy(dtype=float)
+
+    def cuts(values: np.ndarray) -> dict[str, float]:
+        return {"high": float(np.nanquantile(values, 1 - shares.high)),
+                "medium": float(np.nanquantile(values, 1 - shares.medium))}
+
+    return {"ltv": cuts(predicted_ltv), "monetary_total": cuts(past_spend)}

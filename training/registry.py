@@ -270,6 +270,20 @@ def load_bundle(uri: str = CHAMPION_URI) -> mlflow.pyfunc.PyFuncModel:
         ) from error
 
 
+def version_of(uri: str) -> str:
+    """The registered version number a `models:/name@alias` or `models:/name/N` URI points at (else the URI)."""
+    configure()
+    path = uri.removeprefix("models:/")
+    try:
+        if "@" in path:
+            name, alias = path.split("@", 1)
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        name, _, version = path.partition("/")
+        return version if version.isdigit() else uri
+    except MlflowException:
+        return uri
+
+
 def _decide(
     version: str,
     new_score: float,

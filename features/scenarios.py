@@ -1,0 +1,107 @@
+"""Point-in-time inputs of the scenario tags that the behavioural features do not carry: categories
+due for a re-buy and purchases in promotion periods. Like `features.behaviour`, it sees only orders
+before `as_of`, and a customer's values depend on that customer's orders alone (plus, for
+`categories_due`, the shop-wide re-buy interval of each category, learned from the same history).
+"""
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from configs.schema import Config
+from features.behaviour import _return_flag, _ts_sql, as_timestamp
+
+__all__ = ["SCENARIO_FEATURE_DOCS", "scenario_features_sql", "scenario_features_relation"]
+
+DAY_US = 86_400_000_000
+
+SCENARIO_FEATURE_DOCS = {
+    "categories_due": ("categories this customer bought before whose typical re-buy interval "
+                       "(shop-wide median, per category) has passed since their last purchase in it", "count"),
+    "promo_orders": ("orders placed during a configured promotion period", "orders"),
+    "orders_since_promo": ("orders after the end of the last promotion period the customer bought in "
+                           "(0 when they have not ordered since; null when they never bought in one)", "orders"),
+}
+
+
+def scenario_features_sql(source: str, as_of: pd.Timestamp, config: Config, interval_source: str | None = None) -> str:
+    """Per customer with a purchase before `as_of`: categories_due, promo_orders, orders_since_promo.
+
+    interval_source: the relation the category re-buy intervals are learned from (default `source`);
+    scoring one partition of customers passes the whole history so intervals do not depend on the split.
+    """
+    cut = _ts_sql(as_of)
+    periods = config.scoring.promo_periods
+    if periods:
+        values = ", ".join(
+            f"({_ts_sql(as_timestamp(p.start))}, {_ts_sql(as_timestamp(p.end))} + INTERVAL 1 DAY)" for p in periods
+        )
+        promo_cte = f"promos AS (SELECT * FROM (VALUES {values}) AS v(p_start, p_end) WHERE p_start < {cut}),"
+        promo_join = "LEFT JOIN promos ON o.order_ts >= promos.p_start AND o.order_ts < promos.p_end"
+        promo_end = "max(promos.p_end)"
+    else:
+        promo_cte, promo_join, promo_end = "", "", "CAST(NULL AS TIMESTAMP)"
+    intervals_from = interval_source or source
+    return f"""
+WITH {promo_cte}
+purchases AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
+           min(order_ts) AS order_ts
+    FROM {source}
+    WHERE order_ts < {cut} AND NOT {_return_flag(config)}
+    GROUP BY 1, 2
+),
+flagged AS (
+    SELECT o.customer_id, o.order_key, o.order_ts, {promo_end} AS promo_end
+    FROM purchases o {promo_join}
+    GROUP BY o.customer_id, o.order_key, o.order_ts
+),
+promo_per_customer AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE promo_end IS NOT NULL) AS promo_orders,
+           max(promo_end) AS last_promo_end
+    FROM flagged GROUP BY customer_id
+),
+promo AS (
+    SELECT p.customer_id, p.promo_orders,
+           CASE WHEN p.last_promo_end IS NULL THEN NULL
+                ELSE count(f.order_key) FILTER (WHERE f.order_ts >= p.last_promo_end) END AS orders_since_promo
+    FROM promo_per_customer p JOIN flagged f USING (customer_id)
+    GROUP BY p.customer_id, p.promo_orders, p.last_promo_end
+),
+category_days AS (
+    SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, category, CAST(order_ts AS DATE) AS day
+    FROM {intervals_from}
+    WHERE order_ts < {cut} AND category IS NOT NULL AND NOT {_return_flag(config)}
+),
+category_gaps AS (
+    SELECT category, day - lag(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap_days
+    FROM category_days
+),
+rebuy AS (
+    SELECT category, median(gap_days) AS rebuy_days
+    FROM category_gaps WHERE gap_days IS NOT NULL GROUP BY category HAVING count(*) >= 20
+),
+last_in_category AS (
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id, category, max(order_ts) AS last_ts
+    FROM {source}
+    WHERE order_ts < {cut} AND category IS NOT NULL AND NOT {_return_flag(config)}
+    GROUP BY 1, 2
+),
+due AS (
+    SELECT l.customer_id,
+           count(*) FILTER (WHERE (epoch_us({cut}) - epoch_us(l.last_ts)) / {DAY_US} >= r.rebuy_days) AS categories_due
+    FROM last_in_category l JOIN rebuy r USING (category)
+    GROUP BY l.customer_id
+)
+SELECT p.customer_id, coalesce(d.categories_due, 0) AS categories_due, p.promo_orders, p.orders_since_promo
+FROM promo p LEFT JOIN due d USING (customer_id)
+ORDER BY p.customer_id
+"""
+
+
+def scenario_features_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config,
+                               interval_source: str | None = None) -> duckdb.DuckDBPyRelation:
+    """The scenario inputs at `as_of` as a lazy DuckDB relation over the canonical orders `source`."""
+    return con.sql(scenario_features_sql(source, as_timestamp(as_of), config, interval_source))

@@ -1,0 +1,492 @@
+"""Batch scoring: one row of tags per customer from an order history and a registered model bundle.
+
+Customers are processed in hash partitions of their id (a customer's orders never split), and each
+partition's features go to the models in batches, so memory stays bounded; the partial results are
+merged in customer order, so the output is identical whatever the partition count.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from configs.schema import Config, ConfigError
+from features.behaviour import as_timestamp, build_relation
+from features.engine import connect
+from features.intake import IntakeReport, open_orders
+from features.output import OutputError
+from features.scenarios import scenario_features_sql
+from features.segments import RfmCutPoints, rfm_scores, rfm_segment
+from serving.bundle import Bundle, BundleError
+
+__all__ = [
+    "OUTPUT_DOCS", "ScoreResult", "ScoringError", "check_scenarios", "lifecycle_stage", "load_model", "output_docs",
+    "output_target", "reasons", "score", "tag_frame",
+]
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+class ScoringError(ValueError):
+    """Scoring cannot start or finish: bad model URI, bundle/data mismatch, bad tag expression, bad output."""
+
+
+# The output columns before the scenario tags: name -> (meaning, unit).
+OUTPUT_DOCS: dict[str, tuple[str, str]] = {
+    "customer_id": ("customer identifier, exactly as in the source", "text"),
+    "as_of": ("the cut-off the tags describe; only orders before it were seen", "date"),
+    "model_version": ("registered model version (or bundle folder) that produced the predictions", "text"),
+    "recency_days": ("days from the last order to as_of", "days"),
+    "frequency": ("orders before as_of", "orders"),
+    "monetary_total": ("net spend before as_of (returns netted out)", "currency"),
+    "churn_risk": ("probability of no order in the churn horizon after as_of", "probability"),
+    "repurchase_prob": ("probability of at least one order in the repurchase horizon after as_of", "probability"),
+    "ltv": ("expected net spend in the LTV horizon after as_of", "currency"),
+    "expected_next_order": ("expected date of the next order, from the repurchase probability read as a "
+                            "constant daily hazard; empty when that is more than ten years away", "date"),
+    "value_at_risk": ("churn_risk x ltv: spend expected to be lost if the customer churns", "currency"),
+    "churn_tier": ("high / medium / low churn_risk (thresholds scoring.churn_tier)", "label"),
+    "value_tier": ("high / medium / low predicted LTV (top shares of the training population, "
+                   "scoring.value_tier_top_share; cut points stored with the model)", "label"),
+    "high_value_potential": ("value_tier high while past spend is below the high tier of past spend", "flag"),
+    "rfm_r": ("recency score 1-5 (5 = most recent), cut points from the model's training population", "score"),
+    "rfm_f": ("frequency score 1-5 (5 = most orders)", "score"),
+    "rfm_m": ("monetary score 1-5 (5 = biggest spend)", "score"),
+    "rfm_segment": ("one of the eight classic RFM groups (key)", "label"),
+    "rfm_segment_label": ("display label of the segment (rfm.segments in config)", "text"),
+    "rfm_segment_label_zh": ("Chinese display label of the segment", "text"),
+    "rfm_action": ("recommended action for the segment", "text"),
+    "lifecycle_stage": ("new / active / at_risk / dormant / churned (scoring.lifecycle; at_risk is judged "
+                        "against the customer's own median gap)", "label"),
+    "reasons": ("the top three drivers of this customer's churn risk, in words (LightGBM contributions)", "text"),
+}
+TIER_LABELS = ("low", "medium", "high")
+MAX_EXPECTED_DAYS = 3650
+
+
+@dataclass
+class ScoreResult:
+    """What a scoring run wrote and the figures of its closing summary."""
+
+    out: str
+    customers: int
+    model_version: str
+    intake: IntakeReport
+    summary_by_segment: pd.DataFrame
+    summary_by_stage: pd.DataFrame
+    scenario_counts: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags that are pure functions of features and predictions
+
+
+def lifecycle_stage(features: pd.DataFrame, config: Config) -> np.ndarray:
+    """new / active / at_risk / dormant / churned per customer, from recency, tenure and own cadence."""
+    rules = config.scoring.lifecycle
+    recency = features["recency_days"].to_numpy(dtype=float)
+    tenure = features["tenure_days"].to_numpy(dtype=float)
+    repeat = features["repeat_orders"].to_numpy(dtype=float) > 0
+    overdue = pd.to_numeric(features["overdue_ratio"], errors="coerce").to_numpy(dtype=float)
+    at_risk = np.where(repeat, np.nan_to_num(overdue, nan=0.0) >= rules.at_risk_overdue, recency >= rules.at_risk_days)
+    return np.select(
+        [recency >= rules.churned_days, recency >= rules.dormant_days, tenure < rules.new_days, at_risk],
+        ["churned", "dormant", "new", "at_risk"],
+        default="active",
+    )
+
+
+def _tier(values: np.ndarray, high: float, medium: float) -> np.ndarray:
+    return np.where(values >= high, "high", np.where(values >= medium, "medium", "low"))
+
+
+def _expected_next_order(repurchase_prob: np.ndarray, horizon_days: int, as_of: pd.Timestamp) -> pd.Series:
+    # P(order within h days) = 1 - exp(-rate * h)  =>  expected wait = 1 / rate.
+    p = np.clip(repurchase_prob, 0.0, 1.0 - 1e-12)
+    rate = -np.log1p(-p) / horizon_days
+    with np.errstate(divide="ignore"):
+        wait = np.where(rate > 0, 1.0 / rate, np.inf)
+    days = np.where(wait <= MAX_EXPECTED_DAYS, np.ceil(wait), np.nan)
+    dates = as_of.normalize() + pd.to_timedelta(days, unit="D")
+    return pd.Series(dates, dtype="datetime64[ns]").dt.date.astype("object").where(~np.isnan(days), None)
+
+
+# Words for the features that drive churn risk most often; others fall back to their documentation.
+def _phrase(feature: str, row: pd.Series) -> str:
+    value = row.get(feature)
+    if feature in ("recency_days", "overdue_ratio", "last_gap_days"):
+        text = f"no order for {row['recency_days']:.0f} days"
+        ratio = row.get("overdue_ratio")
+        return text + (f", {ratio:.1f}x their usual gap" if pd.notna(ratio) else " after a single order")
+    if feature.startswith("orders_") and feature.endswith("d"):
+        return f"{value:.0f} orders in the last {feature[7:-1]} days"
+    if feature.startswith("spend_") and feature.endswith("d"):
+        return f"spent {value:,.0f} in the last {feature[6:-1]} days"
+    if feature == "trend_orders" and pd.notna(value):
+        return f"orders {'down' if value < 0 else 'up'} {abs(value):.0f} vs the previous period"
+    if feature == "trend_spend" and pd.notna(value):
+        return f"spend {'down' if value < 0 else 'up'} {abs(value):,.0f} vs the previous period"
+    if feature in ("gap_mean_days", "gap_median_days") and pd.notna(value):
+        return f"usually orders only every {value:.0f} days"
+    if feature == "bg_p_alive" and pd.notna(value):
+        return f"purchase pattern suggests {value:.0%} chance of still being a customer"
+    if feature.startswith("bg_orders_") and pd.notna(value):
+        return f"expected {value:.2f} orders in the next {feature.split('_')[-1][:-1]} days"
+    if feature == "return_rate" and pd.notna(value):
+        return f"returned {value:.0%} of orders"
+    if feature == "discount_share" and pd.notna(value):
+        return f"{value:.0%} of spend came with a discount"
+    if feature == "monetary_mean" and pd.notna(value):
+        return f"average order {value:,.0f}"
+    if feature == "first_order_channel":
+        return f"first order via {value}"
+    if pd.isna(value):
+        return f"{feature.replace('_', ' ')} unknown"
+    return f"{feature.replace('_', ' ')} {value:,.2f}".rstrip("0").rstrip(".")
+
+
+def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: int = 3) -> list[str]:
+    """Per customer, the `top` features that raise their churn risk most, in words ("; "-separated).
+
+    Contributions are LightGBM's (SHAP values on the log-odds scale) of the churn model; for a
+    BG/NBD fallback model, recency and the BG/NBD alive probability speak instead.
+    """
+    model = bundle.models.get("churn")
+    n = len(matrix)
+    if model is None or model.kind != "lgbm":
+        return [_phrase("recency_days", row) + (f"; {_phrase('bg_p_alive', row)}" if "bg_p_alive" in row else "")
+                for _, row in enriched.iterrows()] if n else []
+    contributions = model.booster("main").predict(matrix, pred_contrib=True)[:, :-1]
+    names = np.asarray(matrix.columns)
+    # Features whose words duplicate each other count once (recency and overdue say the same).
+    order = np.argsort(-contributions, axis=1)
+    out = []
+    for i in range(n):
+        row = enriched.iloc[i]
+        phrases: list[str] = []
+        for j in order[i]:
+            if contributions[i, j] <= 0 or len(phrases) == top:
+                break
+            phrase = _phrase(str(names[j]), row)
+            if phrase not in phrases:
+                phrases.append(phrase)
+        out.append("; ".join(phrases))
+    return out
+
+
+def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.Timestamp, model_version: str,
+              with_reasons: bool = True) -> pd.DataFrame:
+    """All output columns except the scenario tags, for a features frame (with scenario inputs)."""
+    enriched = bundle.bg_columns(features)
+    matrix = bundle.spec.matrix(enriched)
+    predicted = bundle.predict(features)
+    out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
+    out["as_of"] = as_of.date()
+    out["model_version"] = model_version
+    for column in ("recency_days", "frequency", "monetary_total"):
+        out[column] = enriched[column].to_numpy()
+    for column in ("churn_risk", "repurchase_prob", "ltv"):
+        out[column] = predicted[column].to_numpy()
+    repurchase_days = bundle.models["repurchase"].horizon_days
+    out["expected_next_order"] = _expected_next_order(out["repurchase_prob"].to_numpy(), repurchase_days, as_of).to_numpy()
+    out["value_at_risk"] = out["churn_risk"] * out["ltv"]
+    tiers = config.scoring
+    out["churn_tier"] = _tier(out["churn_risk"].to_numpy(), tiers.churn_tier.high, tiers.churn_tier.medium)
+    cuts = bundle.metadata.get("tier_cut_points") or {}
+    ltv_cut, spend_cut = cuts.get("ltv"), cuts.get("monetary_total")
+    if ltv_cut:
+        out["value_tier"] = _tier(out["ltv"].to_numpy(), ltv_cut["high"], ltv_cut["medium"])
+        past_high = enriched["monetary_total"].to_numpy(dtype=float) >= spend_cut["high"]
+        out["high_value_potential"] = (out["value_tier"] == "high").to_numpy() & ~past_high
+    else:  # a bundle from before tiers were stored: no stable cut points, so no tier
+        out["value_tier"] = None
+        out["high_value_potential"] = None
+    scores = rfm_scores(enriched, RfmCutPoints(**{k: tuple(v) for k, v in bundle.rfm_cut_points.items()}))
+    for column in scores.columns:
+        out[column] = scores[column].to_numpy()
+    segment = rfm_segment(scores, config.rfm)
+    out["rfm_segment"] = segment.to_numpy()
+    labels = config.rfm.segments
+    out["rfm_segment_label"] = segment.map({k: v.label for k, v in labels.items()}).to_numpy()
+    out["rfm_segment_label_zh"] = segment.map({k: v.label_zh for k, v in labels.items()}).to_numpy()
+    out["rfm_action"] = segment.map({k: v.action for k, v in labels.items()}).to_numpy()
+    out["lifecycle_stage"] = lifecycle_stage(enriched, config)
+    out["reasons"] = reasons(bundle, matrix, enriched) if with_reasons else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario tags: named boolean SQL over the scored columns, evaluated without file or network access
+
+
+def _sandbox() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _scenario_select(scenarios: dict[str, str]) -> str:
+    parts = [f"coalesce(CAST(({expr}) AS BOOLEAN), false) AS {_quote(name)}" for name, expr in scenarios.items()]
+    return "SELECT " + ", ".join(parts) + " FROM scored"
+
+
+def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
+    """Fail with a clear config error naming the tag when an expression does not compile over `columns`."""
+    if not scenarios:
+        return
+    con = _sandbox()
+    try:
+        spec = ", ".join(f"{_quote(c)} {t}" for c, t in columns.items())
+        con.execute(f"CREATE TABLE scored ({spec})")
+        for name, expr in scenarios.items():
+            if not name.isidentifier():
+                raise ConfigError(f"scoring.scenarios: the tag name {name!r} must be a plain identifier "
+                                  "(letters, digits, underscores).")
+            try:
+                con.execute(f"SELECT coalesce(CAST(({expr}) AS BOOLEAN), false) FROM scored LIMIT 0").fetchall()
+            except duckdb.Error as exc:
+                message = str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"scoring.scenarios.{name}: the expression {expr!r} is not a valid boolean SQL expression over "
+                    f"the scored columns ({message}). Columns available: {', '.join(columns)}."
+                ) from None
+    finally:
+        con.close()
+
+
+def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
+    if not scenarios:
+        return pd.DataFrame(index=frame.index)
+    con = _sandbox()
+    try:
+        con.register("scored", frame)
+        flags = con.execute(_scenario_select(scenarios)).df()
+    finally:
+        con.close()
+    flags.index = frame.index
+    return flags.astype(bool)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def load_model(uri: str | None) -> tuple[Bundle, str]:
+    """The bundle at `uri` and its version label: a registry URI (default the champion) or a bundle folder."""
+    if uri and Path(uri).is_dir():
+        try:
+            return Bundle.load(uri), f"bundle:{Path(uri).resolve().name}"
+        except (BundleError, OSError, KeyError) as exc:
+            raise ScoringError(f"--model {uri}: not a usable lifetag bundle folder ({exc}).") from None
+    from serving import registry
+
+    target = uri or registry.CHAMPION_URI
+    try:
+        model = registry.load_bundle(target)
+    except registry.RegistryError as exc:
+        raise ScoringError(f"--model {target}: {exc}") from None
+    bundle = model.unwrap_python_model().bundle
+    return bundle, registry.version_of(target)
+
+
+def _partition_view(con: duckdb.DuckDBPyConnection, partitions: int, index: int) -> str:
+    if partitions == 1:
+        return "orders"
+    name = f"_lifetag_part_{index}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM orders "
+                f"WHERE hash(CAST(customer_id AS VARCHAR)) % {partitions} = {index}")
+    return name
+
+
+def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, as_of: pd.Timestamp, config: Config,
+                    batch: int) -> Iterator[pd.DataFrame]:
+    features = build_relation(con, source, as_of, config)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {features.sql_query()}")
+    scenario = scenario_features_sql(source, as_of, config, interval_source="_lifetag_rebuy_history")
+    query = (f"SELECT f.*, s.categories_due, s.promo_orders, s.orders_since_promo FROM _lifetag_features f "
+             f"LEFT JOIN ({scenario}) s USING (customer_id) ORDER BY f.customer_id")
+    # The relation's reader streams; nothing else may run on `con` until it has been read out.
+    with con.sql(query).to_arrow_reader(batch_size=batch) as reader:
+        for record_batch in reader:
+            frame = record_batch.to_pandas()
+            if len(frame):
+                frame["categories_due"] = frame["categories_due"].fillna(0)
+                frame["promo_orders"] = frame["promo_orders"].fillna(0)
+                yield frame
+
+
+def score(
+    orders: str | os.PathLike[str], as_of: str | pd.Timestamp, out: str | os.PathLike[str], config: Config,
+    model_uri: str | None = None, quarantine: str | os.PathLike[str] | None = None, partitions: int = 1,
+    progress: Progress | None = None, bundle: Bundle | None = None, model_version: str | None = None,
+) -> ScoreResult:
+    """Tag every customer with an order before `as_of` and write one row each to `out` (atomically)."""
+    out_format = output_target(out)
+    if partitions < 1:
+        raise ScoringError(f"--partitions must be at least 1, got {partitions}.")
+    if bundle is None:
+        bundle, model_version = load_model(model_uri)
+    as_of_ts = as_timestamp(as_of)
+    con = connect(config.engine)
+    try:
+        intake = open_orders(con, orders, config, quarantine)
+        _check_feature_schema(con, bundle, as_of_ts, config)
+        check_scenarios(config.scoring.scenarios, _scored_columns(con, as_of_ts, config))
+        # Category re-buy intervals are shop-wide: learned from the whole history, not one partition.
+        con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_rebuy_history AS SELECT * FROM orders")
+        customers_total = con.execute(
+            f"SELECT count(DISTINCT customer_id) FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'"
+        ).fetchall()[0][0]
+        advance = progress("Scoring customers", int(customers_total)) if progress else (lambda n: None)
+        scratch = Path(tempfile.mkdtemp(prefix="lifetag-score-", dir=_scratch_parent(out)))
+        try:
+            parts = []
+            for index in range(partitions):
+                source = _partition_view(con, partitions, index)
+                for number, frame in enumerate(_scored_batches(con, source, as_of_ts, config,
+                                                               config.scoring.batch_customers)):
+                    tags = tag_frame(frame, bundle, config, as_of_ts, model_version or "")
+                    scored = pd.concat([tags, frame.drop(columns=["customer_id"]).reindex(
+                        columns=[c for c in frame.columns if c != "customer_id" and c not in tags.columns])], axis=1)
+                    flags = _apply_scenarios(scored, config.scoring.scenarios)
+                    table = pa.Table.from_pandas(pd.concat([tags, flags], axis=1), preserve_index=False)
+                    path = scratch / f"part-{index:05d}-{number:05d}.parquet"
+                    pq.write_table(table, path)
+                    parts.append(path)
+                    advance(len(frame))
+            customers = _merge(con, parts, out, out_format, bundle, config, as_of_ts, model_version or "")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        by_segment, by_stage, counts = _summaries(con, out, out_format, config)
+    finally:
+        con.close()
+    return ScoreResult(str(out), customers, model_version or "", intake, by_segment, by_stage, counts)
+
+
+def _scratch_parent(out: str | os.PathLike[str]) -> str | None:
+    parent = Path(str(out).split("::")[0]).resolve().parent
+    return str(parent) if parent.exists() else None
+
+
+_OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_potential": "BOOLEAN",
+                 "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
+
+
+def _scored_columns(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp, config: Config) -> dict[str, str]:
+    """Name -> DuckDB type of every column a scenario expression may use (known before any scoring)."""
+    features = build_relation(con, "orders", as_of, config)
+    columns = {name: str(kind) for name, kind in zip(features.columns, features.types)}
+    columns.update({"categories_due": "BIGINT", "promo_orders": "BIGINT", "orders_since_promo": "BIGINT"})
+    for name in OUTPUT_DOCS:
+        if name not in columns:
+            unit = OUTPUT_DOCS[name][1]
+            columns[name] = _OUTPUT_TYPES.get(name, "DOUBLE" if unit in ("probability", "currency") else "VARCHAR")
+    return columns
+
+
+def _check_feature_schema(con: duckdb.DuckDBPyConnection, bundle: Bundle, as_of: pd.Timestamp, config: Config) -> None:
+    available = set(build_relation(con, "orders", as_of, config).columns)
+    from features.clv import bg_feature_columns
+
+    available |= set(bg_feature_columns(bundle.horizons))
+    missing = [c for c in bundle.spec.columns if c not in available]
+    if missing:
+        raise ScoringError(
+            f"feature schema mismatch: the model (as_of {bundle.as_of}) needs {len(missing)} feature column(s) that "
+            f"this data and config do not produce ({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}). "
+            "Score with the config the model was trained with (features.windows_days), or retrain."
+        )
+
+
+def output_target(out: str | os.PathLike[str]) -> str:
+    """'parquet', 'csv' or 'duckdb' (a `file.duckdb::table` URI), from the output name."""
+    text = str(out)
+    if "::" in text:
+        path, table = text.split("::", 1)
+        if not path.endswith((".duckdb", ".db")) or not table.isidentifier():
+            raise OutputError(f"{out}: a DuckDB output is written as FILE.duckdb::TABLE (e.g. tags.duckdb::customer_tags).")
+        return "duckdb"
+    suffix = Path(text).suffix.lower()
+    if suffix in (".parquet", ".csv"):
+        return suffix[1:]
+    raise OutputError(f"{out}: unknown output format '{suffix or '(none)'}'; use .parquet, .csv or FILE.duckdb::TABLE.")
+
+
+def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.PathLike[str], fmt: str,
+           bundle: Bundle, config: Config, as_of: pd.Timestamp, model_version: str) -> int:
+    """Write the parts as one output ordered by customer_id, atomically (temporary name, then rename)."""
+    if not parts:
+        source = "(SELECT NULL::VARCHAR AS customer_id WHERE false)"
+    else:
+        source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "])"
+    query = f"SELECT * FROM {source} ORDER BY customer_id"
+    text = str(out)
+    if fmt == "duckdb":
+        path, table = text.split("::", 1)
+        con.execute(f"ATTACH '{path}' AS _lifetag_out")
+        try:
+            con.execute("BEGIN")
+            con.execute(f"CREATE OR REPLACE TABLE _lifetag_out.{table} AS {query}")
+            con.execute("COMMIT")
+            return int(con.execute(f"SELECT count(*) FROM _lifetag_out.{table}").fetchall()[0][0])
+        finally:
+            con.execute("DETACH _lifetag_out")
+    target = Path(text)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
+    try:
+        con.execute(f"COPY ({query}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' ({options})")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    reader = "read_parquet" if fmt == "parquet" else "read_csv"
+    return int(con.execute(f"SELECT count(*) FROM {reader}(?)", [str(target)]).fetchall()[0][0])
+
+
+def _summaries(con: duckdb.DuckDBPyConnection, out: str | os.PathLike[str], fmt: str,
+               config: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    text = str(out)
+    if fmt == "duckdb":
+        path, table = text.split("::", 1)
+        con.execute(f"ATTACH '{path}' AS _lifetag_read (READ_ONLY)")
+        source = f"_lifetag_read.{table}"
+    else:
+        source = f"{'read_parquet' if fmt == 'parquet' else 'read_csv'}('{text.replace(chr(39), chr(39) * 2)}')"
+    try:
+        def by(column: str) -> pd.DataFrame:
+            return con.execute(
+                f"SELECT {column}, count(*) AS customers, sum(monetary_total) / sum(sum(monetary_total)) OVER () AS revenue_share, "
+                f"avg(churn_risk) AS mean_churn_risk, avg(ltv) AS mean_ltv, sum(ltv) AS ltv_total "
+                f"FROM {source} GROUP BY {column} ORDER BY customers DESC, {column}"
+            ).df()
+
+        by_segment, by_stage = by("rfm_segment"), by("lifecycle_stage")
+        counts = {}
+        for name in config.scoring.scenarios:
+            counts[name] = int(con.execute(f"SELECT count(*) FILTER (WHERE {_quote(name)}) FROM {source}").fetchall()[0][0])
+    finally:
+        if fmt == "duckdb":
+            con.execute("DETACH _lifetag_read")
+    return by_segment, by_stage, counts
+
+
+def output_docs(config: Config) -> list[tuple[str, str, str]]:
+    """(column, meaning, unit) for every output column, scenario tags included."""
+    rows = [(k, *v) for k, v in OUTPUT_DOCS.items()]
+    rows += [(name, f"scenario tag: {expr}", "flag") for name, expr in config.scoring.scenarios.items()]
+    return rows
