@@ -40,3 +40,29 @@ def small_shop() -> pd.DataFrame:
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep DuckDB spill files and MLflow state of the tests out of the developer's .lifetag.
     monkeypatch.setenv("LIFETAG_HOME", str(tmp_path_factory.getbasetemp() / "lifetag_home"))
+
+
+@pytest.fixture(scope="session")
+def degrade():
+    """A function making a truly worse copy of a TrainResult: its bundle serves constant predictions
+    (probability 0.5, LTV 0), and its reported validation metrics say so (AUC 0.5, Gini 0)."""
+    import copy
+    import dataclasses
+
+    from serving.bundle import Calibrator
+
+    def degraded(result):  # noqa: ANN001, ANN202 - a TrainResult in, a TrainResult out
+        bundle = copy.deepcopy(result.bundle)
+        for model in bundle.models.values():
+            model._loaded.clear()
+            if model.target == "ltv":
+                model.scale = 0.0
+            else:
+                model.calibrator = Calibrator(x=[0.0, 1.0], y=[0.5, 0.5])
+        results = {}
+        for name, r in result.results.items():
+            key, value = ("roc_auc", 0.5) if r.target.kind == "classifier" else ("gini_normalised", 0.0)
+            results[name] = dataclasses.replace(r, metrics={**r.metrics, "model": {**r.metrics["model"], key: value}})
+        return dataclasses.replace(result, bundle=bundle, results=results)
+
+    return degraded

@@ -320,8 +320,16 @@ def _spearman(actual: FloatArray, predicted: FloatArray) -> float:
 
 
 def _gini(actual: FloatArray, predicted: FloatArray) -> float:
-    """Unnormalised Gini of ``actual`` with customers ordered by ``predicted``, highest first."""
-    ordered = actual[np.argsort(-predicted, kind="stable")]
+    """Unnormalised Gini of ``actual`` with customers ordered by ``predicted``, highest first.
+
+    Customers with tied predictions share their group's mean outcome (the expected curve over any
+    order among them), so a model gets no credit for the order its ties happen to be stored in.
+    """
+    order = np.argsort(-predicted, kind="stable")
+    ordered, keys = actual[order].astype(float), predicted[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sizes = np.diff(np.r_[starts, keys.size])
+    ordered = np.repeat(np.add.reduceat(ordered, starts) / sizes, sizes) if keys.size else ordered
     n = ordered.size
     return float((np.cumsum(ordered).sum() / ordered.sum() - (n + 1) / 2) / n)
 

@@ -9,8 +9,8 @@ from typing import Any
 import mlflow
 import numpy as np
 
-from serving.bundle import BundleError, LifetagPyfunc
-from training import registry
+from serving.bundle import Bundle, BundleError, LifetagPyfunc
+from serving import registry
 from training.evaluate import (
     calibration_plot,
     classifier_metrics,
@@ -21,7 +21,7 @@ from training.evaluate import (
 )
 from training.pipeline import TargetResult, TrainResult, validation_score
 
-__all__ = ["Recorded", "record_training", "champion_score_on"]
+__all__ = ["Recorded", "bundle_score_on", "champion_score_on", "record_training"]
 
 _BASELINES = {"classifier": ("recency_heuristic", "bgnbd"), "regressor": ("run_rate", "bgnbd_gg")}
 
@@ -37,8 +37,13 @@ class Recorded:
 
 
 def record_training(result: TrainResult, promote: bool, trials: int, tolerance: float = 0.0) -> Recorded:
-    """Log the run, register the bundle as a new `lifetag` version, and move `champion` if it is no worse."""
+    """Log the run, register the bundle as a new `lifetag` version, and move `champion` if it is no worse.
+
+    Both sides of the comparison are scored alike: each bundle as it will serve (final calibrators)
+    on this training's validation examples.
+    """
     champion_score = champion_score_on(result.results)
+    new_score = bundle_score_on(result.bundle, result.results) if champion_score is not None else result.score
     with registry.start_run(run_name=f"train as_of {result.as_of.date()}") as run:
         _log_params(result, trials)
         _log_metrics(result)
@@ -49,7 +54,9 @@ def record_training(result: TrainResult, promote: bool, trials: int, tolerance: 
                 LifetagPyfunc(), artifacts={"bundle": folder}, code_paths=None, input_example=None,
                 metadata={"as_of": result.bundle.as_of, "validation_score": result.score},
             )
-        promotion = registry.decide_and_promote(str(version.version), result.score, champion_score, promote, tolerance)
+        if champion_score is not None:
+            mlflow.log_metrics({"promotion.new_score": new_score, "promotion.champion_score": champion_score})
+        promotion = registry.decide_and_promote(str(version.version), new_score, champion_score, promote, tolerance)
         mlflow.set_tags({"model_version": version.version, "promoted": str(promotion.promoted)})
     return Recorded(run.info.run_id, str(version.version), promotion, champion_score)
 
@@ -62,18 +69,23 @@ def champion_score_on(results: dict[str, TargetResult]) -> float | None:
         champion = registry.load_bundle().unwrap_python_model().bundle
     except registry.RegistryError:
         return None
+    return bundle_score_on(champion, results)
+
+
+def bundle_score_on(bundle: Bundle, results: dict[str, TargetResult]) -> float | None:
+    """A bundle's validation score (as it would serve) on the validation examples of `results`; None if incompatible."""
     scored: dict[str, TargetResult] = {}
     for name, result in results.items():
-        if result.valid_features is None or name not in champion.models:
+        if result.valid_features is None or name not in bundle.models:
             return None
         try:
-            matrix = champion.spec.matrix(result.valid_features)
-            predicted = champion.models[name].predict(matrix, result.valid_features)
+            matrix = bundle.spec.matrix(result.valid_features)
+            predicted = bundle.models[name].predict(matrix, result.valid_features)
         except (BundleError, KeyError, ValueError):
             return None
         labels = result.valid_features["label"]
         metric = classifier_metrics if result.target.kind == "classifier" else ltv_metrics
-        scored[name] = TargetResult(result.target, champion.models[name], result.cutoffs,
+        scored[name] = TargetResult(result.target, bundle.models[name], result.cutoffs,
                                     metrics={"model": metric(labels, predicted)})
     return validation_score(scored)
 

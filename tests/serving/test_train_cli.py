@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from features.synthetic import write_shop
 from serving.cli import app
-from training import pipeline, registry
+from serving import registry
+from training import pipeline
 from training.pipeline import TrainResult
 
 CUSTOMERS = 2_000
@@ -60,15 +61,6 @@ def _table_rows(out: str) -> set[tuple[str, str]]:
     """(target, model) of each row of the printed validation table."""
     rows = (line.strip("│ ").split("│") for line in out.splitlines() if line.startswith("│"))
     return {(row[0].strip(), row[1].strip()) for row in rows if len(row) > 2}
-
-
-def _with_model_scores(result: TrainResult, auc: float, gini: float) -> TrainResult:
-    """The same training, reported with other validation scores for the models (the bundle is unchanged)."""
-    results = {}
-    for name, r in result.results.items():
-        key, value = ("roc_auc", auc) if r.target.kind == "classifier" else ("gini_normalised", gini)
-        results[name] = dataclasses.replace(r, metrics={**r.metrics, "model": {**r.metrics["model"], key: value}})
-    return dataclasses.replace(result, results=results)
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +157,10 @@ def test_train_records_one_run_with_the_data_fingerprint_metrics_plots_and_the_c
 
 @pytest.mark.slow
 def test_train_says_when_a_worse_model_is_registered_but_not_promoted_and_when_promote_forces_it(
-    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, degrade
 ) -> None:
     _use_home(monkeypatch, tmp_path)
-    worse = _with_model_scores(trained.result, auc=0.5, gini=0.0)
+    worse = degrade(trained.result)
     replay = [trained.result, worse, worse]
     monkeypatch.setattr(pipeline, "fit_bundle", lambda *args, **kwargs: replay.pop(0))
     orders = ("--orders", str(trained.orders), "--trials", "0")

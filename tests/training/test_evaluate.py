@@ -173,12 +173,15 @@ def test_gini_is_near_zero_for_random_predictions() -> None:
     assert ltv_metrics(actual, rng.random(20_000))["gini_normalised"] == pytest.approx(0, abs=0.05)
 
 
-def test_gini_breaks_prediction_ties_by_input_order() -> None:
+def test_gini_gives_tied_predictions_no_credit_for_their_input_order() -> None:
     ascending = np.array([1.0, 2.0, 3.0, 4.0])
     tied = np.zeros(4)
 
-    assert ltv_metrics(ascending, tied)["gini_normalised"] == pytest.approx(-1.0)
-    assert ltv_metrics(ascending[::-1], tied)["gini_normalised"] == pytest.approx(1.0)
+    assert ltv_metrics(ascending, tied)["gini_normalised"] == pytest.approx(0.0)
+    assert ltv_metrics(ascending[::-1], tied)["gini_normalised"] == pytest.approx(0.0)
+    # Two tie groups ranked right: the Gini lies strictly between random (0) and perfect (1).
+    partial = ltv_metrics(ascending, np.array([0.0, 0.0, 1.0, 1.0]))["gini_normalised"]
+    assert 0.0 < partial < 1.0
 
 
 def test_total_ratio_mae_and_rmse_match_hand_computation() -> None:

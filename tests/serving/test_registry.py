@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from training import registry
+from serving import registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -231,7 +231,7 @@ def test_the_champion_loads_in_a_fresh_process_from_any_working_directory(home: 
     elsewhere = home / "elsewhere"
     elsewhere.mkdir()
     script = (
-        "import pandas as pd; from training import registry; "
+        "import pandas as pd; from serving import registry; "
         "print(registry.load_bundle().predict(pd.DataFrame({'x': [3.0]}))['x2'].tolist())"
     )
     # Only LIFETAG_HOME tells the new process where the store is (MLflow exported the URI here).
