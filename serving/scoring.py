@@ -67,7 +67,8 @@ OUTPUT_DOCS: dict[str, tuple[str, str]] = {
     "rfm_action": ("recommended action for the segment", "text"),
     "lifecycle_stage": ("new / active / at_risk / dormant / churned (scoring.lifecycle; at_risk is judged "
                         "against the customer's own median gap)", "label"),
-    "reasons": ("the top three drivers of this customer's churn risk, in words (LightGBM contributions)", "text"),
+    "reasons": ("the top three drivers raising this customer's churn risk, in words, for churn tiers medium and "
+                "high (contributions of the churn model's additive explainer); empty for the low tier", "text"),
 }
 TIER_LABELS = ("low", "medium", "high")
 MAX_EXPECTED_DAYS = 3650
@@ -120,67 +121,96 @@ def _expected_next_order(repurchase_prob: np.ndarray, horizon_days: int, as_of: 
     return pd.Series(dates, dtype="datetime64[ns]").dt.date.astype("object").where(~np.isnan(days), None)
 
 
-# Words for the features that drive churn risk most often; others fall back to their documentation.
-def _phrase(feature: str, row: pd.Series) -> str:
-    value = row.get(feature)
+# Words for what drives churn risk; each takes the rows' values and returns one phrase per row.
+def _fmt(template: str, values: np.ndarray) -> list[str]:
+    return [template.format(v) for v in values]
+
+
+def _phrases(feature: str, rows: pd.DataFrame) -> list[str]:
+    """One phrase per row saying what `feature` is for this customer."""
+    value = pd.to_numeric(rows[feature], errors="coerce").to_numpy(dtype=float) if feature in rows and feature != "first_order_channel" else None
+    if feature == "bg_p_alive" or (feature.startswith(("bg_", "gg_")) and "bg_p_alive" in rows):
+        alive = rows["bg_p_alive"].to_numpy(dtype=float)
+        return [f"purchase pattern gives {a:.0%} chance of still being a customer" if np.isfinite(a)
+                else "purchase pattern unknown" for a in alive]
     if feature in ("recency_days", "overdue_ratio", "last_gap_days"):
-        text = f"no order for {row['recency_days']:.0f} days"
-        ratio = row.get("overdue_ratio")
-        return text + (f", {ratio:.1f}x their usual gap" if pd.notna(ratio) else " after a single order")
-    if feature.startswith("orders_") and feature.endswith("d"):
-        return f"{value:.0f} orders in the last {feature[7:-1]} days"
-    if feature.startswith("spend_") and feature.endswith("d"):
-        return f"spent {value:,.0f} in the last {feature[6:-1]} days"
-    if feature == "trend_orders" and pd.notna(value):
-        return f"orders {'down' if value < 0 else 'up'} {abs(value):.0f} vs the previous period"
-    if feature == "trend_spend" and pd.notna(value):
-        return f"spend {'down' if value < 0 else 'up'} {abs(value):,.0f} vs the previous period"
-    if feature in ("gap_mean_days", "gap_median_days") and pd.notna(value):
-        return f"usually orders only every {value:.0f} days"
-    if feature == "bg_p_alive" and pd.notna(value):
-        return f"purchase pattern suggests {value:.0%} chance of still being a customer"
-    if feature.startswith("bg_orders_") and pd.notna(value):
-        return f"expected {value:.2f} orders in the next {feature.split('_')[-1][:-1]} days"
-    if feature == "return_rate" and pd.notna(value):
-        return f"returned {value:.0%} of orders"
-    if feature == "discount_share" and pd.notna(value):
-        return f"{value:.0%} of spend came with a discount"
-    if feature == "monetary_mean" and pd.notna(value):
-        return f"average order {value:,.0f}"
+        recency = rows["recency_days"].to_numpy(dtype=float)
+        ratio = pd.to_numeric(rows["overdue_ratio"], errors="coerce").to_numpy(dtype=float)
+        return [f"no order for {r:.0f} days, {q:.1f}x their usual gap" if np.isfinite(q)
+                else f"no order for {r:.0f} days after a single order" for r, q in zip(recency, ratio)]
     if feature == "first_order_channel":
-        return f"first order via {value}"
-    if pd.isna(value):
-        return f"{feature.replace('_', ' ')} unknown"
-    return f"{feature.replace('_', ' ')} {value:,.2f}".rstrip("0").rstrip(".")
+        return [f"first order via {v}" for v in rows[feature].astype(str)]
+    if value is None:
+        return [feature.replace("_", " ")] * len(rows)
+    days = feature.rsplit("_", 1)[-1][:-1] if feature.endswith("d") and feature.rsplit("_", 1)[-1][:-1].isdigit() else ""
+    if feature.startswith("orders_") and days:
+        return _fmt(f"{{:.0f}} orders in the last {days} days", value)
+    if feature.startswith("spend_") and days:
+        return _fmt(f"spent {{:,.0f}} in the last {days} days", value)
+    if feature.startswith("bg_orders_") and days:
+        return _fmt(f"{{:.2f}} orders expected in the next {days} days", value)
+    if feature.startswith("bg_p_none_") and days:
+        return _fmt(f"{{:.0%}} chance of no order in {days} days by purchase pattern", value)
+    if feature.startswith("bg_ltv_") and days:
+        return _fmt(f"{{:,.0f}} expected spend in {days} days by purchase pattern", value)
+    templates = {
+        "trend_orders": "{:+.0f} orders vs the previous period",
+        "trend_spend": "{:+,.0f} spend vs the previous period",
+        "gap_mean_days": "orders every {:.0f} days on average",
+        "gap_median_days": "usually orders every {:.0f} days",
+        "gap_std_days": "irregular gaps between orders (spread {:.0f} days)",
+        "bg_p_alive": "purchase pattern gives {:.0%} chance of still being a customer",
+        "gg_order_value": "expected order value {:,.0f}",
+        "return_rate": "returned {:.0%} of orders",
+        "discount_share": "{:.0%} of spend came with a discount",
+        "monetary_mean": "average order {:,.0f}",
+        "monetary_std": "order values vary by {:,.0f}",
+        "monetary_max": "largest order {:,.0f}",
+        "first_order_amount": "first order {:,.0f}",
+        "distinct_categories": "bought in {:.0f} categories",
+        "top_category_share": "{:.0%} of orders in one category",
+        "weekend_share": "{:.0%} of orders at weekends",
+        "novdec_share": "{:.0%} of orders in November-December",
+    }
+    template = templates.get(feature, feature.replace("_", " ") + " {:,.2f}")
+    return [template.format(v) if np.isfinite(v) else f"{feature.replace('_', ' ')} unknown" for v in value]
 
 
 def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: int = 3) -> list[str]:
     """Per customer, the `top` features that raise their churn risk most, in words ("; "-separated).
 
-    Contributions are LightGBM's (SHAP values on the log-odds scale) of the churn model; for a
-    BG/NBD fallback model, recency and the BG/NBD alive probability speak instead.
+    Contributions come from the churn model's additive explainer (boosted stumps fitted to the
+    model's log-odds at training time; its R^2 is logged with the run); a customer whose risk is
+    below average for every feature gets no reason. A BG/NBD fallback model speaks through recency.
     """
     model = bundle.models.get("churn")
     n = len(matrix)
-    if model is None or model.kind != "lgbm":
-        return [_phrase("recency_days", row) + (f"; {_phrase('bg_p_alive', row)}" if "bg_p_alive" in row else "")
-                for _, row in enriched.iterrows()] if n else []
-    contributions = model.booster("main").predict(matrix, pred_contrib=True)[:, :-1]
-    names = np.asarray(matrix.columns)
-    # Features whose words duplicate each other count once (recency and overdue say the same).
-    order = np.argsort(-contributions, axis=1)
-    out = []
-    for i in range(n):
-        row = enriched.iloc[i]
-        phrases: list[str] = []
-        for j in order[i]:
-            if contributions[i, j] <= 0 or len(phrases) == top:
-                break
-            phrase = _phrase(str(names[j]), row)
-            if phrase not in phrases:
-                phrases.append(phrase)
-        out.append("; ".join(phrases))
-    return out
+    if n == 0:
+        return []
+    if model is None or "explain" not in model.boosters:
+        return _phrases("recency_days", enriched)
+    contributions = model.booster("explain").predict(matrix, pred_contrib=True)[:, :-1]
+    names = list(matrix.columns)
+    # Features that say the same thing in words are one driver: pool their contributions into the
+    # first of the group (recency, overdue ratio and last gap; all the BG/NBD pattern columns).
+    for group in (["recency_days", "overdue_ratio", "last_gap_days"],
+                  ["bg_p_alive"] + sorted(c for c in names if c.startswith(("bg_", "gg_")) and c != "bg_p_alive")):
+        present = [names.index(c) for c in group if c in names]
+        if len(present) > 1:
+            contributions[:, present[0]] += contributions[:, present[1:]].sum(axis=1)
+            contributions[:, present[1:]] = 0.0
+    k = min(top, contributions.shape[1])
+    best = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    chosen = np.take_along_axis(contributions, best, axis=1)
+    slots = np.full((n, k), "", dtype=object)
+    for j in np.unique(best):
+        rows = np.nonzero((best == j).any(axis=1))[0]
+        words = np.asarray(_phrases(names[j], enriched.iloc[rows]), dtype=object)
+        for slot in range(k):
+            hit = best[rows, slot] == j
+            slots[rows[hit], slot] = words[hit]
+    slots[chosen <= 0] = ""
+    return ["; ".join(p for p in row if p) for row in slots]
 
 
 def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.Timestamp, model_version: str,
@@ -220,7 +250,14 @@ def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.
     out["rfm_segment_label_zh"] = segment.map({k: v.label_zh for k, v in labels.items()}).to_numpy()
     out["rfm_action"] = segment.map({k: v.action for k, v in labels.items()}).to_numpy()
     out["lifecycle_stage"] = lifecycle_stage(enriched, config)
-    out["reasons"] = reasons(bundle, matrix, enriched) if with_reasons else None
+    # Reasons are for the customers marketing acts on: medium or high churn tier; low tier gets none.
+    out["reasons"] = None
+    if with_reasons:
+        at_risk = np.flatnonzero(out["churn_tier"].to_numpy() != "low")
+        words = reasons(bundle, matrix.iloc[at_risk], enriched.iloc[at_risk])
+        column = np.full(len(out), None, dtype=object)
+        column[at_risk] = words
+        out["reasons"] = column
     return out
 
 

@@ -120,6 +120,8 @@ def _log_metrics(result: TrainResult) -> None:
         for candidate, values in r.candidates.items():
             metrics.update({f"{name}.candidate.{candidate}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
         metrics.update({f"{name}.level_check.{k}": float(v) for k, v in r.level_check.items()})
+        if r.explainer_r2 is not None:
+            metrics[f"{name}.reasons_explainer_r2"] = r.explainer_r2
         if r.tuning:
             metrics[f"{name}.tuning.best_loss"] = r.tuning.best_loss
             metrics[f"{name}.tuning.pruned_trials"] = r.tuning.pruned
