@@ -30,7 +30,7 @@ from serving.bundle import Bundle, BundleError
 
 __all__ = [
     "OUTPUT_DOCS", "ScoreResult", "ScoringError", "check_scenarios", "lifecycle_stage", "load_model", "output_docs",
-    "output_target", "reasons", "score", "tag_frame",
+    "output_target", "reasons", "score", "tag_frame", "tags_table_markdown",
 ]
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -527,3 +527,10 @@ def output_docs(config: Config) -> list[tuple[str, str, str]]:
     rows = [(k, *v) for k, v in OUTPUT_DOCS.items()]
     rows += [(name, f"scenario tag: {expr}", "flag") for name, expr in config.scoring.scenarios.items()]
     return rows
+
+
+def tags_table_markdown(config: Config) -> str:
+    """The output column reference as a Markdown table (docs/tags.md holds it; a test checks it is current)."""
+    lines = ["| column | meaning | unit |", "|---|---|---|"]
+    lines += [f"| `{name}` | {meaning} | {unit} |" for name, meaning, unit in output_docs(config)]
+    return "\n".join(lines) + "\n"
