@@ -52,7 +52,7 @@ def subsample_customers(examples: pd.DataFrame, max_rows: int, seed: int) -> pd.
 
 def _search_space(trial: optuna.Trial, objective: str) -> dict[str, Any]:
     params = {
-        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.3, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
         "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
