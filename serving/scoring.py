@@ -98,7 +98,9 @@ def lifecycle_stage(features: pd.DataFrame, config: Config) -> np.ndarray:
     tenure = features["tenure_days"].to_numpy(dtype=float)
     repeat = features["repeat_orders"].to_numpy(dtype=float) > 0
     overdue = pd.to_numeric(features["overdue_ratio"], errors="coerce").to_numpy(dtype=float)
-    at_risk = np.where(repeat, np.nan_to_num(overdue, nan=0.0) >= rules.at_risk_overdue, recency >= rules.at_risk_days)
+    # No usable cadence (one order, or a median gap of zero: orders placed together) -> the fixed day count.
+    cadence = repeat & np.isfinite(overdue)
+    at_risk = np.where(cadence, overdue >= rules.at_risk_overdue, recency >= rules.at_risk_days)
     return np.select(
         [recency >= rules.churned_days, recency >= rules.dormant_days, tenure < rules.new_days, at_risk],
         ["churned", "dormant", "new", "at_risk"],
@@ -285,18 +287,30 @@ def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
     try:
         spec = ", ".join(f"{_quote(c)} {t}" for c, t in columns.items())
         con.execute(f"CREATE TABLE scored ({spec})")
+        taken = {c.lower() for c in columns}
         for name, expr in scenarios.items():
             if not name.isidentifier():
                 raise ConfigError(f"scoring.scenarios: the tag name {name!r} must be a plain identifier "
                                   "(letters, digits, underscores).")
+            if name.lower() in taken:
+                raise ConfigError(f"scoring.scenarios: the tag name {name!r} is already a scored column; "
+                                  "give the tag a name of its own.")
             try:
-                con.execute(f"SELECT coalesce(CAST(({expr}) AS BOOLEAN), false) FROM scored LIMIT 0").fetchall()
+                kinds = [str(d[1]) for d in con.execute(f"SELECT ({expr}) FROM scored LIMIT 0").description]
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]
                 raise ConfigError(
                     f"scoring.scenarios.{name}: the expression {expr!r} is not a valid boolean SQL expression over "
                     f"the scored columns ({message}). Columns available: {', '.join(columns)}."
                 ) from None
+            # Only a true/false result: a text or number would be cast per row and fail (or mean
+            # "non-zero") halfway through the run instead of here.
+            if kinds != ["BOOLEAN"]:
+                raise ConfigError(
+                    f"scoring.scenarios.{name}: the expression {expr!r} gives {' '.join(kinds) or 'nothing'}, not "
+                    "true/false; write a condition such as \"recency_days >= 90\". "
+                    f"Columns available: {', '.join(columns)}."
+                )
     finally:
         con.close()
 
@@ -307,11 +321,27 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
     con = _sandbox()
     try:
         con.register("scored", frame)
-        flags = con.execute(_scenario_select(scenarios)).df()
+        try:
+            flags = con.execute(_scenario_select(scenarios)).df()
+        except duckdb.Error:
+            _raise_for_failing_scenario(con, scenarios)
+            raise
     finally:
         con.close()
     flags.index = frame.index
     return flags.astype(bool)
+
+
+def _raise_for_failing_scenario(con: duckdb.DuckDBPyConnection, scenarios: dict[str, str]) -> None:
+    """A ScoringError naming the first tag whose expression fails on the rows (e.g. a text-to-number cast)."""
+    for name, expr in scenarios.items():
+        try:
+            con.execute(_scenario_select({name: expr})).fetchall()
+        except duckdb.Error as exc:
+            raise ScoringError(
+                f"scoring.scenarios.{name}: the expression {expr!r} fails on the scored rows "
+                f"({str(exc).splitlines()[0]}). Fix the expression; no output was written."
+            ) from None
 
 
 def _quote(name: str) -> str:
@@ -405,6 +435,9 @@ def score(
                     pq.write_table(table, path)
                     parts.append(path)
                     advance(len(frame))
+            if not parts:
+                raise ScoringError(f"{orders}: no customer has a purchase before as_of {as_of_ts.date()}, so there "
+                                   "is nothing to score; check --as-of against the dates in the orders.")
             customers = _merge(con, parts, out, out_format, bundle, config, as_of_ts, model_version or "")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
