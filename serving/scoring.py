@@ -128,13 +128,39 @@ def _fmt(template: str, values: np.ndarray) -> list[str]:
     return [template.format(v) for v in values]
 
 
+def _window_days(column: str) -> int:
+    """N of a `<name>_<N>d` column (0 when the column has no day window)."""
+    tail = column.rsplit("_", 1)[-1]
+    return int(tail[:-1]) if tail.endswith("d") and tail[:-1].isdigit() else 0
+
+
 def _phrases(feature: str, rows: pd.DataFrame) -> list[str]:
     """One phrase per row saying what `feature` is for this customer."""
     value = pd.to_numeric(rows[feature], errors="coerce").to_numpy(dtype=float) if feature in rows and feature != "first_order_channel" else None
-    if feature == "bg_p_alive" or (feature.startswith(("bg_", "gg_")) and "bg_p_alive" in rows):
-        alive = rows["bg_p_alive"].to_numpy(dtype=float)
-        return [f"purchase pattern gives {a:.0%} chance of still being a customer" if np.isfinite(a)
-                else "purchase pattern unknown" for a in alive]
+    if feature.startswith(("bg_", "gg_")):
+        # The chance of any order over the longest horizon speaks for all pattern columns; p_alive
+        # would not (BG/NBD takes a one-order customer to be alive, however long ago they bought).
+        horizons = sorted((_window_days(c), c) for c in rows.columns if c.startswith("bg_p_none_") and _window_days(c))
+        if horizons:
+            days_ahead, column = horizons[-1]
+            p_none = rows[column].to_numpy(dtype=float)
+            return [f"purchase pattern gives {1 - q:.0%} chance of any order in the next {days_ahead} days"
+                    if np.isfinite(q) else "purchase pattern unknown" for q in p_none]
+        return [feature.replace("_", " ")] * len(rows)
+    if _window_days(feature) and feature.startswith(("orders_", "spend_")):
+        # All look-back windows are one driver: say the shortest window that saw an order, or the longest.
+        windows = sorted({_window_days(c) for c in rows.columns
+                          if _window_days(c) and c.startswith("orders_") and f"spend_{_window_days(c)}d" in rows})
+        if windows:
+            counts = np.column_stack([rows[f"orders_{d}d"].to_numpy(dtype=float) for d in windows])
+            spends = np.column_stack([rows[f"spend_{d}d"].to_numpy(dtype=float) for d in windows])
+            first = np.where((counts > 0).any(axis=1), (counts > 0).argmax(axis=1), len(windows) - 1)
+            out = []
+            for i, w in enumerate(first):
+                n, spent, d = counts[i, w], spends[i, w], windows[w]
+                out.append(f"no order in the last {d} days" if n == 0
+                           else f"only {n:.0f} order{'s' if n != 1 else ''} ({spent:,.0f} spent) in the last {d} days")
+            return out
     if feature in ("recency_days", "overdue_ratio", "last_gap_days"):
         recency = rows["recency_days"].to_numpy(dtype=float)
         ratio = pd.to_numeric(rows["overdue_ratio"], errors="coerce").to_numpy(dtype=float)
@@ -168,7 +194,7 @@ def _phrases(feature: str, rows: pd.DataFrame) -> list[str]:
         "monetary_mean": "average order {:,.0f}",
         "monetary_std": "order values vary by {:,.0f}",
         "monetary_max": "largest order {:,.0f}",
-        "first_order_amount": "first order {:,.0f}",
+        "first_order_amount": "first order worth {:,.2f}",
         "distinct_categories": "bought in {:.0f} categories",
         "top_category_share": "{:.0%} of orders in one category",
         "weekend_share": "{:.0%} of orders at weekends",
@@ -196,7 +222,9 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: i
     # Features that say the same thing in words are one driver: pool their contributions into the
     # first of the group (recency, overdue ratio and last gap; all the BG/NBD pattern columns).
     for group in (["recency_days", "overdue_ratio", "last_gap_days"],
-                  ["bg_p_alive"] + sorted(c for c in names if c.startswith(("bg_", "gg_")) and c != "bg_p_alive")):
+                  ["bg_p_alive"] + sorted(c for c in names if c.startswith(("bg_", "gg_")) and c != "bg_p_alive"),
+                  sorted((c for c in names if _window_days(c) and c.startswith(("orders_", "spend_"))),
+                         key=lambda c: (_window_days(c), c))):
         present = [names.index(c) for c in group if c in names]
         if len(present) > 1:
             contributions[:, present[0]] += contributions[:, present[1:]].sum(axis=1)
