@@ -23,7 +23,7 @@ from configs.schema import Config, ConfigError
 from features.behaviour import as_timestamp, build_relation
 from features.engine import connect
 from features.intake import IntakeReport, open_orders
-from features.output import OutputError
+from features.output import OutputError, write_relation
 from features.scenarios import scenario_features_sql
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
 from serving.bundle import Bundle, BundleError
@@ -543,15 +543,7 @@ def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.Path
             return int(con.execute(f"SELECT count(*) FROM _lifetag_out.{table}").fetchall()[0][0])
         finally:
             con.execute("DETACH _lifetag_out")
-    target = Path(text)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
-    try:
-        con.execute(f"COPY ({query}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' ({options})")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    target = write_relation(con, con.sql(query), text)
     reader = "read_parquet" if fmt == "parquet" else "read_csv"
     return int(con.execute(f"SELECT count(*) FROM {reader}(?)", [str(target)]).fetchall()[0][0])
 

@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from serving import registry
+from support import use_embedded_store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,13 +42,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 EXAMPLE = pd.DataFrame({"x": [1.0, 2.5]})
 
 
-def _use_embedded_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    monkeypatch.setenv("LIFETAG_HOME", str(home))
-    # MLflow itself writes both variables into os.environ when a URI is set; start clean.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-
-
 @pytest.fixture(scope="module")
 def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, fully migrated MLflow SQLite store, made once per module.
@@ -57,7 +51,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     template = tmp_path_factory.mktemp("empty_store")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _use_embedded_store(monkeypatch, template)
+        use_embedded_store(monkeypatch, template)
         registry.configure()
         MlflowClient().search_experiments()
     return template / "mlflow.db"
@@ -66,7 +60,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """LIFETAG_HOME in an empty temporary folder; MLflow creates its store there."""
-    _use_embedded_store(monkeypatch, tmp_path)
+    use_embedded_store(monkeypatch, tmp_path)
     return tmp_path
 
 

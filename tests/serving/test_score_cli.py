@@ -24,19 +24,12 @@ from serving.cli import app
 from serving.scoring import OUTPUT_DOCS
 from training.pipeline import TrainResult, fit_bundle
 from training.tracking import record_training
+from support import use_embedded_store
 
 CUSTOMERS = 2_000
 SEED = 17
 AS_OF = "2025-01-01"  # the day after the generated shop's last order
 DATE_COLUMNS = ("as_of", "expected_next_order")
-
-
-def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    monkeypatch.setenv("LIFETAG_HOME", str(home))
-    # MLflow itself writes both variables into os.environ when a URI is set; start clean.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
 
 
 def _score(*args: str) -> Result:
@@ -55,7 +48,7 @@ def registered(shop: Path, config: Config, tmp_path_factory: pytest.TempPathFact
     """A training at AS_OF, registered as version 1 (champion) in the MLflow store of a LIFETAG_HOME."""
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _use_home(monkeypatch, home)
+        use_embedded_store(monkeypatch, home)
         result = fit_bundle(shop, config, trials=0)
         recorded = record_training(result, promote=False, trials=0)
     assert str(recorded.version) == "1"
@@ -69,14 +62,14 @@ def bundle_dir(registered: tuple[TrainResult, Path], tmp_path_factory: pytest.Te
 
 @pytest.fixture
 def champion_home(registered: tuple[TrainResult, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
-    _use_home(monkeypatch, registered[1])
+    use_embedded_store(monkeypatch, registered[1])
     return registered[1]
 
 
 @pytest.fixture
 def empty_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("empty_home")
-    _use_home(monkeypatch, home)
+    use_embedded_store(monkeypatch, home)
     return home
 
 

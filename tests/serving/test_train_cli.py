@@ -22,6 +22,7 @@ from serving.cli import app
 from serving import registry
 from training import pipeline
 from training.pipeline import TrainResult
+from support import use_embedded_store
 
 CUSTOMERS = 2_000
 RUN_LINE = re.compile(r"^MLflow run ([0-9a-f]{32}), model lifetag version (\d+)$", re.MULTILINE)
@@ -43,14 +44,6 @@ class Trained:
     result: TrainResult
     home: Path
     orders: Path
-
-
-def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    monkeypatch.setenv("LIFETAG_HOME", str(home))
-    # MLflow itself writes both variables into os.environ when a URI is set; start clean.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.setenv("COLUMNS", "240")  # room for the whole validation table on one line per row
 
 
 def _train(*args: str) -> Result:
@@ -82,7 +75,7 @@ def trained(shop: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
         return made[-1]
 
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _use_home(monkeypatch, home)
+        use_embedded_store(monkeypatch, home)
         monkeypatch.setattr(pipeline, "fit_bundle", keep_result)
         done = _train("--orders", str(shop), "--trials", "0")
     assert done.exit_code == 0, f"{done.output}\n{done.exception!r}"
@@ -92,7 +85,7 @@ def trained(shop: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture
 def store(trained: Trained, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """A client on the MLflow store the module's `lifetag train` wrote."""
-    _use_home(monkeypatch, trained.home)
+    use_embedded_store(monkeypatch, trained.home)
     registry.configure()
     return MlflowClient()
 
@@ -159,7 +152,7 @@ def test_train_records_one_run_with_the_data_fingerprint_metrics_plots_and_the_c
 def test_train_says_when_a_worse_model_is_registered_but_not_promoted_and_when_promote_forces_it(
     trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, degrade
 ) -> None:
-    _use_home(monkeypatch, tmp_path)
+    use_embedded_store(monkeypatch, tmp_path)
     worse = degrade(trained.result)
     replay = [trained.result, worse, worse]
     monkeypatch.setattr(pipeline, "fit_bundle", lambda *args, **kwargs: replay.pop(0))
@@ -179,7 +172,7 @@ def test_train_says_when_a_worse_model_is_registered_but_not_promoted_and_when_p
 def test_too_little_history_exits_2_with_one_paragraph_and_no_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use_home(monkeypatch, tmp_path)
+    use_embedded_store(monkeypatch, tmp_path)
     tiny = tmp_path / "orders.csv"
     tiny.write_text("customer_id,order_ts,amount\na,2024-01-01,10\na,2024-02-01,12\nb,2024-03-01,7\n")
 

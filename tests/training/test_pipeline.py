@@ -23,6 +23,7 @@ from serving.bundle import Bundle
 from serving import registry
 from training.pipeline import TrainingError, TrainResult, fit_bundle
 from training.tracking import record_training
+from support import use_embedded_store
 
 CUSTOMERS = 2_000
 SEED = 5
@@ -41,13 +42,6 @@ def _fit(orders: Path, config: Config, home: Path, **kwargs) -> TrainResult:
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setenv("LIFETAG_HOME", str(home))
         return fit_bundle(orders, config, **kwargs)
-
-
-def _use_embedded_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-    monkeypatch.setenv("LIFETAG_HOME", str(home))
-    # MLflow itself writes both variables into os.environ when a URI is set; start clean.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +94,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated MLflow SQLite store, made once; tests copy it to skip MLflow's schema migrations."""
     template = tmp_path_factory.mktemp("empty_store")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _use_embedded_store(monkeypatch, template)
+        use_embedded_store(monkeypatch, template)
         registry.configure()
         MlflowClient().search_experiments()
     return template / "mlflow.db"
@@ -109,7 +103,7 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
     """LIFETAG_HOME holding an empty MLflow store of this test's own."""
-    _use_embedded_store(monkeypatch, tmp_path)
+    use_embedded_store(monkeypatch, tmp_path)
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     registry.configure()
     return tmp_path
