@@ -42,21 +42,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 EXAMPLE = pd.DataFrame({"x": [1.0, 2.5]})
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, fully migrated MLflow SQLite store, made once per module.
-
-    Creating a store runs MLflow's schema migrations: 2 s on an idle machine, 8 s on a busy one.
-    Tests copy this file instead; the first test below creates its store from nothing.
-    """
-    template = tmp_path_factory.mktemp("empty_store")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_embedded_store(monkeypatch, template)
-        registry.configure()
-        MlflowClient().search_experiments()
-    return template / "mlflow.db"
-
-
 @pytest.fixture
 def fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """LIFETAG_HOME in an empty temporary folder; MLflow creates its store there."""

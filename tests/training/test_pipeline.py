@@ -89,17 +89,6 @@ def trained_with_future(orders: pd.DataFrame, config: Config, tmp_path_factory: 
     return _fit(path, config, tmp_path_factory.mktemp("home"), as_of=str(AS_OF.date()), trials=TRIALS)
 
 
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow SQLite store, made once; tests copy it to skip MLflow's schema migrations."""
-    template = tmp_path_factory.mktemp("empty_store")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_embedded_store(monkeypatch, template)
-        registry.configure()
-        MlflowClient().search_experiments()
-    return template / "mlflow.db"
-
-
 @pytest.fixture
 def mlflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_store: Path) -> Path:
     """LIFETAG_HOME holding an empty MLflow store of this test's own."""
