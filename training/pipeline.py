@@ -23,7 +23,7 @@ from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
 from training.dataset import CutoffStore, Target, default_as_of, order_span, plan_cutoffs, targets
 from training.evaluate import classifier_metrics, ltv_metrics
-from training.models import FittedModel, fit_target_model, model_features
+from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
 __all__ = ["TargetResult", "TrainingError", "TrainResult", "fit_bundle", "validation_score"]
@@ -49,6 +49,7 @@ class TargetResult:
     fallback_reason: str = ""
     level: str = ""  # LTV: "model" keeps the model's own level, "bgnbd" takes BG/NBD's total at as_of
     level_check: dict[str, float] = field(default_factory=dict)  # LTV: the long-gap totals behind `level`
+    chosen: str = ""  # the winning candidate, e.g. "binary_bgnbd_offset" or "hurdle/default_params"
     explainer_r2: float | None = None  # churn: how much of the model's log-odds the reasons' additive model explains
 
 
@@ -270,40 +271,58 @@ def _log_odds(model: TargetModel, matrix: pd.DataFrame, features: pd.DataFrame) 
     return np.log(p / (1 - p))
 
 
+def _parameter_sets(tuning: TuningResult) -> dict[str, tuple[dict[str, Any], int]]:
+    """The tuned parameters and, when tuning moved away from them, the defaults too.
+
+    Tuning scores parameters on folds of the training cut-offs only; the held-out validation
+    cut-off then decides between tuned and default, so a search that overfits its folds is caught.
+    """
+    sets = {"": (tuning.params, tuning.rounds)}
+    if tuning.params != DEFAULT_PARAMS:
+        sets["/default_params"] = (dict(DEFAULT_PARAMS), tuning.default_rounds or tuning.rounds)
+    return sets
+
+
 def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                        tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
-    """Fit the plain and the BG/NBD-offset classifier; keep the lower validation log loss, then calibrate."""
+    """Fit the plain and the BG/NBD-offset classifier (tuned and default parameters); keep the lowest
+    validation log loss, then calibrate."""
     seed = config.training.seed
     variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"}
-    candidates = {name: fit_target_model(target, "lgbm", spec, train, valid, tuning.params, tuning.rounds, seed, offset,
-                                               config.engine.threads or 0)
-                  for name, offset in variants.items()}
+    candidates = {name + suffix: fit_target_model(target, "lgbm", spec, train, valid, params, rounds, seed, offset,
+                                                  config.engine.threads or 0)
+                  for name, offset in variants.items() for suffix, (params, rounds) in _parameter_sets(tuning).items()}
     outcome = valid["label"].to_numpy()
     scores = {name: classifier_metrics(outcome, fitted.valid_raw) for name, fitted in candidates.items()}
     best = min(scores, key=lambda k: scores[k]["log_loss"])
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
-                          candidates=scores)
+                          candidates=scores, chosen=best)
     _calibrate(result, chosen, valid, seed)
     return result
 
 
 def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                       tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
-    """Fit both LTV formulations; keep the one with the better validation Gini (ties: total closer to actual)."""
+    """Fit both LTV formulations and the offset one (tuned and default parameters); keep the better
+    validation Gini (ties: total closer to actual)."""
     seed = config.training.seed
     variants = {"tweedie": ("lgbm", "none"), "hurdle": ("hurdle", "none"), "tweedie_bgnbd_offset": ("lgbm", "bgnbd")}
-    candidates = {name: fit_target_model(target, kind, spec, train, valid, tuning.params, tuning.rounds, seed, offset,
-                                               config.engine.threads or 0)
-                  for name, (kind, offset) in variants.items()}
+    sets = _parameter_sets(tuning)
+    plan = {name + suffix: (kind, offset, params, rounds)
+            for name, (kind, offset) in variants.items() for suffix, (params, rounds) in sets.items()}
+    candidates = {name: fit_target_model(target, kind, spec, train, valid, params, rounds, seed, offset,
+                                         config.engine.threads or 0)
+                  for name, (kind, offset, params, rounds) in plan.items()}
     actual = valid["label"].to_numpy()
     scores = {kind: ltv_metrics(actual, fitted.valid_raw) for kind, fitted in candidates.items()}
     best = max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
-                          candidates=scores)
-    kind, offset = variants[best]
-    result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, tuning, config)
+                          candidates=scores, chosen=best)
+    kind, offset, params, rounds = plan[best]
+    result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, params, rounds,
+                                                         config)
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
     result.valid["model"] = chosen.valid_raw * _level_scale(result.level, chosen.valid_raw, valid, target)
     return result
@@ -322,7 +341,8 @@ def _level_scale(level: str, predicted: np.ndarray, features: pd.DataFrame, targ
 
 
 def _choose_ltv_level(target: Target, kind: str, offset: str, spec: FeatureSpec, train: pd.DataFrame,
-                      valid: pd.DataFrame, tuning: TuningResult, config: Config) -> tuple[str, dict[str, float]]:
+                      valid: pd.DataFrame, params: dict[str, Any], rounds: int,
+                      config: Config) -> tuple[str, dict[str, float]]:
     """Whose total to trust when the model is applied far beyond its training cut-offs: its own or BG/NBD's.
 
     Deployed, the LTV model scores customers a whole horizon (or more) after its latest training
@@ -336,7 +356,7 @@ def _choose_ltv_level(target: Target, kind: str, offset: str, spec: FeatureSpec,
     if train["cutoff"].nunique() < 2:
         return "model", {}
     early = train[train["cutoff"] == earliest]
-    refit = fit_target_model(target, kind, spec, early, valid, tuning.params, tuning.rounds, config.training.seed,
+    refit = fit_target_model(target, kind, spec, early, valid, params, rounds, config.training.seed,
                              offset, config.engine.threads or 0)
     actual = float(valid["label"].sum())
     if actual <= 0:

@@ -102,6 +102,8 @@ def _log_params(result: TrainResult, trials: int) -> None:
         if r.tuning:
             params[f"{name}.rounds"] = r.tuning.rounds
             params.update({f"{name}.{k}": v for k, v in r.tuning.params.items()})
+        if r.chosen:
+            params[f"{name}.chosen"] = r.chosen
         if r.level:
             params[f"{name}.level"] = r.level
             params[f"{name}.scale"] = r.model.scale

@@ -27,6 +27,7 @@ class TuningResult:
     trials: int
     pruned: int = 0
     history: list[float] = field(default_factory=list)
+    default_rounds: int = 0  # rounds chosen for the default parameters (trial 0)
 
 
 def time_folds(examples: pd.DataFrame, max_folds: int = 2) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
@@ -113,7 +114,8 @@ def tune(
     params = dict(DEFAULT_PARAMS) if best.number == 0 else {**_fixed(), **best.params}
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     history = [t.value for t in study.trials if t.value is not None]
-    return TuningResult(params, rounds_of[best.number], float(best.value), len(study.trials), pruned, history)
+    return TuningResult(params, rounds_of[best.number], float(best.value), len(study.trials), pruned, history,
+                        rounds_of.get(0, rounds_of[best.number]))
 
 
 def _fixed() -> dict[str, Any]:
