@@ -179,7 +179,10 @@ class Bundle:
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """`customer_id`, `churn_risk`, `repurchase_prob`, `ltv` for every row of a features frame."""
         enriched = self.bg_columns(features)
-        matrix = self.spec.matrix(enriched)
+        return self.predict_enriched(enriched, self.spec.matrix(enriched))
+
+    def predict_enriched(self, enriched: pd.DataFrame, matrix: pd.DataFrame) -> pd.DataFrame:
+        """`predict` for features that already carry the `bg_*` columns, with their model matrix."""
         out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
         for model in self.models.values():
             out[_output(model.target)] = model.predict(matrix, enriched)

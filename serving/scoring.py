@@ -248,7 +248,7 @@ def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.
     """All output columns except the scenario tags, for a features frame (with scenario inputs)."""
     enriched = bundle.bg_columns(features)
     matrix = bundle.spec.matrix(enriched)
-    predicted = bundle.predict(features)
+    predicted = bundle.predict_enriched(enriched, matrix)
     out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
     out["as_of"] = as_of.date()
     out["model_version"] = model_version
@@ -439,8 +439,9 @@ def score(
     con = connect(config.engine)
     try:
         intake = open_orders(con, orders, config, quarantine)
-        _check_feature_schema(con, bundle, as_of_ts, config)
-        check_scenarios(config.scoring.scenarios, _scored_columns(con, as_of_ts, config))
+        features_at = build_relation(con, "orders", as_of_ts, config)
+        _check_feature_schema(features_at, bundle)
+        check_scenarios(config.scoring.scenarios, _scored_columns(features_at))
         # Category re-buy intervals are shop-wide: learned from the whole history, not one partition.
         con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_rebuy_history AS SELECT * FROM orders")
         customers_total = con.execute(
@@ -455,8 +456,7 @@ def score(
                 for number, frame in enumerate(_scored_batches(con, source, as_of_ts, config,
                                                                config.scoring.batch_customers)):
                     tags = tag_frame(frame, bundle, config, as_of_ts, model_version or "")
-                    scored = pd.concat([tags, frame.drop(columns=["customer_id"]).reindex(
-                        columns=[c for c in frame.columns if c != "customer_id" and c not in tags.columns])], axis=1)
+                    scored = pd.concat([tags, frame[[c for c in frame.columns if c not in tags.columns]]], axis=1)
                     flags = _apply_scenarios(scored, config.scoring.scenarios)
                     table = pa.Table.from_pandas(pd.concat([tags, flags], axis=1), preserve_index=False)
                     path = scratch / f"part-{index:05d}-{number:05d}.parquet"
@@ -466,7 +466,7 @@ def score(
             if not parts:
                 raise ScoringError(f"{orders}: no customer has a purchase before as_of {as_of_ts.date()}, so there "
                                    "is nothing to score; check --as-of against the dates in the orders.")
-            customers = _merge(con, parts, out, out_format, bundle, config, as_of_ts, model_version or "")
+            customers = _merge(con, parts, out, out_format)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         by_segment, by_stage, counts = _summaries(con, out, out_format, config)
@@ -484,9 +484,8 @@ _OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_pot
                  "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
 
 
-def _scored_columns(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp, config: Config) -> dict[str, str]:
+def _scored_columns(features: duckdb.DuckDBPyRelation) -> dict[str, str]:
     """Name -> DuckDB type of every column a scenario expression may use (known before any scoring)."""
-    features = build_relation(con, "orders", as_of, config)
     columns = {name: str(kind) for name, kind in zip(features.columns, features.types)}
     columns.update({"categories_due": "BIGINT", "promo_orders": "BIGINT", "orders_since_promo": "BIGINT"})
     for name in OUTPUT_DOCS:
@@ -496,8 +495,8 @@ def _scored_columns(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp, config:
     return columns
 
 
-def _check_feature_schema(con: duckdb.DuckDBPyConnection, bundle: Bundle, as_of: pd.Timestamp, config: Config) -> None:
-    available = set(build_relation(con, "orders", as_of, config).columns)
+def _check_feature_schema(features: duckdb.DuckDBPyRelation, bundle: Bundle) -> None:
+    available = set(features.columns)
     from features.clv import bg_feature_columns
 
     available |= set(bg_feature_columns(bundle.horizons))
@@ -524,13 +523,9 @@ def output_target(out: str | os.PathLike[str]) -> str:
     raise OutputError(f"{out}: unknown output format '{suffix or '(none)'}'; use .parquet, .csv or FILE.duckdb::TABLE.")
 
 
-def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.PathLike[str], fmt: str,
-           bundle: Bundle, config: Config, as_of: pd.Timestamp, model_version: str) -> int:
+def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.PathLike[str], fmt: str) -> int:
     """Write the parts as one output ordered by customer_id, atomically (temporary name, then rename)."""
-    if not parts:
-        source = "(SELECT NULL::VARCHAR AS customer_id WHERE false)"
-    else:
-        source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "])"
+    source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "])"
     query = f"SELECT * FROM {source} ORDER BY customer_id"
     text = str(out)
     if fmt == "duckdb":
