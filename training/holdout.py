@@ -76,8 +76,8 @@ def holdout_comparison(
     finally:
         con.close()
     bundle = trained.bundle
-    scored = bundle.predict(features)
     enriched = bundle.bg_columns(features)
+    scored = bundle.predict_enriched(enriched, bundle.spec.matrix(enriched))
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for target in targets(config):
         outcome = features[["customer_id"]].merge(outcomes[target.name], on="customer_id", how="left").fillna(0)

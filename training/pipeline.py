@@ -3,19 +3,16 @@ baselines -> one MLflow run and one registered bundle, promoted to champion when
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.behaviour import as_timestamp, build_relation
-from features.clv import add_bg_columns, fit_clv_baseline
+from features.behaviour import as_timestamp
 from features.engine import connect
 from features.intake import IntakeReport, open_orders
 from features.segments import RfmCutPoints
@@ -413,9 +410,9 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
     baseline = store.baseline(as_of)
     ltv = results.get("ltv")
     if ltv is not None and ltv.level == "bgnbd" and len(now):
-        enriched = add_bg_columns(now, baseline, store.horizons)
-        matrix = spec.matrix(enriched)
-        ltv.model.scale = _level_scale("bgnbd", ltv.model.unscaled_predict(matrix, enriched), enriched, ltv.target)
+        # `now` already carries the bg_* columns of this very baseline (CutoffStore.features).
+        matrix = spec.matrix(now)
+        ltv.model.scale = _level_scale("bgnbd", ltv.model.unscaled_predict(matrix, now), now, ltv.target)
     bundle = Bundle(
         spec=spec,
         models={name: r.model for name, r in results.items()},
