@@ -1,6 +1,7 @@
 """Typed configuration: loads configs/default.yaml, merges a user YAML over it, validates it."""
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -9,8 +10,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "Attribute",
     "Config",
     "ConfigError",
+    "CustomersConfig",
     "OrderColumns",
     "RFM_SEGMENT_KEYS",
     "REQUIRED_ORDER_FIELDS",
@@ -52,12 +55,72 @@ class OrderColumns(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class OrdersConfig(_Strict):
-    columns: OrderColumns
+class SourceConfig(_Strict):
+    """How a CSV, Parquet or DuckDB source is read: text timestamps, CSV separator, database table."""
+
     timestamp_format: str | None = None
     delimiter: str | None = None
     table: str = "orders"
+
+
+class OrdersConfig(SourceConfig):
+    columns: OrderColumns
     return_statuses: list[str] = Field(default_factory=lambda: ["returned", "cancelled"])
+
+
+class CustomerColumns(_Strict):
+    """Source column (or SQL expression) for the customers table's own fields."""
+
+    customer_id: str = "customer_id"
+    signup_ts: str | None = None
+
+    def mapped(self) -> dict[str, str]:
+        """Field name -> source column or expression, for the fields that are mapped."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Attribute(_Strict):
+    """One static attribute: its source column (or SQL expression; default: the attribute's name) and kind."""
+
+    type: Literal["categorical", "numeric"]
+    column: str | None = None
+
+
+ATTRIBUTE_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class CustomersConfig(SourceConfig):
+    # Where the customers table is read from when --customers is not given (null: no table).
+    source: str | None = None
+    table: str = "customers"
+    columns: CustomerColumns = Field(default_factory=CustomerColumns)
+    # Static attributes: output/feature name -> kind (and source column when it differs). Columns
+    # of the source that are not declared here are ignored, and the run says which.
+    attributes: dict[str, Attribute] = Field(default_factory=dict)
+    # first_purchase_prob: chance that a registered customer places a first order within this many days.
+    first_purchase_days: int = Field(30, gt=0)
+    # A first-purchase model is learned only from sign-ups at most this old at each cut-off.
+    first_purchase_lookback_days: int = Field(365, gt=0)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        # `region: categorical` is short for `region: {type: categorical}`.
+        if isinstance(v, dict):
+            return {k: ({"type": a} if isinstance(a, str) else a) for k, a in v.items()}
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _plain_names(cls, v: dict[str, Attribute]) -> dict[str, Attribute]:
+        bad = [k for k in v if not re.match(ATTRIBUTE_NAME, k)]
+        if bad:
+            raise ValueError(f"attribute names must be lower-case identifiers (letters, digits, _): {', '.join(bad)}")
+        return v
+
+    def source_column(self, name: str) -> str:
+        """The source column (or expression) of attribute `name`."""
+        return self.attributes[name].column or name
 
 
 class FeaturesConfig(_Strict):
@@ -110,7 +173,7 @@ class RfmConfig(_Strict):
 
 AGE_DEPENDENT_FEATURES = (
     "tenure_days", "active_span_days", "frequency", "repeat_orders", "monetary_total", "orders_365d",
-    "spend_365d", "discount_total", "return_count",
+    "spend_365d", "discount_total", "return_count", "signup_days",
 )
 
 
@@ -192,6 +255,7 @@ class Config(_Strict):
     """The whole lifetag configuration."""
 
     orders: OrdersConfig
+    customers: CustomersConfig = Field(default_factory=CustomersConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
     rfm: RfmConfig = Field(default_factory=RfmConfig)

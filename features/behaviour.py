@@ -12,11 +12,15 @@ from datetime import date, datetime
 import duckdb
 import pandas as pd
 
-from configs.schema import Config
+from configs.schema import Config, ConfigError
 from features.engine import connect
 from features.intake import CANONICAL_TYPES
 
-__all__ = ["FEATURE_DOCS", "build", "feature_docs", "feature_table_markdown", "build_relation", "feature_columns", "orders_view", "as_timestamp"]
+__all__ = [
+    "FEATURE_DOCS", "as_timestamp", "build", "build_relation", "customer_columns", "feature_columns", "feature_docs",
+    "customer_select_sql", "customers_view", "feature_table_markdown", "orders_view", "registered", "registered_relation",
+    "unmatched_customers",
+]
 
 DAY_US = 86_400_000_000.0
 
@@ -49,6 +53,8 @@ FEATURE_DOCS: dict[str, tuple[str, str]] = {
     "weekend_share": ("share of orders placed on Saturday or Sunday (UTC)", "ratio 0-1"),
     "novdec_share": ("share of orders placed in November or December", "ratio 0-1"),
 }
+# With a customers table: the static layer, joined by customer_id (see customer_columns).
+SIGNUP_DOC = ("days from sign-up to as_of; empty without a sign-up date or when it is on or after as_of", "days")
 _WINDOW_DOCS = {
     "orders_{n}d": ("orders in the {n} days before as_of", "orders"),
     "spend_{n}d": ("net spend in the {n} days before as_of", "currency"),
@@ -61,6 +67,17 @@ def feature_columns(config: Config) -> list[str]:
     base = list(FEATURE_DOCS)
     insert_at = base.index("overdue_ratio") + 1
     return base[:insert_at] + windows + base[insert_at:]
+
+
+def customer_columns(config: Config) -> list[str]:
+    """Columns a customers table adds to the features: signup_days and the declared attributes."""
+    taken = set(feature_columns(config))
+    clashes = [name for name in config.customers.attributes if name in taken or name == "signup_days"]
+    if clashes:
+        raise ConfigError(f"customers.attributes: {', '.join(clashes)} {'is' if len(clashes) == 1 else 'are'} already "
+                          "a feature name; give the attribute another name (and map its source column with "
+                          "`column:`).")
+    return ["signup_days", *config.customers.attributes]
 
 
 def feature_docs(config: Config) -> dict[str, tuple[str, str]]:
@@ -106,7 +123,16 @@ def _std(n: str, s1: str, s2: str) -> str:
     return f"CASE WHEN {n} > 1 THEN sqrt(CAST({n} * {s2} - {s1} * {s1} AS DOUBLE) / ({n} * ({n} - 1))) END"
 
 
-def feature_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
+def customer_select_sql(customers: str | None, alias: str, cut: str, config: Config) -> str:
+    """signup_days and the attributes from the customers view (`alias`), for the final SELECT."""
+    if customers is None:
+        return ""
+    signup = f"CASE WHEN {alias}.signup_ts < {cut} THEN {_days_between(cut, f'{alias}.signup_ts')} END"
+    attributes = "".join(f", {alias}.{name}" for name in config.customers.attributes)
+    return f", {signup} AS signup_days{attributes}"
+
+
+def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str | None = None) -> str:
     """The feature query over a canonical orders relation named `source`.
 
     Money is summed as integer cents and time as integer microseconds, so every aggregate is exact
@@ -210,15 +236,53 @@ SELECT p.customer_id,
     p.returned_c / nullif(p.gross_c, 0) AS return_rate,
     p.weekend_orders / p.frequency AS weekend_share,
     p.novdec_orders / p.frequency AS novdec_share
+    {customer_select_sql(customers, 'k', cut, config)}
 FROM per_customer p LEFT JOIN categories c USING (customer_id)
+{f'LEFT JOIN {customers} k USING (customer_id)' if customers else ''}
 WHERE p.frequency > 0
 ORDER BY p.customer_id
 """
 
 
-def build_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config) -> duckdb.DuckDBPyRelation:
-    """Features at `as_of` over the canonical orders relation `source` in `con`, as a DuckDB relation."""
-    return con.sql(feature_sql(source, as_timestamp(as_of), config))
+def build_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config,
+                   customers: str | None = None) -> duckdb.DuckDBPyRelation:
+    """Features at `as_of` over the canonical orders relation `source` in `con`, as a DuckDB relation.
+
+    With `customers` (a canonical customers relation), each buyer also gets signup_days and the
+    declared attributes (empty for buyers the table does not list).
+    """
+    if customers is not None:
+        customer_columns(config)
+    return con.sql(feature_sql(source, as_timestamp(as_of), config, customers))
+
+
+def _purchase_before(source: str, cut: str, config: Config) -> str:
+    return (f"SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {source} "
+            f"WHERE order_ts < {cut} AND NOT {_return_flag(config)}")
+
+
+def registered_relation(con: duckdb.DuckDBPyConnection, source: str, customers: str, as_of,
+                        config: Config) -> duckdb.DuckDBPyRelation:
+    """Customers of the customers table with no purchase before `as_of`: customer_id, signup_days, attributes.
+
+    Sign-ups on or after `as_of` are not there yet; customers without a sign-up date are.
+    """
+    cut = _ts_sql(as_timestamp(as_of))
+    customer_columns(config)
+    return con.sql(f"""
+SELECT k.customer_id {customer_select_sql(customers, 'k', cut, config)}
+FROM {customers} k ANTI JOIN ({_purchase_before(source, cut, config)}) b USING (customer_id)
+WHERE k.signup_ts IS NULL OR k.signup_ts < {cut}
+ORDER BY k.customer_id
+""")
+
+
+def unmatched_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str, as_of, config: Config) -> int:
+    """Buyers before `as_of` without a row in the customers table (their attributes are empty)."""
+    cut = _ts_sql(as_timestamp(as_of))
+    return int(con.execute(
+        f"SELECT count(*) FROM ({_purchase_before(source, cut, config)}) b ANTI JOIN {customers} k USING (customer_id)"
+    ).fetchall()[0][0])
 
 
 def orders_view(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, name: str = "orders") -> str:
@@ -241,11 +305,46 @@ def orders_view(con: duckdb.DuckDBPyConnection, orders: pd.DataFrame, name: str 
     return name
 
 
-def build(orders: pd.DataFrame, as_of, config: Config) -> pd.DataFrame:
-    """Features at `as_of` for every customer with an order before it (pandas in, pandas out)."""
+def customers_view(con: duckdb.DuckDBPyConnection, customers: pd.DataFrame, config: Config,
+                   name: str = "customers") -> str:
+    """Register a canonical customers frame (customer_id, signup_ts, attributes) in `con` and name it."""
+    if "customer_id" not in customers.columns:
+        raise ValueError(f"customers frame lacks customer_id; it has {', '.join(map(str, customers.columns))}.")
+    frame = customers.copy()
+    if "signup_ts" in frame.columns:
+        ts = pd.to_datetime(frame["signup_ts"])
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+        frame["signup_ts"] = ts
+    con.register("_lifetag_customers_input", frame)
+    select = ["CAST(customer_id AS VARCHAR) AS customer_id",
+              f"CAST({'signup_ts' if 'signup_ts' in frame.columns else 'NULL'} AS TIMESTAMP) AS signup_ts"]
+    for attribute, spec in config.customers.attributes.items():
+        value = f'"{attribute}"' if attribute in frame.columns else "NULL"
+        select.append(f"CAST({value} AS {'DOUBLE' if spec.type == 'numeric' else 'VARCHAR'}) AS {attribute}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(select)} FROM _lifetag_customers_input")
+    return name
+
+
+def build(orders: pd.DataFrame, as_of, config: Config, customers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Features at `as_of` for every customer with an order before it (pandas in, pandas out).
+
+    With `customers` (canonical customers frame), buyers also get signup_days and the attributes.
+    """
     con = connect(config.engine)
     try:
         view = orders_view(con, orders)
-        return build_relation(con, view, as_of, config).df()
+        table = customers_view(con, customers, config) if customers is not None else None
+        return build_relation(con, view, as_of, config, table).df()
+    finally:
+        con.close()
+
+
+def registered(orders: pd.DataFrame, customers: pd.DataFrame, as_of, config: Config) -> pd.DataFrame:
+    """Customers of the customers frame with no purchase before `as_of` and no sign-up on or after it."""
+    con = connect(config.engine)
+    try:
+        view = orders_view(con, orders)
+        return registered_relation(con, view, customers_view(con, customers, config), as_of, config).df()
     finally:
         con.close()

@@ -1,8 +1,12 @@
-"""Order-history intake: read a CSV, Parquet or DuckDB source, map its columns, validate every row.
+"""Intake: read an order history (and an optional customers table), map its columns, validate every row.
 
 Each row read is either used or reported: bad rows stop the run with one paragraph naming the file,
 column, count and example rows, or (with a quarantine path) are written there with a `reason`.
-The valid rows are exposed to the feature engine as the canonical `orders` view:
+A mapping value is a source column or a SQL expression over the source columns (`amount:
+"Quantity * UnitPrice"`); expressions are checked before anything runs, and run on a connection
+whose access to files and network is off except for the inputs themselves.
+
+The valid order rows are exposed to the feature engine as the canonical `orders` view:
 
 | column      | type      | meaning                                                       |
 |-------------|-----------|---------------------------------------------------------------|
@@ -16,6 +20,9 @@ The valid rows are exposed to the feature engine as the canonical `orders` view:
 | discount    | DOUBLE    | money off on the line                                         |
 | channel     | VARCHAR   | sales channel                                                 |
 | status      | VARCHAR   | line status; configured return statuses are netted out of spend |
+
+and the customers table as the `customers` view, one row per customer: `customer_id` (VARCHAR),
+`signup_ts` (TIMESTAMP, UTC) and one column per declared attribute (VARCHAR or DOUBLE).
 """
 from __future__ import annotations
 
@@ -27,16 +34,21 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from configs.schema import OPTIONAL_ORDER_FIELDS, REQUIRED_ORDER_FIELDS, Config, OrdersConfig
-from features.engine import connect
+from configs.schema import OPTIONAL_ORDER_FIELDS, REQUIRED_ORDER_FIELDS, Config, ConfigError, SourceConfig
+from features.engine import connect, lock_external_access
 from features.output import write_relation
 
 __all__ = [
     "CANONICAL_TYPES",
+    "Intake",
     "IntakeError",
     "IntakeReport",
     "Problem",
+    "customer_fields",
+    "open_customers",
     "open_orders",
+    "open_sources",
+    "read_customers",
     "read_orders",
 ]
 
@@ -52,16 +64,50 @@ CANONICAL_TYPES: dict[str, str] = {
     "channel": "VARCHAR",
     "status": "VARCHAR",
 }
-_NUMERIC_FIELDS = ("amount", "quantity", "discount")
 # Source types whose values convert to DOUBLE, and (with the time types) never print as blank text.
 _NUMBER_TYPES = re.compile(r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))")
 _TIME_TYPES = re.compile(r"(DATE|TIMESTAMP(_S|_MS|_NS| WITH TIME ZONE)?)")
 _DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*")
 _EXAMPLES = 3
 
 
 class IntakeError(Exception):
     """Input that cannot be used as it is; the message is one paragraph for the person who supplied it."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One canonical field: its SQL type, whether every row needs it, and what makes a value bad."""
+
+    sql_type: str
+    required: bool = False
+    # "id": blank is bad; "timestamp" / "number": a non-blank value that does not parse is bad
+    # (and, when required, a blank one too); "finite_number" also rejects inf and NaN.
+    check: str | None = None
+
+
+ORDER_FIELDS: dict[str, FieldSpec] = {
+    "customer_id": FieldSpec("VARCHAR", True, "id"),
+    "order_id": FieldSpec("VARCHAR"),
+    "order_ts": FieldSpec("TIMESTAMP", True, "timestamp"),
+    "amount": FieldSpec("DOUBLE", True, "finite_number"),
+    "quantity": FieldSpec("DOUBLE", False, "number"),
+    "category": FieldSpec("VARCHAR"),
+    "product_id": FieldSpec("VARCHAR"),
+    "discount": FieldSpec("DOUBLE", False, "number"),
+    "channel": FieldSpec("VARCHAR"),
+    "status": FieldSpec("VARCHAR"),
+}
+
+
+def customer_fields(config: Config) -> dict[str, FieldSpec]:
+    """The customers view's fields: customer_id, signup_ts and the declared attributes."""
+    fields = {"customer_id": FieldSpec("VARCHAR", True, "id"), "signup_ts": FieldSpec("TIMESTAMP", False, "timestamp")}
+    for name, attribute in config.customers.attributes.items():
+        fields[name] = FieldSpec("DOUBLE", False, "number") if attribute.type == "numeric" else FieldSpec("VARCHAR")
+    return fields
 
 
 @dataclass(frozen=True)
@@ -92,6 +138,8 @@ class IntakeReport:
     problems: list[Problem] = field(default_factory=list)
     missing_optional: list[str] = field(default_factory=list)
     quarantine_path: str | None = None
+    ignored_columns: list[str] = field(default_factory=list)  # customers: source columns not declared
+    duplicates_merged: int = 0  # customers: identical repeated rows of one customer, kept once
 
     @property
     def rows_used(self) -> int:
@@ -103,7 +151,92 @@ class IntakeReport:
         text = f"read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}"
         if self.quarantine_path and self.rows_quarantined:
             text += f" (-> {self.quarantine_path})"
+        if self.duplicates_merged:
+            text += f"; {self.duplicates_merged:,} repeated identical rows of a customer kept once"
         return text
+
+
+@dataclass
+class Intake:
+    """The reports of one job's sources: orders, and the customers table when there is one."""
+
+    orders: IntakeReport
+    customers: IntakeReport | None = None
+
+    def notes(self) -> list[str]:
+        """One line per thing a person should know: optional fields missing, columns ignored, customers unmatched."""
+        lines = []
+        if self.orders.missing_optional:
+            lines.append(f"orders: optional fields not in the source: {', '.join(self.orders.missing_optional)}")
+        if self.customers is not None:
+            if self.customers.missing_optional:
+                lines.append("customers: declared attributes not in the source (skipped): "
+                             + ", ".join(self.customers.missing_optional))
+            if self.customers.ignored_columns:
+                lines.append("customers: columns not declared under customers.attributes (ignored): "
+                             + ", ".join(self.customers.ignored_columns))
+        return lines
+
+
+@dataclass
+class _Source:
+    """One source between reading and validating: where it is, its columns, and how fields map to it."""
+
+    kind: str  # "orders" / "customers"
+    label: str
+    prefix: str  # names of this source's views in the connection
+    fields: dict[str, FieldSpec]
+    mapping: dict[str, "_Mapped"]
+    types: dict[str, str]
+    report: IntakeReport
+    inputs: list[Path]
+    scope_types: dict[str, str]  # what an expression sees: text columns that are all numbers become numbers
+    conflict_key: str
+    conflict_text: str
+
+    @property
+    def has_expressions(self) -> bool:
+        """Whether some field is computed by a SQL expression from the config."""
+        return any(m.is_expression for m in self.mapping.values())
+
+
+@dataclass(frozen=True)
+class _Mapped:
+    text: str  # the source column, or the expression
+    is_expression: bool
+    entry: str  # where it is configured, e.g. "orders.columns.amount"
+
+    def shown(self) -> str:
+        """How a report names it: the column, or the config entry of an expression."""
+        return self.entry if self.is_expression else self.text
+
+
+def open_sources(
+    con: duckdb.DuckDBPyConnection,
+    orders: str | os.PathLike[str],
+    config: Config,
+    customers: str | os.PathLike[str] | None = None,
+    quarantine: str | os.PathLike[str] | None = None,
+) -> Intake:
+    """Validate the orders (and the customers table, if any) and create the `orders` (and `customers`) views.
+
+    Raises IntakeError for an unreadable or empty source, a missing required column, or (without
+    `quarantine`) any bad row; with `quarantine`, bad rows go to that file with a `reason` column
+    (the customers table's to the same name with `.customers` before the extension). Raises
+    ConfigError for a mapping expression that does not compile over the source columns.
+    """
+    sources = [_prepare_orders(con, Path(orders), config)]
+    if customers is not None:
+        sources.append(_prepare_customers(con, Path(customers), config))
+    if any(s.has_expressions for s in sources):
+        # From here on the connection reads nothing but the inputs and its spill folder.
+        lock_external_access(con, [p for s in sources for p in s.inputs], config.engine)
+        con.execute("SET lock_configuration = true")
+    reports = []
+    for source in sources:
+        target = quarantine if source.kind == "orders" or quarantine is None else _customers_quarantine(Path(quarantine))
+        reports.append(_finish(con, source, config, target))
+    return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 
 def open_orders(
@@ -111,34 +244,22 @@ def open_orders(
     source: str | os.PathLike[str],
     config: Config,
     quarantine: str | os.PathLike[str] | None = None,
-    view: str = "orders",
 ) -> IntakeReport:
-    """Validate `source` and create the canonical `view` of its valid rows in `con`.
+    """Validate `source` and create the canonical `orders` view of its valid rows in `con`."""
+    return open_sources(con, source, config, None, quarantine).orders
 
-    Raises IntakeError for an unreadable or empty source, a missing required column, or (without
-    `quarantine`) any bad row; with `quarantine`, bad rows go to that file with a `reason` column.
-    """
-    label = str(source)
-    orders_cfg = config.orders
-    raw = _register_raw(con, Path(source), orders_cfg, label)
-    types = _source_columns(con, raw)
-    mapping, missing_optional = _resolve_mapping(orders_cfg, list(types), label)
-    _create_parsed_view(con, raw, mapping, types, orders_cfg)
-    report = IntakeReport(source=label, missing_optional=missing_optional)
-    report.rows_read, report.rows_quarantined, conflicts = _count_rows(con, "order_id" in mapping)
-    columns = ", ".join(CANONICAL_TYPES)
-    if not report.rows_quarantined:
-        # Every row is valid: the view reads the parsed source without per-row reasons or joins.
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM _lifetag_parsed")
-        return report
-    _create_typed_view(con, conflicts)
-    report.problems = _describe_problems(con, mapping)
-    if quarantine is None:
-        raise IntakeError(_bad_rows_message(label, report.problems))
-    _write_quarantine(con, types, Path(quarantine))
-    report.quarantine_path = str(quarantine)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM _lifetag_typed WHERE reason IS NULL")
-    return report
+
+def open_customers(
+    con: duckdb.DuckDBPyConnection,
+    source: str | os.PathLike[str],
+    config: Config,
+    quarantine: str | os.PathLike[str] | None = None,
+) -> IntakeReport:
+    """Validate a customers table and create the `customers` view (one row per customer) in `con`."""
+    prepared = _prepare_customers(con, Path(source), config)
+    if prepared.has_expressions:
+        lock_external_access(con, prepared.inputs, config.engine)
+    return _finish(con, prepared, config, quarantine)
 
 
 def read_orders(
@@ -153,26 +274,89 @@ def read_orders(
         con.close()
 
 
-def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: OrdersConfig, label: str) -> str:
-    """Create the `_lifetag_raw` view (source columns plus `_row`, the 1-based data row) and name it."""
+def read_customers(
+    source: str | os.PathLike[str], config: Config, quarantine: str | os.PathLike[str] | None = None
+) -> tuple[pd.DataFrame, IntakeReport]:
+    """The customers table as a canonical pandas frame (one row per customer), with the intake report."""
+    con = connect(config.engine)
+    try:
+        report = open_customers(con, source, config, quarantine)
+        return con.sql("SELECT * FROM customers ORDER BY customer_id").df(), report
+    finally:
+        con.close()
+
+
+def _customers_quarantine(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.customers{path.suffix}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and mapping
+
+
+def _prepare_orders(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
+    cfg = config.orders
+    wanted = {name: _Mapped(text, False, f"orders.columns.{name}") for name, text in cfg.columns.mapped().items()}
+    source = _prepare(con, "orders", path, cfg, ORDER_FIELDS, wanted, "--orders")
+    source.conflict_key, source.conflict_text = "order_id", "whose order has lines with different customers or timestamps"
+    return source
+
+
+def _prepare_customers(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
+    cfg = config.customers
+    wanted = {name: _Mapped(text, False, f"customers.columns.{name}") for name, text in cfg.columns.mapped().items()}
+    for name in cfg.attributes:
+        entry = f"customers.attributes.{name}" + (".column" if cfg.attributes[name].column else "")
+        wanted[name] = _Mapped(cfg.source_column(name), False, entry)
+    source = _prepare(con, "customers", path, cfg, customer_fields(config), wanted, "--customers")
+    used = {m.text for m in source.mapping.values() if not m.is_expression}
+    used |= {c for m in source.mapping.values() if m.is_expression for c in _referenced(m.text, list(source.types))}
+    source.report.ignored_columns = [c for c in source.types if c not in used and c != "filename"]
+    source.conflict_key, source.conflict_text = "customer_id", "whose customer has other rows with different values"
+    return source
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceConfig, fields: dict[str, FieldSpec],
+             wanted: dict[str, _Mapped], option: str) -> _Source:
+    """Register the raw source, resolve the mapping (columns and checked expressions)."""
+    label = str(path)
+    prefix = f"_lifetag_{kind}"
+    raw, inputs = _register_raw(con, path, cfg, label, prefix, kind, option)
+    types = _source_columns(con, raw)
+    # Only a value that is neither a column nor a bare name can be an expression; the scan that
+    # types its inputs runs only then.
+    maybe_expressions = [m for m in wanted.values() if m.text not in types and not _IDENTIFIER.fullmatch(m.text)]
+    scope_types = _expression_scope_types(con, raw, types) if maybe_expressions else types
+    mapping, missing_optional = _resolve_mapping(fields, wanted, types, scope_types, label)
+    if any(m.is_expression for m in mapping.values()):
+        # Expressions compute like the sandbox that checked them: numbers print as text where text is needed.
+        con.execute("SET old_implicit_casting = true")
+    report = IntakeReport(source=label, missing_optional=missing_optional)
+    return _Source(kind, label, prefix, fields, mapping, types, report, inputs, scope_types, "", "")
+
+
+def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, label: str, prefix: str,
+                  kind: str, option: str) -> tuple[str, list[Path]]:
+    """Create the `<prefix>_raw` view (source columns plus `_row`, the 1-based data row); its name and input paths."""
     db_path, table = _split_duckdb_source(path, cfg)
     if db_path is None and not path.exists():
-        raise IntakeError(f"{label}: cannot read the orders: no such file or folder. Check the path passed to --orders.")
+        raise IntakeError(f"{label}: cannot read the {kind}: no such file or folder. Check the path passed to {option}.")
+    raw = f"{prefix}_raw"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_raw AS {_raw_sql(con, path, cfg, db_path, table)}")
-        first = con.execute("SELECT * FROM _lifetag_raw LIMIT 1").fetchall()
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {_raw_sql(con, path, cfg, db_path, table, prefix, kind)}")
+        first = con.execute(f"SELECT * FROM {raw} LIMIT 1").fetchall()
     except duckdb.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IntakeError(
-            f"{label}: cannot read the orders ({first_line}). Check that the file is a complete "
+            f"{label}: cannot read the {kind} ({first_line}). Check that the file is a complete "
             "CSV, Parquet or DuckDB file and that lifetag may read it."
         ) from None
     if not first:
         raise IntakeError(f"{label}: the source has no rows. Check that it is the right file and that it was fully written.")
-    return "_lifetag_raw"
+    return raw, [(db_path or path).resolve()]
 
 
-def _split_duckdb_source(path: Path, cfg: OrdersConfig) -> tuple[Path | None, str]:
+def _split_duckdb_source(path: Path, cfg: SourceConfig) -> tuple[Path | None, str]:
     """`shop.duckdb` (table from config) or `shop.duckdb:table`; (None, '') for other sources."""
     text = str(path)
     for suffix in _DUCKDB_SUFFIXES:
@@ -185,12 +369,14 @@ def _split_duckdb_source(path: Path, cfg: OrdersConfig) -> tuple[Path | None, st
     return None, ""
 
 
-def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: OrdersConfig, db_path: Path | None, table: str) -> str:
+def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, db_path: Path | None, table: str,
+             prefix: str, kind: str) -> str:
     if db_path is not None:
         if not db_path.exists():
-            raise IntakeError(f"{db_path}: cannot read the orders: no such DuckDB database.")
-        con.execute(f"ATTACH IF NOT EXISTS {_quote_str(str(db_path))} AS lifetag_src (READ_ONLY)")
-        return f"SELECT *, row_number() OVER () AS _row FROM lifetag_src.{_quote_ident(table)}"
+            raise IntakeError(f"{db_path}: cannot read the {kind}: no such DuckDB database.")
+        alias = f"{prefix}_src"
+        con.execute(f"ATTACH IF NOT EXISTS {_quote_str(str(db_path))} AS {alias} (READ_ONLY)")
+        return f"SELECT *, row_number() OVER () AS _row FROM {alias}.{_quote_ident(table)}"
     if path.is_dir():
         parquet = sorted(path.rglob("*.parquet"))
         if parquet:
@@ -227,7 +413,7 @@ def _first_line_fields(path: Path) -> list[str]:
     return []
 
 
-def _csv_sql(path_sql: str, cfg: OrdersConfig, header: list[str]) -> str:
+def _csv_sql(path_sql: str, cfg: SourceConfig, header: list[str]) -> str:
     if cfg.delimiter == "whitespace":
         return _whitespace_sql(path_sql, header)
     delim = f", delim = {_quote_str(cfg.delimiter)}" if cfg.delimiter else ""
@@ -237,21 +423,41 @@ def _csv_sql(path_sql: str, cfg: OrdersConfig, header: list[str]) -> str:
     )
 
 
-def _resolve_mapping(cfg: OrdersConfig, present: list[str], label: str) -> tuple[dict[str, str], list[str]]:
-    """Field -> source column for the mapped fields the source has; required ones must be there."""
-    mapping = cfg.columns.mapped()
-    available = [c for c in present if c != "filename"]
-    missing = [f for f in REQUIRED_ORDER_FIELDS if mapping[f] not in available]
-    if missing:
-        field_name = missing[0]
+def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], types: dict[str, str],
+                     scope_types: dict[str, str], label: str) -> tuple[dict[str, _Mapped], list[str]]:
+    """Field -> source column or expression; required columns must be there, missing optional ones are listed.
+
+    A value naming a source column is that column; a value that compiles as SQL over the source
+    columns is an expression; a plain name that is neither is a missing column; anything else is
+    a config error naming the entry.
+    """
+    available = [c for c in types if c != "filename"]
+    mapping, missing = {}, []
+    for name, mapped in wanted.items():
+        if mapped.text in available:
+            mapping[name] = mapped
+        elif _IDENTIFIER.fullmatch(mapped.text):
+            missing.append(name)
+        else:
+            problem = _expression_problem(mapped.text, scope_types)
+            if problem is None:
+                mapping[name] = _Mapped(mapped.text, True, mapped.entry)
+            elif _PLAIN_NAME.fullmatch(mapped.text) and problem[1].startswith("Parser Error"):
+                missing.append(name)  # a column name with spaces, e.g. 'Customer ID', that the source lacks
+            else:
+                _raise_expression_error(mapped, problem[1], scope_types)
+    missing_required = [f for f in missing if fields[f].required]
+    if missing_required:
+        field_name = missing_required[0]
+        entry = wanted[field_name].entry
         raise IntakeError(
-            f"{label}: required column '{mapping[field_name]}' (for {field_name}) is missing. "
-            f"The source has columns: {', '.join(available)}. Map the right one in your config under "
-            f"orders.columns.{field_name}."
-            + (f" Also missing: {', '.join(repr(mapping[f]) for f in missing[1:])}." if len(missing) > 1 else "")
+            f"{label}: required column '{wanted[field_name].text}' (for {field_name}) is missing. "
+            f"The source has columns: {', '.join(available)}. Map the right one (or a SQL expression over "
+            f"those columns) in your config under {entry}."
+            + (f" Also missing: {', '.join(repr(wanted[f].text) for f in missing_required[1:])}."
+               if len(missing_required) > 1 else "")
         )
-    missing_optional = [f for f in OPTIONAL_ORDER_FIELDS if f in mapping and mapping[f] not in available]
-    return {f: c for f, c in mapping.items() if f not in missing_optional}, missing_optional
+    return mapping, missing
 
 
 def _source_columns(con: duckdb.DuckDBPyConnection, raw: str) -> dict[str, str]:
@@ -261,17 +467,115 @@ def _source_columns(con: duckdb.DuckDBPyConnection, raw: str) -> dict[str, str]:
     return types
 
 
-def _source_expr(column: str, row: str = "") -> str:
-    """SQL for a source column (`row`: a struct holding the source row)."""
-    return (f"{row}." if row else "") + _quote_ident(column)
+def _expression_scope_types(con: duckdb.DuckDBPyConnection, raw: str, types: dict[str, str]) -> dict[str, str]:
+    """Column types as expressions see them: a text column whose every non-blank value is a number is a number.
+
+    CSV columns are read as text (ids keep their leading zeros, bad values can be reported), but
+    `Quantity * UnitPrice` needs numbers. Every row is checked, not a sample: one invoice number
+    starting with 'C' must keep `Invoice LIKE 'C%'` working on text.
+    """
+    text_columns = [c for c, t in types.items() if t == "VARCHAR" and c != "filename"]
+    if not text_columns:
+        return dict(types)
+    checks = []
+    for column in text_columns:
+        value = f"NULLIF(trim({_quote_ident(column)}), '')"
+        # Not TRY_CAST to BIGINT: it rounds '6.95' to 7.
+        checks.append(f"bool_and({value} IS NULL OR (regexp_full_match({value}, '[+-]?[0-9]{{1,18}}')))")
+        checks.append(f"bool_and({value} IS NULL OR TRY_CAST({value} AS DOUBLE) IS NOT NULL)")
+        checks.append(f"count({value})")
+    row = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchall()[0]
+    scope = dict(types)
+    for i, column in enumerate(text_columns):
+        integers, numbers, non_blank = row[3 * i], row[3 * i + 1], row[3 * i + 2]
+        if non_blank:
+            scope[column] = "BIGINT" if integers else "DOUBLE" if numbers else "VARCHAR"
+    return scope
 
 
-def _typed_expr(name: str, source: str, source_type: str, cfg: OrdersConfig) -> str:
-    if name in _NUMERIC_FIELDS:
+def _referenced(expression: str, columns: list[str]) -> list[str]:
+    """Source columns an expression mentions (by name, quoted or not)."""
+    found = []
+    for column in columns:
+        bare = re.search(r"(?<![\w\"'])" + re.escape(column) + r"(?![\w\"'])", expression)
+        if bare or _quote_ident(column) in expression:
+            found.append(column)
+    return found
+
+
+def _expression_problem(expression: str, scope_types: dict[str, str]) -> tuple[bool, str] | None:
+    """None when `expression` compiles over the source columns with file and network access off;
+    else (whether it tried to read a file or the network, the engine's first line of error)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET old_implicit_casting = true")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        columns = {c: t for c, t in scope_types.items() if c != "filename"}
+        con.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
+        try:
+            con.execute(f"SELECT ({expression}) FROM source LIMIT 0").fetchall()
+        except duckdb.Error as exc:
+            message = str(exc).strip().splitlines()[0]
+            return "disabled by configuration" in message or "Permission Error" in message, message
+        return None
+    finally:
+        con.close()
+
+
+def _raise_expression_error(mapped: _Mapped, message: str, scope_types: dict[str, str]) -> None:
+    if "disabled by configuration" in message or "Permission Error" in message:
+        why = ("it tries to read a file or the network, which mapping expressions may not do: they can only "
+               "compute values from the source's own columns")
+    else:
+        why = f"it does not compile over the source columns ({message})"
+    listed = ", ".join(f"{c} ({t})" for c, t in scope_types.items() if c != "filename")
+    raise ConfigError(
+        f"{mapped.entry}: the expression {mapped.text!r} cannot be used: {why}. The source columns (as "
+        f"expressions see them) are: {listed}. Write a column name or a SQL expression over those columns, "
+        "e.g. \"Quantity * UnitPrice\"."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Validating
+
+
+def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
+            quarantine: str | os.PathLike[str] | None) -> IntakeReport:
+    """Parse and check every row, report or quarantine the bad ones, create the canonical view."""
+    report = source.report
+    _create_parsed_view(con, source, config)
+    report.rows_read, report.rows_quarantined, conflicts = _count_rows(con, source)
+    view = source.kind
+    columns = ", ".join(source.fields)
+    good = f"{source.prefix}_parsed"
+    if report.rows_quarantined:
+        _create_typed_view(con, source, conflicts)
+        report.problems = _describe_problems(con, source)
+        if quarantine is None:
+            raise IntakeError(_bad_rows_message(source.label, report.problems))
+        _write_quarantine(con, source, Path(quarantine))
+        report.quarantine_path = str(quarantine)
+        good = f"(SELECT * FROM {source.prefix}_typed WHERE reason IS NULL)"
+    if source.kind == "customers":
+        # One row per customer: repeated rows of a customer agree (others are conflicts), so any
+        # row's values will do; max() also fills a value one row left blank.
+        merged = ", ".join(f"max({c}) AS {c}" for c in source.fields if c != "customer_id")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT customer_id, {merged} FROM {good} "
+                    "GROUP BY customer_id")
+        distinct = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
+        report.duplicates_merged = report.rows_used - int(distinct)
+    else:
+        # Every row is valid: the view reads the parsed source without per-row reasons or joins.
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM {good}")
+    return report
+
+
+def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: SourceConfig) -> str:
+    if spec.sql_type == "DOUBLE":
         return f"TRY_CAST({source} AS DOUBLE)"
-    if name == "order_ts":
-        if source_type.startswith("TIMESTAMP WITH TIME ZONE"):
-            return f"CAST({source} AS TIMESTAMP)"
+    if spec.sql_type == "TIMESTAMP":
         if source_type.startswith(("TIMESTAMP", "DATE")):
             return f"CAST({source} AS TIMESTAMP)"
         text = f"NULLIF(trim(CAST({source} AS VARCHAR)), '')"
@@ -282,136 +586,184 @@ def _typed_expr(name: str, source: str, source_type: str, cfg: OrdersConfig) -> 
     return f"CAST({source} AS VARCHAR)"
 
 
-def _bad_row_condition(name: str, source: str, source_type: str, typed: str) -> str | None:
+def _bad_row_condition(spec: FieldSpec, source: str, source_type: str, typed: str) -> str | None:
     """SQL that is true for a row this field makes unusable; None when no row can fail.
 
     Typed sources (Parquet, DuckDB) skip the text tests their values cannot fail, which saves a
     cast to text per row: a number or time is never blank, and a number always converts to DOUBLE.
     """
+    if spec.check is None:
+        return None
     is_number = _NUMBER_TYPES.fullmatch(source_type) is not None
     never_blank = is_number or _TIME_TYPES.fullmatch(source_type) is not None
     is_blank = f"{source} IS NULL" if never_blank else f"NULLIF(trim(CAST({source} AS VARCHAR)), '') IS NULL"
-    if name == "customer_id":
+    if spec.check == "id":
         return is_blank
-    if name == "order_ts":
-        return f"{typed} IS NULL"
-    if name == "amount":
+    if spec.check == "finite_number":
         return f"{typed} IS NULL OR isinf({typed}) OR isnan({typed})"
-    if name in _NUMERIC_FIELDS:
-        return None if is_number else f"NOT {is_blank} AND {typed} IS NULL"
-    return None
+    if spec.required:
+        return f"{typed} IS NULL"
+    if spec.check == "number" and is_number:
+        return None
+    return f"NOT {is_blank} AND {typed} IS NULL"
 
 
-def _create_parsed_view(
-    con: duckdb.DuckDBPyConnection, raw: str, mapping: dict[str, str], types: dict[str, str], cfg: OrdersConfig
-) -> None:
-    """`_lifetag_parsed`: canonical columns, the source row number and a `reason` (NULL when valid)."""
+def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> None:
+    """`<prefix>_parsed`: canonical columns, the source row number and a `reason` (NULL when valid)."""
+    cfg = config.orders if source.kind == "orders" else config.customers
+    retyped = {c: t for c, t in source.scope_types.items() if t != source.types[c]} if source.has_expressions else {}
+    # Expressions see retyped columns under their own names; plain columns then read the source row.
+    row = "_src" if retyped else ""
     select, checks = [], []
-    for name, canonical_type in CANONICAL_TYPES.items():
-        if name not in mapping:
-            select.append(f"CAST(NULL AS {canonical_type}) AS {name}")
+    for name, spec in source.fields.items():
+        if name not in source.mapping:
+            select.append(f"CAST(NULL AS {spec.sql_type}) AS {name}")
             continue
-        source = _source_expr(mapping[name])
-        source_type = types.get(mapping[name], "VARCHAR")
-        typed = _typed_expr(name, source, source_type, cfg)
+        mapped = source.mapping[name]
+        if mapped.is_expression:
+            value, value_type = f"({mapped.text})", _expression_type(con, source, mapped, row)
+        else:
+            value, value_type = _source_expr(mapped.text, row), source.types.get(mapped.text, "VARCHAR")
+        typed = _typed_expr(name, spec, value, value_type, cfg)
         select.append(f"{typed} AS {name}")
-        condition = _bad_row_condition(name, source, source_type, typed)
+        condition = _bad_row_condition(spec, value, value_type, typed)
         if condition is not None:
-            checks.append(f"CASE WHEN {condition} THEN {_REASONS[name]} END")
-    reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')"
-    # `_src` keeps the whole source row, so bad rows can be reported and quarantined as they came.
+            checks.append(f"CASE WHEN {condition} THEN {_reason(name, spec)} END")
+    reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')" if checks else "CAST(NULL AS VARCHAR)"
+    raw = f"{source.prefix}_raw"
+    if retyped:
+        replace = ", ".join(f"TRY_CAST(NULLIF(trim(t.{_quote_ident(c)}), '') AS {kind}) AS {_quote_ident(c)}"
+                            for c, kind in retyped.items())
+        inner = f"(SELECT t.* REPLACE ({replace}), t AS _src FROM {raw} t) s"
+        src = "s._src"
+    else:
+        # `_src` keeps the whole source row, so bad rows can be reported and quarantined as they came.
+        inner, src = f"{raw} s", "s"
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW _lifetag_parsed AS SELECT {', '.join(select)}, {reason} AS reason, "
-        f"_row, s AS _src FROM {raw} s"
+        f"CREATE OR REPLACE TEMP VIEW {source.prefix}_parsed AS SELECT {', '.join(select)}, {reason} AS reason, "
+        f"s._row AS _row, {src} AS _src FROM {inner}"
     )
 
 
-def _count_rows(con: duckdb.DuckDBPyConnection, has_order_id: bool) -> tuple[int, int, bool]:
-    """Rows read, rows that cannot be used, and whether some orders have conflicting lines; one scan.
+def _expression_type(con: duckdb.DuckDBPyConnection, source: _Source, mapped: _Mapped, row: str) -> str:
+    """The DuckDB type an expression gives over the source (its value is then converted like a column's)."""
+    columns = {c: t for c, t in source.scope_types.items() if c != "filename"}
+    scratch = duckdb.connect(":memory:")
+    try:
+        scratch.execute("SET old_implicit_casting = true")
+        scratch.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
+        return str(scratch.execute(f"SELECT ({mapped.text}) FROM source LIMIT 0").description[0][1])
+    finally:
+        scratch.close()
 
-    Orders whose lines disagree on customer or time cannot be trusted, so all their lines are bad.
-    Only lines that pass the row checks are compared, and min <> max is "more than one distinct
-    value" (both skip NULLs) without keeping per-order sets of values.
+
+def _reason(name: str, spec: FieldSpec) -> str:
+    if spec.check == "id":
+        return f"'empty {name}'"
+    if spec.check == "timestamp":
+        return f"'{name} is not a timestamp'"
+    return f"'{name} is not a number'"
+
+
+_CHECK_TEXT = {"id": "with an empty {name}", "timestamp": "that are not timestamps",
+               "number": "that are not numbers", "finite_number": "that are not numbers"}
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source) -> tuple[int, int, bool]:
+    """Rows read, rows that cannot be used, and whether some keys have conflicting rows; one scan.
+
+    Orders whose lines disagree on customer or time cannot be trusted, and neither can a customer
+    whose rows disagree on any value, so all their rows are bad. Only rows that pass the row checks
+    are compared, and min <> max is "more than one distinct value" (both skip NULLs) without keeping
+    per-key sets of values.
     """
-    if not has_order_id:
-        rows, bad = con.execute("SELECT count(*), count(reason) FROM _lifetag_parsed").fetchall()[0]
+    parsed = f"{source.prefix}_parsed"
+    key = source.conflict_key
+    if key not in source.mapping:
+        rows, bad = con.execute(f"SELECT count(*), count(reason) FROM {parsed}").fetchall()[0]
         return rows, bad, False
-    rows, bad, conflicting_orders = con.execute("""
+    rows, bad, conflicting = con.execute(f"""
         SELECT sum(lines), sum(lines - valid_lines) + coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
                count(*) FILTER (WHERE conflicting)
         FROM (
-            SELECT order_id, count(*) AS lines, count(*) FILTER (WHERE valid) AS valid_lines,
-                   order_id IS NOT NULL AND (
-                       min(order_ts) FILTER (WHERE valid) <> max(order_ts) FILTER (WHERE valid)
-                       OR min(customer_id) FILTER (WHERE valid) <> max(customer_id) FILTER (WHERE valid)
-                   ) AS conflicting
-            FROM (SELECT order_id, order_ts, customer_id, reason IS NULL AS valid FROM _lifetag_parsed)
-            GROUP BY order_id
+            SELECT {key}, count(*) AS lines, count(*) FILTER (WHERE valid) AS valid_lines,
+                   {key} IS NOT NULL AND ({_disagree(source)}) AS conflicting
+            FROM (SELECT *, reason IS NULL AS valid FROM {parsed})
+            GROUP BY {key}
         )
     """).fetchall()[0]
-    return rows, bad, conflicting_orders > 0
+    return rows, bad, conflicting > 0
 
 
-def _flag_conflicting_orders(con: duckdb.DuckDBPyConnection) -> None:
-    """`_lifetag_conflicts`: the order_id of each order whose valid lines disagree on customer or time."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _lifetag_conflicts AS SELECT order_id FROM _lifetag_parsed "
-        "WHERE reason IS NULL AND order_id IS NOT NULL GROUP BY order_id "
-        "HAVING min(order_ts) <> max(order_ts) OR min(customer_id) <> max(customer_id)"
-    )
+def _compared(source: _Source) -> list[str]:
+    if source.kind == "orders":
+        return ["order_ts", "customer_id"]
+    return [c for c in source.fields if c != "customer_id" and c in source.mapping]
 
 
-def _create_typed_view(con: duckdb.DuckDBPyConnection, conflicts: bool) -> None:
-    """`_lifetag_typed`: the parsed rows, with lines of conflicting orders given that reason too."""
+def _disagree(source: _Source, filtered: bool = True) -> str:
+    flt = " FILTER (WHERE valid)" if filtered else ""
+    parts = [f"min({c}){flt} <> max({c}){flt}" for c in _compared(source)]
+    return " OR ".join(parts) or "false"
+
+
+def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflicts: bool) -> None:
+    """`<prefix>_typed`: the parsed rows, with rows of conflicting keys given that reason too."""
+    parsed, typed, key = f"{source.prefix}_parsed", f"{source.prefix}_typed", source.conflict_key
     if not conflicts:
-        con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT * FROM _lifetag_parsed")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {typed} AS SELECT * FROM {parsed}")
         return
-    _flag_conflicting_orders(con)
     con.execute(
-        "CREATE OR REPLACE TEMP VIEW _lifetag_typed AS SELECT p.* REPLACE (CASE WHEN c.order_id IS NOT NULL "
-        f"THEN concat_ws('; ', p.reason, {_CONFLICT}) ELSE p.reason END AS reason) "
-        "FROM _lifetag_parsed p LEFT JOIN _lifetag_conflicts c USING (order_id)"
+        f"CREATE OR REPLACE TEMP TABLE {source.prefix}_conflicts AS SELECT {key} FROM {parsed} "
+        f"WHERE reason IS NULL AND {key} IS NOT NULL GROUP BY {key} HAVING {_disagree(source, filtered=False)}"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {typed} AS SELECT p.* REPLACE (CASE WHEN c.{key} IS NOT NULL "
+        f"THEN concat_ws('; ', p.reason, {_conflict_reason(source)}) ELSE p.reason END AS reason) "
+        f"FROM {parsed} p LEFT JOIN {source.prefix}_conflicts c USING ({key})"
     )
 
 
-_CONFLICT = "'order_id has lines with different customers or timestamps'"
-_REASONS = {
-    "customer_id": "'empty customer_id'",
-    "order_ts": "'order_ts is not a timestamp'",
-    "amount": "'amount is not a number'",
-    "quantity": "'quantity is not a number'",
-    "discount": "'discount is not a number'",
-    "order_id": _CONFLICT,
-}
-_CHECKS = (
-    ("customer_id", "with an empty customer id"),
-    ("order_ts", "that are not timestamps"),
-    ("amount", "that are not numbers"),
-    ("quantity", "that are not numbers"),
-    ("discount", "that are not numbers"),
-    ("order_id", "whose order has lines with different customers or timestamps"),
-)
+def _conflict_reason(source: _Source) -> str:
+    if source.kind == "orders":
+        return "'order_id has lines with different customers or timestamps'"
+    return "'customer_id has other rows with different values'"
 
 
-def _describe_problems(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> list[Problem]:
+def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source) -> list[Problem]:
     """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
-    checks = [(f, _REASONS[f], text) for f, text in _CHECKS if f in mapping]
+    checks = []
+    for name, spec in source.fields.items():
+        if spec.check and name in source.mapping:
+            text = _CHECK_TEXT[spec.check].format(name=name.replace("_", " "))
+            checks.append((source.mapping[name], _reason(name, spec), text))
+    if source.conflict_key in source.mapping:
+        checks.append((source.mapping[source.conflict_key], _conflict_reason(source), source.conflict_text))
     aggs = []
-    for name, tag, _ in checks:
-        source = _source_expr(mapping[name], row="t._src")
+    for mapped, tag, _ in checks:
+        shown = _shown_value(source, mapped)
         flag = f"contains(coalesce(t.reason, ''), {tag})"
         aggs.append(f"count(*) FILTER (WHERE {flag})")
-        aggs.append(f"min_by(struct_pack(r := t._row, v := CAST({source} AS VARCHAR)), t._row, {_EXAMPLES}) FILTER (WHERE {flag})")
+        aggs.append(f"min_by(struct_pack(r := t._row, v := {shown}), t._row, {_EXAMPLES}) FILTER (WHERE {flag})")
     row = con.execute(
-        f"SELECT {', '.join(aggs)} FROM _lifetag_typed t WHERE t.reason IS NOT NULL"
+        f"SELECT {', '.join(aggs)} FROM {source.prefix}_typed t WHERE t.reason IS NOT NULL"
     ).fetchall()[0]
     problems = []
-    for i, (name, _, text) in enumerate(checks):
+    for i, (mapped, _, text) in enumerate(checks):
         count, examples = row[2 * i], row[2 * i + 1]
         if count:
             pairs = tuple((int(e["r"]), e["v"]) for e in examples)
-            problems.append(Problem(check=text, column=mapping[name], count=count, examples=pairs))
+            problems.append(Problem(check=text, column=mapped.shown(), count=count, examples=pairs))
     return problems
+
+
+def _shown_value(source: _Source, mapped: _Mapped) -> str:
+    """SQL for what a report shows of a bad row: the column's value, or the values an expression reads."""
+    if not mapped.is_expression:
+        return f"CAST({_source_expr(mapped.text, row='t._src')} AS VARCHAR)"
+    used = _referenced(mapped.text, [c for c in source.types if c != "filename"]) or list(source.types)[:3]
+    parts = [f"{_quote_str(c + '=')} || coalesce(CAST({_source_expr(c, row='t._src')} AS VARCHAR), '')" for c in used]
+    return "concat_ws(', ', " + ", ".join(parts) + ")"
 
 
 def _bad_rows_message(label: str, problems: list[Problem]) -> str:
@@ -422,14 +774,19 @@ def _bad_rows_message(label: str, problems: list[Problem]) -> str:
     )
 
 
-def _write_quarantine(con: duckdb.DuckDBPyConnection, types: dict[str, str], path: Path) -> None:
+def _write_quarantine(con: duckdb.DuckDBPyConnection, source: _Source, path: Path) -> None:
     """Bad rows with their source values, the source row number and the reason, written atomically."""
-    source_cols = ", ".join(f"{_source_expr(c, row='_src')} AS {_quote_ident(c)}" for c in types)
+    source_cols = ", ".join(f"{_source_expr(c, row='_src')} AS {_quote_ident(c)}" for c in source.types)
     rel = con.sql(
-        f"SELECT _row AS source_row, {source_cols}, reason FROM _lifetag_typed "
+        f"SELECT _row AS source_row, {source_cols}, reason FROM {source.prefix}_typed "
         "WHERE reason IS NOT NULL ORDER BY _row"
     )
     write_relation(con, rel, path)
+
+
+def _source_expr(column: str, row: str = "") -> str:
+    """SQL for a source column (`row`: a struct holding the source row)."""
+    return (f"{row}." if row else "") + _quote_ident(column)
 
 
 def _quote_ident(name: str) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from features.engine import is_locked
+
 __all__ = ["OutputError", "write_relation", "write_frame", "output_format"]
 
 _FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -38,7 +40,18 @@ def write_relation(con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRela
     tmp = _temporary_beside(path)
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
     try:
-        con.execute(f"COPY ({relation.sql_query()}) TO '{_sql_str(str(tmp))}' ({options})")
+        if is_locked(con):
+            # The connection may not write files (it evaluates SQL from a config): stream the rows
+            # to a fresh connection that writes them with the same writer.
+            writer = duckdb.connect(":memory:")
+            try:
+                writer.execute("SET TimeZone = 'UTC'")
+                writer.register("_lifetag_rows", relation.to_arrow_reader(batch_size=100_000))
+                writer.execute(f"COPY (SELECT * FROM _lifetag_rows) TO '{_sql_str(str(tmp))}' ({options})")
+            finally:
+                writer.close()
+        else:
+            con.execute(f"COPY ({relation.sql_query()}) TO '{_sql_str(str(tmp))}' ({options})")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -27,9 +27,47 @@ channel       str              ``web`` / ``app`` / ``store``
 status        str              ``completed`` or ``returned``
 ============  ===============  =========================================================
 
+Registered customers (``customers.parquet``, one row per customer, the "static tags" layer):
+every buyer above plus ``NEVER_BUYER_SHARE`` (25%) as many sign-ups who never order, whose ids
+continue after the buyers'. Never-buyers sign up throughout the period like acquisitions (more
+later), so some are recent and still might buy.
+
+===================  ===============  ====================================================
+customer_id          str              the orders' ids; never-buyers ``n_customers`` and up
+signup_ts            datetime64[us]   naive UTC, whole seconds; a buyer's is at or before the
+                                      first order and never before ``start``: ~55% sign up at
+                                      checkout (1-20 minutes before), the rest an exponential
+                                      7-24 days earlier (by channel, mean ~16)
+region               str              North / East / South / West / Central
+gender               str              ``F`` / ``M`` / ``U``
+age                  int64, nullable  years, 18-75; ~5% missing
+acquisition_channel  str              search / social / referral / store / app
+membership_level     str              basic / silver / gold (buyers ~60/27/13%)
+===================  ===============  ====================================================
+
+What the customer attributes carry, for measuring whether they improve a model:
+
+- ``membership_level`` truly predicts retention. A buyer's level cuts a score made of the
+  standardised log-odds of staying after an order (the hidden ``dropout_prob`` that drives the
+  orders), 0.3 x their standardised log order rate and unit normal noise: gold buyers leave
+  rarely (of buyers with six months of history, ~94% of gold and ~71% of basic ones order
+  again). It is derived from traits, not from realised orders, so it does not leak the future.
+  Never-buyers are mostly basic (82/14/4%), so the level also helps predict a first purchase.
+- ``age`` carries a weak signal: 4 years older per standard deviation of log order rate
+  (a replenisher's rate is one order per cycle), sd 12 years of noise. Never-buyers are
+  younger on average (about 38 vs 41).
+- ``acquisition_channel`` depends on the buyer's preferred order channel (store buyers came
+  through ``store``, app buyers through ``app``) but has no effect on retention. It shapes the
+  first purchase: ``store`` and ``referral`` sign-ups mostly buy at once, ``social`` ones wait
+  longest, and never-buyers come through ``social`` twice as often as buyers. Together with
+  sign-up recency (days since ``signup_ts``) it predicts whether a sign-up who has not bought
+  yet buys within 30 days.
+- ``region`` and ``gender`` are pure noise: same distribution for every customer, no effect.
+
 The period runs from ``start`` 00:00 to the end of the day ``end``. The same seed gives the same
 rows on every machine (for one numpy version): each chunk of customers draws from its own
-generator derived from the seed and the chunk index.
+generator derived from the seed and the chunk index. Customer attributes draw from separate
+generators (their own spawn keys), so the orders are the same as without them.
 """
 from __future__ import annotations
 
@@ -47,7 +85,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["ORDER_COLUMNS", "generate_orders", "write_shop"]
+__all__ = ["CUSTOMER_COLUMNS", "ORDER_COLUMNS", "generate_orders", "simulate_shop", "write_shop"]
 
 ORDER_COLUMNS = (
     "customer_id", "order_id", "order_ts", "amount", "quantity",
@@ -66,9 +104,28 @@ ORDERS_SCHEMA = pa.schema([
     ("status", pa.string()),
 ])
 
+CUSTOMER_COLUMNS = (
+    "customer_id", "signup_ts", "region", "gender", "age", "acquisition_channel",
+    "membership_level",
+)
+CUSTOMERS_SCHEMA = pa.schema([
+    ("customer_id", pa.string()),
+    ("signup_ts", pa.timestamp("us")),
+    ("region", pa.string()),
+    ("gender", pa.string()),
+    ("age", pa.int64()),
+    ("acquisition_channel", pa.string()),
+    ("membership_level", pa.string()),
+])
+
 # Part of the output's identity: changing it changes which generator draws which customer.
 CHUNK_CUSTOMERS = 100_000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: adds customers.parquet; orders as in 1
+# First spawn key of each random stream; chunk streams add the chunk index.
+CATALOGUE_STREAM = 0
+ORDERS_STREAM = 1
+BUYER_PROFILE_STREAM = 2
+NEVER_BUYER_STREAM = 3
 
 CUSTOMER_ID_WIDTH = 7
 ORDER_ID_WIDTH = 9
@@ -152,6 +209,47 @@ CONSUMABLE_QUANTITY_PROBS = (0.62, 0.2, 0.09, 0.05, 0.04)
 CATEGORY_CONCENTRATION = 1.5  # Dirichlet total; small = customers stick to few categories
 RETURNER_SHAPE = 0.6  # gamma shape of a personal return propensity (mean 1): a few serial returners
 RETURN_DELAY_DAYS = (2, 20)
+
+# Registered customers (customers.parquet). Attributes come from their own random streams, so
+# adding or changing one never moves an order.
+NEVER_BUYER_SHARE = 0.25  # sign-ups who never order, as a share of the buyers
+REGIONS = ("North", "East", "South", "West", "Central")
+REGION_SHARES = (0.22, 0.18, 0.24, 0.16, 0.20)
+GENDERS = ("F", "M", "U")
+GENDER_SHARES = (0.49, 0.45, 0.06)
+AGE_YEARS = (18, 75)
+AGE_MEAN_YEARS = 40.0
+AGE_SD_YEARS = 12.0
+AGE_YEARS_PER_RATE_SD = 4.0  # weak signal: frequent buyers are a little older
+AGE_MISSING_SHARE = 0.05
+NEVER_BUYER_RATE_SCORE = -0.6  # never-buyers' ages look like those of slow buyers (younger)
+
+ACQUISITION_CHANNELS = ("search", "social", "referral", "store", "app")
+# A buyer's acquisition channel given their preferred order channel (web, app, store).
+BUYER_ACQUISITION_SHARES = (
+    (0.45, 0.25, 0.15, 0.05, 0.10),
+    (0.25, 0.22, 0.10, 0.03, 0.40),
+    (0.12, 0.08, 0.15, 0.60, 0.05),
+)
+NEVER_BUYER_ACQUISITION_SHARES = (0.30, 0.40, 0.07, 0.05, 0.18)
+SIGNUP_HOURS_LIKE = ("web", "web", "web", "store", "app")  # whose HOURLY_PROFILE sign-ups follow
+# Per acquisition channel: the chance a buyer signs up at checkout (minutes before the first
+# order), and otherwise the mean of the exponential delay between sign-up and first order.
+CHECKOUT_SIGNUP_PROB = (0.50, 0.30, 0.70, 0.85, 0.55)
+SIGNUP_DELAY_MEAN_DAYS = (14.0, 24.0, 10.0, 7.0, 12.0)
+CHECKOUT_SIGNUP_MINUTES = (1.0, 20.0)
+
+MEMBERSHIP_LEVELS = ("basic", "silver", "gold")
+# A buyer's membership score is loyalty (low dropout) plus a little order rate plus unit noise;
+# the thresholds cut it into ~60% basic, ~27% silver, ~13% gold.
+MEMBERSHIP_LOYALTY_WEIGHT = 1.0
+MEMBERSHIP_RATE_WEIGHT = 0.3
+MEMBERSHIP_THRESHOLDS = (0.35, 1.65)
+NEVER_BUYER_MEMBERSHIP_SHARES = (0.82, 0.14, 0.04)
+# Standardising constants of the hidden traits (population moments, not per chunk, so that
+# chunking cannot change anyone's attributes).
+LOYALTY_LOG_ODDS_MOMENTS = (2.6, 2.1)  # of log((1 - dropout) / dropout) over all buyers
+LOG_RATE_MOMENTS = (-0.432, 1.065)  # of log(rate / mean rate): digamma(1.3) - log(1.3), sd
 
 
 @dataclass(frozen=True)
@@ -526,6 +624,155 @@ def _padded_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     return pc.binary_join_element_wise(prefix, digits, "") if prefix else digits
 
 
+@dataclass(frozen=True)
+class Profiles:
+    """Static attributes of consecutive registered customers, as codes (one customers chunk)."""
+
+    first_number: int  # customer number of the first row, as in its id
+    signup_us: np.ndarray  # microseconds since the epoch, whole seconds
+    region: np.ndarray  # index into REGIONS
+    gender: np.ndarray  # index into GENDERS
+    age: np.ndarray  # years
+    age_known: np.ndarray  # bool: False where the age is missing
+    acquisition_channel: np.ndarray  # index into ACQUISITION_CHANNELS
+    membership: np.ndarray  # index into MEMBERSHIP_LEVELS
+
+    def __len__(self) -> int:
+        return len(self.signup_us)
+
+
+def draw_buyer_profiles(
+    rng: np.random.Generator, customers: Customers, first_order_us: np.ndarray,
+    calendar: Calendar,
+) -> Profiles:
+    """Attributes of one chunk of buyers, derived from their hidden traits plus noise.
+
+    Uses only ``rng``, never a generator the orders draw from, so the orders stay as they are.
+    """
+    n = len(customers)
+    rate_score = _order_rate_score(customers)
+    channel = _draw_rows(rng, np.asarray(BUYER_ACQUISITION_SHARES)[customers.preferred_channel])
+    loyalty = _loyalty_score(customers.dropout_prob)
+    membership_score = (
+        MEMBERSHIP_LOYALTY_WEIGHT * loyalty + MEMBERSHIP_RATE_WEIGHT * rate_score
+        + rng.standard_normal(n)
+    )
+    age, age_known = _ages(rng, rate_score)
+    return Profiles(
+        first_number=customers.first_index,
+        signup_us=_buyer_signups(rng, channel, first_order_us, calendar),
+        region=rng.choice(len(REGIONS), n, p=REGION_SHARES),
+        gender=rng.choice(len(GENDERS), n, p=GENDER_SHARES),
+        age=age,
+        age_known=age_known,
+        acquisition_channel=channel,
+        membership=np.searchsorted(MEMBERSHIP_THRESHOLDS, membership_score),
+    )
+
+
+def draw_never_buyer_profiles(
+    rng: np.random.Generator, first_index: int, n: int, n_total: int, n_buyers: int,
+    calendar: Calendar,
+) -> Profiles:
+    """Never-buyers ``first_index .. first_index + n - 1`` of ``n_total``; ids follow the buyers'.
+
+    They sign up throughout the period like acquisitions (more later, busier in season), ids
+    rising with sign-up, at an hour typical of the channel they came through.
+    """
+    channel = rng.choice(len(ACQUISITION_CHANNELS), n, p=NEVER_BUYER_ACQUISITION_SHARES)
+    day = _acquisition_days(rng, first_index, n, n_total, calendar)
+    hours_like = np.array([CHANNELS.index(name) for name in SIGNUP_HOURS_LIKE])[channel]
+    signup_us = _order_timestamps(rng, day.astype(np.int64), hours_like, calendar)
+    age, age_known = _ages(rng, NEVER_BUYER_RATE_SCORE + rng.standard_normal(n))
+    return Profiles(
+        first_number=n_buyers + first_index,
+        signup_us=signup_us,
+        region=rng.choice(len(REGIONS), n, p=REGION_SHARES),
+        gender=rng.choice(len(GENDERS), n, p=GENDER_SHARES),
+        age=age,
+        age_known=age_known,
+        acquisition_channel=channel,
+        membership=rng.choice(len(MEMBERSHIP_LEVELS), n, p=NEVER_BUYER_MEMBERSHIP_SHARES),
+    )
+
+
+def _draw_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One category per row of a (rows, categories) probability matrix."""
+    cdf = np.cumsum(probs, axis=1)
+    picked = (rng.random(len(probs))[:, None] > cdf).sum(axis=1)
+    return np.minimum(picked, probs.shape[1] - 1)
+
+
+def _loyalty_score(dropout_prob: np.ndarray) -> np.ndarray:
+    """Standardised log-odds of staying after an order: high for customers who rarely leave."""
+    p = np.clip(dropout_prob, 1e-4, 1 - 1e-4)
+    mean, sd = LOYALTY_LOG_ODDS_MOMENTS
+    return (np.log((1 - p) / p) - mean) / sd
+
+
+def _order_rate_score(customers: Customers) -> np.ndarray:
+    """Standardised log of the rate a customer orders at; a replenisher's is one per cycle."""
+    rate = np.where(customers.replenisher, 1 / customers.cycle_days, customers.order_rate)
+    mean, sd = LOG_RATE_MOMENTS
+    return (np.log(rate / MEAN_ORDER_RATE_PER_DAY) - mean) / sd
+
+
+def _ages(rng: np.random.Generator, rate_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whole years, a little higher for frequent buyers; some unknown."""
+    n = len(rate_score)
+    noise = AGE_SD_YEARS * rng.standard_normal(n)
+    years = AGE_MEAN_YEARS + AGE_YEARS_PER_RATE_SD * rate_score + noise
+    age = np.clip(np.round(years), *AGE_YEARS).astype(np.int64)
+    return age, rng.random(n) >= AGE_MISSING_SHARE
+
+
+def _buyer_signups(
+    rng: np.random.Generator, channel: np.ndarray, first_order_us: np.ndarray,
+    calendar: Calendar,
+) -> np.ndarray:
+    """Sign-up times at or before the first order, never before the shop's start.
+
+    At checkout a few minutes before the first order, or an exponential number of days earlier;
+    a delay that would reach before the start is redrawn uniformly within the time available.
+    """
+    n = len(channel)
+    at_checkout = rng.random(n) < np.asarray(CHECKOUT_SIGNUP_PROB)[channel]
+    minutes = rng.uniform(*CHECKOUT_SIGNUP_MINUTES, n)
+    days = rng.exponential(np.asarray(SIGNUP_DELAY_MEAN_DAYS)[channel])
+    delay_s = np.where(at_checkout, minutes * 60, days * SECONDS_PER_DAY)
+    available_s = (first_order_us - _day_start_us(calendar, 0)) // MICROS_PER_SECOND
+    delay_s = np.where(delay_s > available_s, available_s * rng.random(n), delay_s)
+    return first_order_us - np.floor(delay_s).astype(np.int64) * MICROS_PER_SECOND
+
+
+def profiles_table(profiles: Profiles) -> pa.Table:
+    """The customers table (``CUSTOMER_COLUMNS``) for one chunk of profiles."""
+    numbers = profiles.first_number + np.arange(len(profiles))
+    columns = {
+        "customer_id": _padded_ids("", numbers, CUSTOMER_ID_WIDTH),
+        "signup_ts": pa.array(profiles.signup_us, pa.timestamp("us")),
+        "region": pa.array(REGIONS).take(pa.array(profiles.region)),
+        "gender": pa.array(GENDERS).take(pa.array(profiles.gender)),
+        "age": pa.array(profiles.age, pa.int64(), mask=~profiles.age_known),
+        "acquisition_channel": pa.array(ACQUISITION_CHANNELS).take(
+            pa.array(profiles.acquisition_channel)
+        ),
+        "membership_level": pa.array(MEMBERSHIP_LEVELS).take(pa.array(profiles.membership)),
+    }
+    return pa.table(columns, schema=CUSTOMERS_SCHEMA)
+
+
+def iter_never_buyer_chunks(
+    n_customers: int, seed: int, calendar: Calendar
+) -> Iterator[Profiles]:
+    """The never-buyers of a shop with ``n_customers`` buyers, ``CHUNK_CUSTOMERS`` at a time."""
+    n_never = round(NEVER_BUYER_SHARE * n_customers)
+    for chunk, first in enumerate(range(0, n_never, CHUNK_CUSTOMERS)):
+        n = min(CHUNK_CUSTOMERS, n_never - first)
+        rng = _chunk_rng(seed, NEVER_BUYER_STREAM, chunk)
+        yield draw_never_buyer_profiles(rng, first, n, n_never, n_customers, calendar)
+
+
 @dataclass
 class ShopTruth:
     """What the generator knows and a model has to infer; summed over chunks."""
@@ -537,6 +784,8 @@ class ShopTruth:
     churned_customers: int = 0
     replenishers: int = 0
     coupon_users: int = 0
+    registered: int = 0  # rows of customers.parquet: buyers and never-buyers
+    never_bought: int = 0
     first_order_ts: str | None = None
     last_order_ts: str | None = None
 
@@ -552,6 +801,11 @@ class ShopTruth:
         first, last = (ts.as_py().isoformat() for ts in pc.min_max(table["order_ts"]).values())
         self.first_order_ts = min(self.first_order_ts or first, first)
         self.last_order_ts = max(self.last_order_ts or last, last)
+
+    def add_profiles(self, profiles: Profiles, bought: bool) -> None:
+        """Count one chunk of the customers table."""
+        self.registered += len(profiles)
+        self.never_bought += 0 if bought else len(profiles)
 
     def counts(self) -> dict[str, int]:
         """The integer truths, plus ``rows`` = lines + returns as in the order file."""
@@ -576,18 +830,27 @@ def _validate(n_customers: int, seed: int, start: str, end: str) -> None:
         raise ValueError(f"end ({end}) must be after start ({start}).")
 
 
-def iter_shop_chunks(
+@dataclass(frozen=True)
+class ShopChunk:
+    """One chunk of buyers: their order table, hidden traits and first-order times."""
+
+    orders: pa.Table
+    customers: Customers
+    first_order_us: np.ndarray  # per customer of the chunk, microseconds since the epoch
+
+
+def simulate_shop(
     n_customers: int, seed: int, start: str = "2022-01-01", end: str = "2024-12-31",
     truth: ShopTruth | None = None,
-) -> Iterator[pa.Table]:
-    """The shop's order table, one chunk of ``CHUNK_CUSTOMERS`` customers at a time."""
+) -> Iterator[ShopChunk]:
+    """The shop's buyers, one chunk of ``CHUNK_CUSTOMERS`` customers at a time."""
     _validate(n_customers, seed, start, end)
     calendar = build_calendar(start, end)
-    catalogue = build_catalogue(_chunk_rng(seed, 0))
+    catalogue = build_catalogue(_chunk_rng(seed, CATALOGUE_STREAM))
     truth = truth if truth is not None else ShopTruth()
     next_order_number = 1
     for chunk, first in enumerate(range(0, n_customers, CHUNK_CUSTOMERS)):
-        rng = _chunk_rng(seed, 1, chunk)
+        rng = _chunk_rng(seed, ORDERS_STREAM, chunk)
         n = min(CHUNK_CUSTOMERS, n_customers - first)
         customers = draw_customers(rng, first, n, n_customers, calendar, catalogue)
         purchases = simulate_purchases(rng, customers, calendar)
@@ -597,7 +860,18 @@ def iter_shop_chunks(
         table = lines_table(lines, customers, n_orders, next_order_number, catalogue)
         truth.add(table, customers, purchases)
         next_order_number += n_orders
-        yield table
+        # Every customer orders at acquisition, and a customer's rows start with that order.
+        first_row = np.searchsorted(lines.customer, np.arange(n))
+        yield ShopChunk(table, customers, lines.ts_us[first_row])
+
+
+def iter_shop_chunks(
+    n_customers: int, seed: int, start: str = "2022-01-01", end: str = "2024-12-31",
+    truth: ShopTruth | None = None,
+) -> Iterator[pa.Table]:
+    """The shop's order table, one chunk of ``CHUNK_CUSTOMERS`` customers at a time."""
+    for chunk in simulate_shop(n_customers, seed, start, end, truth):
+        yield chunk.orders
 
 
 def generate_orders(
@@ -616,18 +890,32 @@ def write_shop(
     out_dir: str | Path, n_customers: int, seed: int,
     start: str = "2022-01-01", end: str = "2024-12-31",
 ) -> dict:
-    """Write ``out_dir/orders.parquet`` and ``out_dir/shop.json``; return the summary.
+    """Write ``orders.parquet``, ``customers.parquet`` and ``shop.json`` to ``out_dir``.
 
-    Customers are generated and written chunk by chunk, so memory does not grow with
-    ``n_customers``. Both files appear atomically: a reader never sees a half-written file.
+    Returns the summary written to ``shop.json``. Customers are generated and written chunk by
+    chunk, so memory does not grow with ``n_customers``. Every file appears atomically: a
+    reader never sees a half-written file.
     """
+    _validate(n_customers, seed, start, end)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = ShopTruth()
-    with _atomic_path(out_dir / "orders.parquet") as tmp_path:
-        with pq.ParquetWriter(tmp_path, ORDERS_SCHEMA) as writer:
-            for table in iter_shop_chunks(n_customers, seed, start, end, truth):
-                writer.write_table(table, row_group_size=1_000_000)
+    with (
+        _atomic_path(out_dir / "orders.parquet") as orders_path,
+        _atomic_path(out_dir / "customers.parquet") as customers_path,
+        pq.ParquetWriter(orders_path, ORDERS_SCHEMA) as orders_writer,
+        pq.ParquetWriter(customers_path, CUSTOMERS_SCHEMA) as customers_writer,
+    ):
+        calendar = build_calendar(start, end)
+        for chunk, shop in enumerate(simulate_shop(n_customers, seed, start, end, truth)):
+            orders_writer.write_table(shop.orders, row_group_size=1_000_000)
+            rng = _chunk_rng(seed, BUYER_PROFILE_STREAM, chunk)
+            profiles = draw_buyer_profiles(rng, shop.customers, shop.first_order_us, calendar)
+            customers_writer.write_table(profiles_table(profiles))
+            truth.add_profiles(profiles, bought=True)
+        for profiles in iter_never_buyer_chunks(n_customers, seed, calendar):
+            customers_writer.write_table(profiles_table(profiles))
+            truth.add_profiles(profiles, bought=False)
     summary = {
         "generator": f"{__name__} v{GENERATOR_VERSION}",
         "parameters": {

@@ -170,6 +170,16 @@ class Bundle:
     rfm_cut_points: dict[str, list[float]]
     as_of: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Registered customers who have not ordered: P(first order within its horizon), when learnable.
+    first_purchase: TargetModel | None = None
+    first_purchase_spec: FeatureSpec | None = None
+
+    def predict_first_purchase(self, registered: pd.DataFrame) -> np.ndarray:
+        """first_purchase_prob per row of a registered-customers frame (NaN when the bundle has no such model)."""
+        if self.first_purchase is None or self.first_purchase_spec is None:
+            return np.full(len(registered), np.nan)
+        matrix = self.first_purchase_spec.matrix(registered)
+        return self.first_purchase.predict(matrix, registered)
 
     def bg_columns(self, features: pd.DataFrame) -> pd.DataFrame:
         """The features with `bg_*` columns from the stored BG/NBD + Gamma-Gamma parameters."""
@@ -193,13 +203,16 @@ class Bundle:
         """Write bundle.json and one LightGBM text file per booster into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        for model in self.models.values():
+        extra = [self.first_purchase] if self.first_purchase is not None else []
+        for model in [*self.models.values(), *extra]:
             for name, text in model.boosters.items():
                 (folder / f"{model.target}_{name}.txt").write_text(text)
         document = {
             "spec": asdict(self.spec), "models": {k: m.to_dict() for k, m in self.models.items()},
             "clv": self.clv, "horizons": self.horizons, "config": self.config,
             "rfm_cut_points": self.rfm_cut_points, "as_of": self.as_of, "metadata": self.metadata,
+            "first_purchase": ({"model": self.first_purchase.to_dict(), "spec": asdict(self.first_purchase_spec)}
+                               if self.first_purchase is not None and self.first_purchase_spec is not None else None),
         }
         (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=2, default=str))
         return folder
@@ -212,15 +225,18 @@ class Bundle:
             document = json.loads((folder / BUNDLE_FILE).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise BundleError(f"{folder}: not a lifetag model bundle ({exc}).") from None
-        models = {}
-        for key, info in document["models"].items():
+        def model(info: dict[str, Any]) -> TargetModel:
             boosters = {name: (folder / f"{info['target']}_{name}.txt").read_text() for name in info["boosters"]}
             calibrator = Calibrator(**info["calibrator"]) if info["calibrator"] else None
-            models[key] = TargetModel(info["target"], info["horizon_days"], info["kind"], boosters, calibrator,
-                                      info["note"], info.get("offset", "none"), info.get("scale", 1.0))
+            return TargetModel(info["target"], info["horizon_days"], info["kind"], boosters, calibrator,
+                               info["note"], info.get("offset", "none"), info.get("scale", 1.0))
+
+        models = {key: model(info) for key, info in document["models"].items()}
         spec = FeatureSpec(**document["spec"])
+        first = document.get("first_purchase")
         return cls(spec, models, document["clv"], document["horizons"], document["config"],
-                   document["rfm_cut_points"], document["as_of"], document.get("metadata", {}))
+                   document["rfm_cut_points"], document["as_of"], document.get("metadata", {}),
+                   model(first["model"]) if first else None, FeatureSpec(**first["spec"]) if first else None)
 
 
 def _output(target: str) -> str:

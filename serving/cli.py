@@ -72,12 +72,12 @@ def _steps(total: int) -> Progress:
 @friendly_errors
 def generate(
     customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers to simulate.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for orders.parquet and shop.json.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for orders.parquet, customers.parquet and shop.json.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same shop.")] = 0,
     start: Annotated[str, typer.Option(help="First day of the shop's history (YYYY-MM-DD).")] = "2022-01-01",
     end: Annotated[str, typer.Option(help="Last day of the shop's history (YYYY-MM-DD).")] = "2024-12-31",
 ) -> None:
-    """Write a realistic synthetic shop (order lines with returns, coupons, seasons) to a folder."""
+    """Write a realistic synthetic shop (order lines with returns, coupons, seasons; registered customers) to a folder."""
     from features.synthetic import write_shop
 
     _parse_day(start, "--start")
@@ -87,8 +87,9 @@ def generate(
         summary = write_shop(out_dir, n_customers=customers, seed=seed, start=start, end=end)
     out.print(
         f"Wrote {out_dir / 'orders.parquet'}: {summary['customers']:,} customers, "
-        f"{summary['orders']:,} orders, {summary['lines']:,} lines "
-        f"in {time.perf_counter() - began:.1f} s"
+        f"{summary['orders']:,} orders, {summary['lines']:,} lines; "
+        f"{out_dir / 'customers.parquet'}: {summary['registered']:,} registered, "
+        f"{summary['never_bought']:,} never bought; in {time.perf_counter() - began:.1f} s"
     )
 
 
@@ -101,29 +102,43 @@ def features(
     config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="Also print RFM segment counts.")] = False,
+    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
 ) -> None:
-    """Build point-in-time behavioural features, one row per customer, and write them."""
-    from features.behaviour import build_relation
+    """Build point-in-time behavioural features, one row per customer, and write them.
+
+    With a customers table, buyers also get signup_days and the attributes, and registered customers
+    who have not ordered before as_of get a row too (frequency 0, order features empty).
+    """
+    from features.behaviour import build_relation, registered_relation, unmatched_customers
     from features.engine import connect
-    from features.intake import open_orders
+    from features.intake import open_sources
     from features.output import output_format, write_relation
 
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of")
     output_format(out_path)
+    customers = _customers_source(customers, config)
     began = time.perf_counter()
     con = connect(config.engine)
     with _steps(3) as progress:
-        task = progress.add_task("Reading and validating orders", total=3)
-        report = open_orders(con, orders, config, quarantine)
+        task = progress.add_task("Reading and validating orders" + (" and customers" if customers else ""), total=3)
+        intake = open_sources(con, orders, config, customers, quarantine)
+        table = "customers" if intake.customers is not None else None
         progress.update(task, advance=1, description="Computing features")
-        relation = build_relation(con, "orders", cut, config)
+        relation = build_relation(con, "orders", cut, config, table)
+        if table:
+            registered = registered_relation(con, "orders", table, cut, config).select("*, 0 AS frequency")
+            relation = con.sql(f"SELECT * FROM ({relation.sql_query()}) UNION ALL BY NAME "
+                               f"SELECT * FROM ({registered.sql_query()}) ORDER BY customer_id")
         progress.update(task, advance=1, description=f"Writing {out_path.name}")
         write_relation(con, relation, out_path)
         progress.update(task, advance=1, description="Done")
-    _print_features_summary(con, out_path, report, cut, time.perf_counter() - began)
-    if report.missing_optional:
-        console.print(f"note: optional fields not in the source: {', '.join(report.missing_optional)}")
+    unmatched = unmatched_customers(con, "orders", table, cut, config) if table else 0
+    _print_features_summary(out_path, intake, cut, time.perf_counter() - began)
+    for line in intake.notes():
+        console.print(f"note: {line}")
+    if unmatched:
+        console.print(f"note: customers: {unmatched:,} buyers have no row in the customers table; their attributes are empty")
     if summary:
         _print_rfm_summary(out_path, config)
 
@@ -137,6 +152,7 @@ def train(
     trials: Annotated[int | None, typer.Option("--trials", min=0, help="Optuna trials per target (default from config).")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make this version champion even if it scores lower.")] = False,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here instead of stopping.")] = None,
+    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
 ) -> None:
     """Train churn, repurchase and LTV models, compare them with baselines, register them in MLflow."""
     from training.pipeline import fit_bundle
@@ -151,12 +167,24 @@ def train(
             task = progress.add_task(description, total=total)
             return lambda: progress.advance(task)
 
-        result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage)
+        result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage,
+                            customers=_customers_source(customers, config))
         task = progress.add_task("Logging to MLflow and registering", total=1)
         recorded = record_training(result, promote, trials, config.training.promote_tolerance)
         progress.advance(task)
     out.print(f"Orders: {result.intake.summary()}; trained at as_of {result.as_of.date()} "
               f"on {result.fingerprint['customers']:,} customers in {time.perf_counter() - began:.0f} s")
+    if result.customers is not None:
+        out.print(f"Customers: {result.customers.customers.summary()}")
+        for line in result.customers.notes():
+            console.print(f"note: {line}")
+        if result.unmatched_customers:
+            console.print(f"note: customers: {result.unmatched_customers:,} buyers have no row in the customers "
+                          "table; their attributes are empty")
+    if result.first_purchase is not None:
+        fp = result.first_purchase
+        out.print(f"first_purchase_prob: {fp.note}" if fp.model is not None
+                  else f"[yellow]first_purchase_prob will be empty[/]: {fp.note}")
     _print_training_table(result)
     for name, r in result.results.items():
         if r.fallback_reason:
@@ -181,6 +209,7 @@ def score(
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
+    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
     from serving.scoring import output_target, score as run_score
@@ -199,8 +228,13 @@ def score(
             return lambda n: progress.advance(task, n)
 
         result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
-                           partitions=partitions, progress=stage)
+                           partitions=partitions, progress=stage, customers=_customers_source(customers, config))
     out.print(f"Orders: {result.intake.summary()}")
+    if result.customers_intake is not None:
+        out.print(f"Customers: {result.customers_intake.summary()}; {result.registered:,} registered without an "
+                  "order before as_of are tagged `registered`")
+    for line in result.notes:
+        console.print(f"note: {line}")
     out.print(f"Scored {result.customers:,} customers at {cut.date()} with model {result.model_version} "
               f"-> {out_path} in {time.perf_counter() - began:.1f} s")
     _print_score_summary(result, config)
@@ -236,13 +270,26 @@ def _print_training_table(result: Any) -> None:
     out.print(table)
 
 
-def _print_features_summary(con: Any, out_path: Path, report: Any, cut: datetime, seconds: float) -> None:
+def _customers_source(customers: Path | None, config: Any) -> Path | None:
+    """--customers, else customers.source from the config, else none."""
+    return customers if customers is not None else (Path(config.customers.source) if config.customers.source else None)
+
+
+def _print_features_summary(out_path: Path, intake: Any, cut: datetime, seconds: float) -> None:
+    import duckdb
+
     reader = "read_parquet" if out_path.suffix.lower() == ".parquet" else "read_csv"
-    customers, orders_before = con.execute(f"SELECT count(*), sum(frequency) FROM {reader}(?)", [str(out_path)]).fetchall()[0]
-    out.print(f"Orders: {report.summary()}")
+    with duckdb.connect() as con:
+        customers, buyers, orders_before = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE frequency > 0), sum(frequency) FROM {reader}(?)", [str(out_path)]
+        ).fetchall()[0]
+    out.print(f"Orders: {intake.orders.summary()}")
+    if intake.customers is not None:
+        out.print(f"Customers: {intake.customers.summary()}")
+    registered = f", {customers - buyers:,} registered without an order" if intake.customers is not None else ""
     out.print(
-        f"Features at {cut.date()} for {customers:,} customers ({int(orders_before or 0):,} orders before the cut-off) "
-        f"-> {out_path} in {seconds:.1f} s"
+        f"Features at {cut.date()} for {buyers:,} customers ({int(orders_before or 0):,} orders before the cut-off)"
+        f"{registered} -> {out_path} in {seconds:.1f} s"
     )
 
 
@@ -253,6 +300,7 @@ def _print_rfm_summary(features_path: Path, config: Any) -> None:
 
     frame = (pd.read_parquet(features_path) if features_path.suffix.lower() == ".parquet"
              else pd.read_csv(features_path, dtype={"customer_id": str}))
+    frame = frame[frame["frequency"] > 0]  # registered customers without an order have no RFM
     scores = rfm_scores(frame, RfmCutPoints.fit(frame))
     segment = rfm_segment(scores, config.rfm)
     table = Table(title="RFM segments (cut points from this population)")

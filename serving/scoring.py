@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError
-from features.behaviour import as_timestamp, build_relation
+from features.behaviour import as_timestamp, build_relation, registered_relation, unmatched_customers
 from features.engine import connect
-from features.intake import IntakeReport, open_orders
+from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
 from features.scenarios import scenario_features_sql
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
@@ -66,10 +66,17 @@ OUTPUT_DOCS: dict[str, tuple[str, str]] = {
     "rfm_segment_label_zh": ("Chinese display label of the segment", "text"),
     "rfm_action": ("recommended action for the segment", "text"),
     "lifecycle_stage": ("new / active / at_risk / dormant / churned (scoring.lifecycle; at_risk is judged "
-                        "against the customer's own median gap)", "label"),
+                        "against the customer's own median gap); registered: in the customers table, no order yet",
+                        "label"),
     "reasons": ("the top three drivers raising this customer's churn risk, in words, for churn tiers medium and "
                 "high (contributions of the churn model's additive explainer); empty for the low tier", "text"),
+    "signup_days": ("days from sign-up to as_of (customers table); empty without one", "days"),
+    "first_purchase_prob": ("registered customers who have not ordered: probability of a first order within "
+                            "customers.first_purchase_days (default 30) after as_of; empty for buyers, and for "
+                            "everyone when the model could not learn it (the run says why)", "probability"),
 }
+# Registered customers (customers table, no purchase before as_of) get these; order-based columns stay empty.
+REGISTERED_STAGE = "registered"
 TIER_LABELS = ("low", "medium", "high")
 MAX_EXPECTED_DAYS = 3650
 
@@ -85,6 +92,10 @@ class ScoreResult:
     summary_by_segment: pd.DataFrame
     summary_by_stage: pd.DataFrame
     scenario_counts: dict[str, int] = field(default_factory=dict)
+    customers_intake: IntakeReport | None = None
+    registered: int = 0  # customers-table rows with no order before as_of, tagged `registered`
+    unmatched_customers: int = 0  # buyers without a row in the customers table
+    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,8 +299,37 @@ def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.
         column = np.full(len(out), None, dtype=object)
         column[at_risk] = words
         out["reasons"] = column
+    out["signup_days"] = enriched["signup_days"].to_numpy(dtype=float) if "signup_days" in enriched else np.nan
+    out["first_purchase_prob"] = np.nan
+    for name in config.customers.attributes:
+        if name in enriched:
+            out[name] = enriched[name].to_numpy()
     return out
 
+
+def registered_tag_frame(registered: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.Timestamp,
+                         model_version: str, columns: list[str]) -> pd.DataFrame:
+    """Tags of registered customers who have not ordered: stage `registered`, first_purchase_prob and their
+    attributes; the order-based columns (`columns` lists them all) are empty, frequency and spend zero."""
+    n = len(registered)
+    out = pd.DataFrame({c: np.full(n, np.nan) if OUTPUT_DOCS.get(c, ("", "text"))[1] in _NUMERIC_UNITS else
+                        np.full(n, None, dtype=object) for c in columns}, index=range(n))
+    out["customer_id"] = registered["customer_id"].astype(str).to_numpy()
+    out["as_of"] = as_of.date()
+    out["model_version"] = model_version
+    # Same Parquet types as the buyers' rows, so the merged output keeps integer columns integer.
+    out["frequency"], out["monetary_total"] = np.zeros(n, dtype=np.int64), 0.0
+    for column in ("rfm_r", "rfm_f", "rfm_m"):
+        out[column] = pd.array([pd.NA] * n, dtype="Int8")
+    out["lifecycle_stage"] = REGISTERED_STAGE
+    out["signup_days"] = registered["signup_days"].to_numpy(dtype=float)
+    out["first_purchase_prob"] = bundle.predict_first_purchase(registered.reset_index(drop=True))
+    for name in config.customers.attributes:
+        out[name] = registered[name].to_numpy()
+    return out
+
+
+_NUMERIC_UNITS = ("days", "orders", "currency", "probability", "score")
 
 # ---------------------------------------------------------------------------------------------
 # Scenario tags: named boolean SQL over the scored columns, evaluated without file or network access
@@ -398,18 +438,18 @@ def load_model(uri: str | None) -> tuple[Bundle, str]:
     return bundle, registry.version_of(target)
 
 
-def _partition_view(con: duckdb.DuckDBPyConnection, partitions: int, index: int) -> str:
+def _partition_view(con: duckdb.DuckDBPyConnection, table: str, partitions: int, index: int) -> str:
     if partitions == 1:
-        return "orders"
-    name = f"_lifetag_part_{index}"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM orders "
+        return table
+    name = f"_lifetag_{table}_part_{index}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table} "
                 f"WHERE hash(CAST(customer_id AS VARCHAR)) % {partitions} = {index}")
     return name
 
 
-def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, as_of: pd.Timestamp, config: Config,
-                    batch: int) -> Iterator[pd.DataFrame]:
-    features = build_relation(con, source, as_of, config)
+def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
+                    config: Config, batch: int) -> Iterator[pd.DataFrame]:
+    features = build_relation(con, source, as_of, config, customers)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {features.sql_query()}")
     scenario = scenario_features_sql(source, as_of, config, interval_source="_lifetag_rebuy_history")
     query = (f"SELECT f.*, s.categories_due, s.promo_orders, s.orders_since_promo FROM _lifetag_features f "
@@ -424,12 +464,22 @@ def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, as_of: pd.Times
                 yield frame
 
 
+def _registered_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str, as_of: pd.Timestamp,
+                        config: Config, batch: int) -> Iterator[pd.DataFrame]:
+    with registered_relation(con, source, customers, as_of, config).to_arrow_reader(batch_size=batch) as reader:
+        for record_batch in reader:
+            if record_batch.num_rows:
+                yield record_batch.to_pandas()
+
+
 def score(
     orders: str | os.PathLike[str], as_of: str | pd.Timestamp, out: str | os.PathLike[str], config: Config,
     model_uri: str | None = None, quarantine: str | os.PathLike[str] | None = None, partitions: int = 1,
     progress: Progress | None = None, bundle: Bundle | None = None, model_version: str | None = None,
+    customers: str | os.PathLike[str] | None = None,
 ) -> ScoreResult:
-    """Tag every customer with an order before `as_of` and write one row each to `out` (atomically)."""
+    """Tag every customer with an order before `as_of`, and every registered customer of the customers
+    table who has not ordered yet, and write one row each to `out` (atomically)."""
     out_format = output_target(out)
     if partitions < 1:
         raise ScoringError(f"--partitions must be at least 1, got {partitions}.")
@@ -438,41 +488,87 @@ def score(
     as_of_ts = as_timestamp(as_of)
     con = connect(config.engine)
     try:
-        intake = open_orders(con, orders, config, quarantine)
-        features_at = build_relation(con, "orders", as_of_ts, config)
-        _check_feature_schema(features_at, bundle)
-        check_scenarios(config.scoring.scenarios, _scored_columns(features_at))
+        sources = open_sources(con, orders, config, customers, quarantine)
+        table = "customers" if sources.customers is not None else None
+        features_at = build_relation(con, "orders", as_of_ts, config, table)
+        _check_feature_schema(features_at, bundle, has_customers=table is not None)
+        check_scenarios(config.scoring.scenarios, _scored_columns(features_at, config))
         # Category re-buy intervals are shop-wide: learned from the whole history, not one partition.
         con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_rebuy_history AS SELECT * FROM orders")
         customers_total = con.execute(
             f"SELECT count(DISTINCT customer_id) FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'"
         ).fetchall()[0][0]
-        advance = progress("Scoring customers", int(customers_total)) if progress else (lambda n: None)
+        registered_total = registered_relation(con, "orders", table, as_of_ts, config).count("*").fetchall()[0][0] \
+            if table else 0
+        advance = progress("Scoring customers", int(customers_total + registered_total)) if progress else (lambda n: None)
         scratch = Path(tempfile.mkdtemp(prefix="lifetag-score-", dir=_scratch_parent(out)))
         try:
-            parts = []
+            parts, columns = [], _scored_columns(features_at, config)
             for index in range(partitions):
-                source = _partition_view(con, partitions, index)
-                for number, frame in enumerate(_scored_batches(con, source, as_of_ts, config,
+                source = _partition_view(con, "orders", partitions, index)
+                part_customers = _partition_view(con, table, partitions, index) if table else None
+                for number, frame in enumerate(_scored_batches(con, source, part_customers, as_of_ts, config,
                                                                config.scoring.batch_customers)):
                     tags = tag_frame(frame, bundle, config, as_of_ts, model_version or "")
                     scored = pd.concat([tags, frame[[c for c in frame.columns if c not in tags.columns]]], axis=1)
                     flags = _apply_scenarios(scored, config.scoring.scenarios)
-                    table = pa.Table.from_pandas(pd.concat([tags, flags], axis=1), preserve_index=False)
-                    path = scratch / f"part-{index:05d}-{number:05d}.parquet"
-                    pq.write_table(table, path)
-                    parts.append(path)
+                    parts.append(_write_part(scratch, f"{index:05d}-b{number:05d}", pd.concat([tags, flags], axis=1)))
+                    advance(len(frame))
+                if part_customers is None:
+                    continue
+                for number, frame in enumerate(_registered_batches(con, source, part_customers, as_of_ts, config,
+                                                                   config.scoring.batch_customers)):
+                    tags = registered_tag_frame(frame, bundle, config, as_of_ts, model_version or "", _tag_columns(config))
+                    scored = _empty_scored(tags, columns)
+                    flags = _apply_scenarios(scored, config.scoring.scenarios)
+                    parts.append(_write_part(scratch, f"{index:05d}-r{number:05d}", pd.concat([tags, flags], axis=1)))
                     advance(len(frame))
             if not parts:
                 raise ScoringError(f"{orders}: no customer has a purchase before as_of {as_of_ts.date()}, so there "
                                    "is nothing to score; check --as-of against the dates in the orders.")
-            customers = _merge(con, parts, out, out_format)
+            # A fresh connection writes the output: the intake one may be locked to its inputs.
+            writer = connect(config.engine)
+            try:
+                written = _merge(writer, parts, out, out_format)
+                by_segment, by_stage, counts = _summaries(writer, out, out_format, config)
+            finally:
+                writer.close()
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        by_segment, by_stage, counts = _summaries(con, out, out_format, config)
+        unmatched = unmatched_customers(con, "orders", table, as_of_ts, config) if table else 0
     finally:
         con.close()
-    return ScoreResult(str(out), customers, model_version or "", intake, by_segment, by_stage, counts)
+    notes = sources.notes()
+    if table is not None:
+        if unmatched:
+            notes.append(f"customers: {unmatched:,} buyers have no row in the customers table; their attributes are empty")
+        notes.append("first_purchase_prob: " + (bundle.metadata.get("first_purchase_note") or "the model has no "
+                                                  "first-purchase part; retrain with --customers to learn it")
+                     if bundle.first_purchase is not None else "first_purchase_prob is empty: "
+                     + (bundle.metadata.get("first_purchase_note") or "the model was trained without a customers table"))
+    return ScoreResult(str(out), written, model_version or "", sources.orders, by_segment, by_stage, counts,
+                       sources.customers, int(registered_total), unmatched, notes)
+
+
+def _write_part(scratch: Path, name: str, frame: pd.DataFrame) -> Path:
+    path = scratch / f"part-{name}.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    return path
+
+
+def _tag_columns(config: Config) -> list[str]:
+    """The output columns before the scenario tags, in order."""
+    return [*OUTPUT_DOCS, *config.customers.attributes]
+
+
+def _empty_scored(tags: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Registered customers' rows for scenario expressions: their tags, every order-based column empty."""
+    scored = tags.copy()
+    for name, kind in columns.items():
+        if name not in scored:
+            numeric = kind.upper() not in ("VARCHAR", "DATE", "BOOLEAN") and "TIMESTAMP" not in kind.upper()
+            scored[name] = np.full(len(tags), np.nan) if numeric else pd.Series([None] * len(tags), dtype="object")
+    return scored
 
 
 def _scratch_parent(out: str | os.PathLike[str]) -> str | None:
@@ -484,9 +580,10 @@ _OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_pot
                  "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
 
 
-def _scored_columns(features: duckdb.DuckDBPyRelation) -> dict[str, str]:
+def _scored_columns(features: duckdb.DuckDBPyRelation, config: Config | None = None) -> dict[str, str]:
     """Name -> DuckDB type of every column a scenario expression may use (known before any scoring)."""
     columns = {name: str(kind) for name, kind in zip(features.columns, features.types)}
+    columns.setdefault("signup_days", "DOUBLE")
     columns.update({"categories_due": "BIGINT", "promo_orders": "BIGINT", "orders_since_promo": "BIGINT"})
     for name in OUTPUT_DOCS:
         if name not in columns:
@@ -495,12 +592,20 @@ def _scored_columns(features: duckdb.DuckDBPyRelation) -> dict[str, str]:
     return columns
 
 
-def _check_feature_schema(features: duckdb.DuckDBPyRelation, bundle: Bundle) -> None:
+def _check_feature_schema(features: duckdb.DuckDBPyRelation, bundle: Bundle, has_customers: bool = False) -> None:
     available = set(features.columns)
     from features.clv import bg_feature_columns
 
     available |= set(bg_feature_columns(bundle.horizons))
     missing = [c for c in bundle.spec.columns if c not in available]
+    attributes = [c for c in missing if c in (bundle.config.get("customers") or {}).get("attributes", {})]
+    if attributes:
+        raise ScoringError(
+            f"the model (as_of {bundle.as_of}) was trained with customer attributes ({', '.join(attributes)}) that "
+            + ("this customers table and config do not provide" if has_customers else
+               "need the customers table: pass --customers PATH (or set customers.source in the config)")
+            + "; score with the customers table and config the model was trained with, or retrain without them."
+        )
     if missing:
         raise ScoringError(
             f"feature schema mismatch: the model (as_of {bundle.as_of}) needs {len(missing)} feature column(s) that "
@@ -525,7 +630,8 @@ def output_target(out: str | os.PathLike[str]) -> str:
 
 def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.PathLike[str], fmt: str) -> int:
     """Write the parts as one output ordered by customer_id, atomically (temporary name, then rename)."""
-    source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "])"
+    # By name: registered customers' parts leave order-based columns empty (typed NULL in Parquet).
+    source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "], union_by_name = true)"
     query = f"SELECT * FROM {source} ORDER BY customer_id"
     text = str(out)
     if fmt == "duckdb":
@@ -571,8 +677,10 @@ def _summaries(con: duckdb.DuckDBPyConnection, out: str | os.PathLike[str], fmt:
 
 
 def output_docs(config: Config) -> list[tuple[str, str, str]]:
-    """(column, meaning, unit) for every output column, scenario tags included."""
+    """(column, meaning, unit) for every output column, attributes and scenario tags included."""
     rows = [(k, *v) for k, v in OUTPUT_DOCS.items()]
+    rows += [(name, f"static attribute from the customers table ({a.type}), exactly as given", "number" if
+              a.type == "numeric" else "text") for name, a in config.customers.attributes.items()]
     rows += [(name, f"scenario tag: {expr}", "flag") for name, expr in config.scoring.scenarios.items()]
     return rows
 

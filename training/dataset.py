@@ -18,7 +18,7 @@ from features.behaviour import as_timestamp, build_relation
 from features.labels import labels_relation
 from features.clv import ClvBaseline, add_bg_columns, fit_clv_baseline
 
-__all__ = ["Target", "CutoffStore", "targets", "plan_cutoffs", "default_as_of", "order_span"]
+__all__ = ["Target", "CutoffStore", "customer_halves", "targets", "plan_cutoffs", "default_as_of", "order_span"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,11 @@ def default_as_of(con: duckdb.DuckDBPyConnection, source: str) -> pd.Timestamp:
     return order_span(con, source)[1].normalize() + pd.Timedelta(days=1)
 
 
+def customer_halves(customer_ids: pd.Series) -> np.ndarray:
+    """A stable split of customers into two halves, for cross-fitted calibration."""
+    return (pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy() % 2).astype(bool)
+
+
 def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timestamp, config: Config) -> list[pd.Timestamp]:
     """Cut-offs, oldest first, whose label window ends by `as_of` and that leave enough history before them."""
     training = config.training
@@ -77,8 +82,8 @@ def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timesta
 class CutoffStore:
     """Features (with BG/NBD columns) and labels per cut-off, computed once and shared by all targets."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, config: Config) -> None:
-        self.con, self.source, self.config = con, source, config
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, config: Config, customers: str | None = None) -> None:
+        self.con, self.source, self.config, self.customers = con, source, config, customers
         self.horizons = sorted({t.horizon_days for t in targets(config)})
         self._features: dict[pd.Timestamp, pd.DataFrame] = {}
         self._baselines: dict[pd.Timestamp, ClvBaseline | None] = {}
@@ -87,7 +92,7 @@ class CutoffStore:
     def features(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         """Behavioural features at `cutoff` plus BG/NBD columns fitted on that cut-off's population."""
         if cutoff not in self._features:
-            frame = build_relation(self.con, self.source, cutoff, self.config).df()
+            frame = build_relation(self.con, self.source, cutoff, self.config, self.customers).df()
             baseline = fit_clv_baseline(frame)
             self._baselines[cutoff] = baseline
             self._features[cutoff] = add_bg_columns(frame, baseline, self.horizons)

@@ -27,10 +27,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
 CATEGORICAL = ["first_order_channel"]
 
 
-def model_features(features: pd.DataFrame, exclude: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+def model_features(features: pd.DataFrame, exclude: list[str] | tuple[str, ...] = (),
+                   categorical_attributes: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """Numeric and categorical model inputs of a training frame (all features but ids, labels and `exclude`)."""
     excluded = {"customer_id", "cutoff", "future_orders", "future_spend", "label", *exclude}
-    categorical = [c for c in CATEGORICAL if c in features.columns and c not in excluded]
+    categorical = [c for c in [*CATEGORICAL, *categorical_attributes] if c in features.columns and c not in excluded]
     numeric = [c for c in features.columns if c not in excluded and c not in categorical]
     return numeric, categorical
 

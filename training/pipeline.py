@@ -14,12 +14,14 @@ import pandas as pd
 from configs.schema import Config
 from features.behaviour import as_timestamp
 from features.engine import connect
-from features.intake import IntakeReport, open_orders
+from features.behaviour import unmatched_customers
+from features.intake import Intake, IntakeReport, open_sources
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
-from training.dataset import CutoffStore, Target, default_as_of, order_span, plan_cutoffs, targets
+from training.dataset import CutoffStore, Target, customer_halves, default_as_of, order_span, plan_cutoffs, targets
 from training.evaluate import classifier_metrics, ltv_metrics
+from training.first_purchase import FirstPurchaseResult, fit_first_purchase
 from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
@@ -60,6 +62,9 @@ class TrainResult:
     intake: IntakeReport
     fingerprint: dict[str, Any]
     spec: FeatureSpec
+    customers: Intake | None = None  # both sources' reports when a customers table was given
+    first_purchase: FirstPurchaseResult | None = None
+    unmatched_customers: int = 0  # buyers at as_of without a row in the customers table
 
     @property
     def score(self) -> float:
@@ -85,15 +90,19 @@ def validation_score(results: dict[str, TargetResult]) -> float:
 def fit_bundle(
     orders: str | os.PathLike[str], config: Config, as_of: str | pd.Timestamp | None = None,
     trials: int | None = None, quarantine: str | os.PathLike[str] | None = None, progress: Progress = _no_progress,
+    customers: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
-    """Read the orders, build rolling training sets and fit, tune, calibrate and validate all three targets."""
+    """Read the orders (and customers table), build rolling training sets and fit, tune, calibrate and
+    validate all three targets, and the first-purchase model when sign-ups allow it."""
     con = connect(config.engine)
     try:
-        intake = open_orders(con, orders, config, quarantine)
+        sources = open_sources(con, orders, config, customers, quarantine)
+        intake = sources.orders
+        table = "customers" if sources.customers is not None else None
         as_of_ts = as_timestamp(as_of) if as_of is not None else default_as_of(con, "orders")
         first_order, _ = order_span(con, "orders")
         con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
-        store = CutoffStore(con, "_history", config)
+        store = CutoffStore(con, "_history", config, table)
         fingerprint = _fingerprint(con, "_history")
         plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
         now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()
@@ -102,12 +111,19 @@ def fit_bundle(
         for cutoff in sorted({c for cs in plans.values() for c in cs}):
             store.features(cutoff)
             advance()
-        spec = _feature_spec(store, plans, now, config.training.exclude_features)
+        spec = _feature_spec(store, plans, now, config)
         trials = config.training.trials if trials is None else trials
         prepared = {t.name: _examples_or_fallback(t, plans[t.name], store, config) for t in targets(config)}
         results = _fit_targets(prepared, plans, spec, config, trials, progress)
+        has_signup = table is not None and "signup_ts" in config.customers.columns.mapped() and \
+            "signup_ts" not in sources.customers.missing_optional
+        first_purchase = fit_first_purchase(con, "_history", table, as_of_ts, first_order, config, has_signup)
         bundle = _assemble(results, spec, store, now, as_of_ts, config, fingerprint)
-        return TrainResult(bundle, results, as_of_ts, intake, fingerprint, spec)
+        bundle.first_purchase, bundle.first_purchase_spec = first_purchase.model, first_purchase.spec
+        bundle.metadata["first_purchase_note"] = first_purchase.note
+        unmatched = unmatched_customers(con, "_history", table, as_of_ts, config) if table else 0
+        return TrainResult(bundle, results, as_of_ts, intake, fingerprint, spec, sources if table else None,
+                           first_purchase, unmatched)
     finally:
         con.close()
 
@@ -136,10 +152,11 @@ def _check_minimum_history(now: pd.DataFrame, as_of: pd.Timestamp, first_order: 
 
 
 def _feature_spec(store: CutoffStore, plans: dict[str, list[pd.Timestamp]], now: pd.DataFrame,
-                  exclude: list[str]) -> FeatureSpec:
+                  config: Config) -> FeatureSpec:
     frames = [store.features(c) for cs in plans.values() for c in cs] or [now]
     sample = pd.concat([f.head(0) for f in frames] + frames, ignore_index=True)
-    numeric, categorical = model_features(sample, exclude)
+    attributes = [n for n, a in config.customers.attributes.items() if a.type == "categorical"]
+    numeric, categorical = model_features(sample, config.training.exclude_features, attributes)
     return FeatureSpec.fit(sample, numeric, categorical)
 
 
@@ -218,15 +235,10 @@ def _tune(target: Target, train: pd.DataFrame, spec: FeatureSpec, config: Config
                 config.training.early_stopping_rounds, on_trial=advance, threads=config.engine.threads or 0)
 
 
-def _halves(customer_ids: pd.Series) -> np.ndarray:
-    """A stable split of customers into two halves, for cross-fitted calibration."""
-    return (pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy() % 2).astype(bool)
-
-
 def _calibrate(result: TargetResult, fitted: FittedModel, valid: pd.DataFrame, seed: int) -> None:
     """Isotonic calibration fitted on validation; metrics use cross-fitted (out-of-half) predictions."""
     raw, outcome = fitted.valid_raw, valid["label"].to_numpy()
-    half = _halves(valid["customer_id"])
+    half = customer_halves(valid["customer_id"])
     honest = np.empty_like(raw)
     for part in (half, ~half):
         honest[part] = Calibrator.fit(raw[~part], outcome[~part]).apply(raw[part])

@@ -109,6 +109,13 @@ def _log_params(result: TrainResult, trials: int) -> None:
             params[f"{name}.scale"] = r.model.scale
         if r.fallback_reason:
             mlflow.set_tag(f"fallback.{name}", r.fallback_reason)
+    if result.customers is not None and result.customers.customers is not None:
+        report = result.customers.customers
+        params.update({"customers.rows_read": report.rows_read, "customers.rows_quarantined": report.rows_quarantined,
+                       "customers.unmatched_buyers": result.unmatched_customers})
+    if result.first_purchase is not None:
+        mlflow.set_tag("first_purchase", result.first_purchase.note)
+        params.update({f"first_purchase.{k}": v for k, v in result.first_purchase.rows.items()})
     mlflow.log_params(params)
     mlflow.log_dict(bundle.config, "config.yaml")
     mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
@@ -127,6 +134,9 @@ def _log_metrics(result: TrainResult) -> None:
         if r.tuning:
             metrics[f"{name}.tuning.best_loss"] = r.tuning.best_loss
             metrics[f"{name}.tuning.pruned_trials"] = r.tuning.pruned
+    if result.first_purchase is not None:
+        for model, values in result.first_purchase.metrics.items():
+            metrics.update({f"first_purchase.{model}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
     mlflow.log_metrics(metrics)
 
 

@@ -1,18 +1,22 @@
 """Specification of the synthetic shop: schema, reproducibility, realism and the files it writes."""
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import features.synthetic as synthetic
-from features.synthetic import ORDER_COLUMNS, generate_orders, write_shop
+from features.synthetic import CUSTOMER_COLUMNS, ORDER_COLUMNS, generate_orders, write_shop
 
 N_CUSTOMERS = 3_000
 SEED = 7
 PERIOD_END = pd.Timestamp("2025-01-01")  # exclusive: the default end is 2024-12-31 inclusive
+SHOP_FILES = ["customers.parquet", "orders.parquet", "shop.json"]
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +181,7 @@ def test_rejects_impossible_arguments() -> None:
 def test_write_shop_is_atomic_and_writes_summary(tmp_path, shop: pd.DataFrame) -> None:
     out_dir = tmp_path / "shop"
     summary = write_shop(out_dir, N_CUSTOMERS, SEED)
-    assert sorted(p.name for p in out_dir.iterdir()) == ["orders.parquet", "shop.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == SHOP_FILES
     written = pd.read_parquet(out_dir / "orders.parquet")
     pd.testing.assert_frame_equal(written, shop, check_dtype=False)
     assert json.loads((out_dir / "shop.json").read_text()) == summary
@@ -185,6 +189,9 @@ def test_write_shop_is_atomic_and_writes_summary(tmp_path, shop: pd.DataFrame) -
         "n_customers": N_CUSTOMERS, "seed": SEED, "start": "2022-01-01", "end": "2024-12-31",
     }
     assert summary["customers"] == N_CUSTOMERS
+    assert summary["never_bought"] == round(synthetic.NEVER_BUYER_SHARE * N_CUSTOMERS)
+    assert summary["registered"] == N_CUSTOMERS + summary["never_bought"]
+    assert pq.read_metadata(out_dir / "customers.parquet").num_rows == summary["registered"]
     assert summary["orders"] == shop.loc[shop["status"] == "completed", "order_id"].nunique()
     assert summary["rows"] == len(shop)
     assert summary["returns"] == (shop["status"] == "returned").sum()
@@ -196,17 +203,17 @@ def test_write_shop_is_atomic_and_writes_summary(tmp_path, shop: pd.DataFrame) -
 
 def test_failed_write_leaves_no_temp_file_and_keeps_the_old_shop(tmp_path, monkeypatch) -> None:
     write_shop(tmp_path, 200, SEED)
-    before = (tmp_path / "orders.parquet").read_bytes()
+    before = {name: (tmp_path / name).read_bytes() for name in SHOP_FILES}
 
     def broken_chunks(*args, **kwargs):
         yield from ()
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "iter_shop_chunks", broken_chunks)
+    monkeypatch.setattr(synthetic, "simulate_shop", broken_chunks)
     with pytest.raises(RuntimeError, match="disk full"):
         write_shop(tmp_path, 200, SEED + 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.parquet", "shop.json"]
-    assert (tmp_path / "orders.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == SHOP_FILES
+    assert {name: (tmp_path / name).read_bytes() for name in SHOP_FILES} == before
 
 
 def test_chunked_generation_keeps_customers_whole_and_order_ids_unique(
@@ -223,3 +230,173 @@ def test_chunked_generation_keeps_customers_whole_and_order_ids_unique(
     written = pd.read_parquet(tmp_path / "orders.parquet")
     pd.testing.assert_frame_equal(written, chunked, check_dtype=False)
     assert summary["orders"] == len(per_order)
+    customers = pd.read_parquet(tmp_path / "customers.parquet")
+    assert customers["customer_id"].tolist() == [f"{i:07d}" for i in range(2_500)]
+    first_order = completed.groupby("customer_id")["order_ts"].min()
+    buyers = customers.set_index("customer_id").loc[first_order.index]
+    assert (buyers["signup_ts"] <= first_order).all()
+
+
+# The registered customers (customers.parquet).
+
+REGISTERED_SHOP = 5_000
+
+
+@pytest.fixture(scope="module")
+def registered_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("registered")
+    write_shop(folder, REGISTERED_SHOP, SEED)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def registered_orders(registered_shop: Path) -> pd.DataFrame:
+    return pd.read_parquet(registered_shop / "orders.parquet")
+
+
+@pytest.fixture(scope="module")
+def customers(registered_shop: Path, registered_orders: pd.DataFrame) -> pd.DataFrame:
+    """customers.parquet plus each customer's completed orders and first order time."""
+    customers = pd.read_parquet(registered_shop / "customers.parquet")
+    completed = registered_orders[registered_orders["status"] == "completed"]
+    per_customer = completed.drop_duplicates("order_id").groupby("customer_id")["order_ts"]
+    return customers.assign(
+        orders=customers["customer_id"].map(per_customer.size()).fillna(0).astype(int),
+        first_order_ts=customers["customer_id"].map(per_customer.min()),
+    )
+
+
+@pytest.fixture(scope="module")
+def buyers(customers: pd.DataFrame) -> pd.DataFrame:
+    return customers[customers["orders"] > 0]
+
+
+def test_customers_table_has_the_documented_columns_and_types(registered_shop: Path) -> None:
+    schema = pq.read_schema(registered_shop / "customers.parquet")
+    assert tuple(schema.names) == CUSTOMER_COLUMNS
+    types = {field.name: str(field.type) for field in schema}
+    assert types == {
+        "customer_id": "string", "signup_ts": "timestamp[us]", "region": "string",
+        "gender": "string", "age": "int64", "acquisition_channel": "string",
+        "membership_level": "string",
+    }
+    customers = pd.read_parquet(registered_shop / "customers.parquet")
+    assert customers["customer_id"].str.fullmatch(r"\d{7}").all()
+    assert customers["customer_id"].is_unique and customers["customer_id"].is_monotonic_increasing
+    assert not customers.drop(columns="age").isna().any().any()
+    assert set(customers["region"]) == {"North", "East", "South", "West", "Central"}
+    assert set(customers["gender"]) == {"F", "M", "U"}
+    assert set(customers["acquisition_channel"]) == {"search", "social", "referral", "store", "app"}
+    assert set(customers["membership_level"]) == {"basic", "silver", "gold"}
+    assert customers["age"].dropna().between(18, 75).all()
+    assert 0.03 < customers["age"].isna().mean() < 0.07
+
+
+def test_every_buyer_is_registered_and_never_buyers_follow_without_orders(
+    customers: pd.DataFrame, registered_orders: pd.DataFrame
+) -> None:
+    assert set(registered_orders["customer_id"]) <= set(customers["customer_id"])
+    buyer_ids = [f"{i:07d}" for i in range(REGISTERED_SHOP)]
+    assert customers["customer_id"].iloc[:REGISTERED_SHOP].tolist() == buyer_ids
+    assert (customers["orders"].iloc[:REGISTERED_SHOP] > 0).all()
+    never_bought = customers.iloc[REGISTERED_SHOP:]
+    assert (never_bought["orders"] == 0).all()
+    assert 0.2 <= len(never_bought) / REGISTERED_SHOP <= 0.3
+
+
+def test_buyers_sign_up_at_or_before_their_first_order(buyers: pd.DataFrame) -> None:
+    delay_days = (buyers["first_order_ts"] - buyers["signup_ts"]).dt.total_seconds() / 86_400
+    assert (delay_days >= 0).all()
+    assert (buyers["signup_ts"] >= pd.Timestamp("2022-01-01")).all()
+    at_checkout = delay_days < 1 / 24
+    assert 0.45 < at_checkout.mean() < 0.65
+    checkout_share = at_checkout.groupby(buyers["acquisition_channel"]).mean()
+    assert checkout_share["store"] > 0.7 > 0.4 > checkout_share["social"]
+    waited = delay_days[~at_checkout].groupby(buyers["acquisition_channel"]).mean()
+    assert 10 < delay_days[~at_checkout].mean() < 25
+    assert waited["social"] > 1.5 * waited["store"]
+
+
+def test_never_buyers_sign_up_throughout_a_growing_period_some_of_them_recently(
+    customers: pd.DataFrame,
+) -> None:
+    signup = customers["signup_ts"].iloc[REGISTERED_SHOP:]
+    assert signup.min() >= pd.Timestamp("2022-01-01") and signup.max() < PERIOD_END
+    per_year = signup.dt.year.value_counts()
+    assert per_year[2022] < per_year[2023] < per_year[2024]
+    assert (signup >= PERIOD_END - pd.Timedelta(days=7)).sum() > 0
+
+
+def test_never_buyers_come_through_other_channels_than_buyers(
+    customers: pd.DataFrame, buyers: pd.DataFrame
+) -> None:
+    never_bought = customers[customers["orders"] == 0]
+    buyer_share = buyers["acquisition_channel"].value_counts(normalize=True)
+    never_share = never_bought["acquisition_channel"].value_counts(normalize=True)
+    assert never_share["social"] > buyer_share["social"] + 0.1
+    assert never_share["store"] < buyer_share["store"]
+
+
+def test_same_seed_gives_identical_customers(tmp_path, registered_shop: Path) -> None:
+    write_shop(tmp_path / "again", REGISTERED_SHOP, SEED)
+    first = pd.read_parquet(registered_shop / "customers.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / "customers.parquet"), first)
+    write_shop(tmp_path / "other", REGISTERED_SHOP, SEED + 1)
+    other = pd.read_parquet(tmp_path / "other" / "customers.parquet")
+    assert not other["signup_ts"].equals(first["signup_ts"])
+
+
+def _orders_fingerprint(orders: pd.DataFrame) -> tuple[int, float, str]:
+    rows = (
+        orders["customer_id"] + "|" + orders["order_id"] + "|"
+        + orders["order_ts"].dt.strftime("%Y-%m-%dT%H:%M:%S") + "|"
+        + orders["amount"].map("{:.2f}".format) + "|" + orders["quantity"].astype(str) + "|"
+        + orders["category"] + "|" + orders["product_id"] + "|"
+        + orders["discount"].map("{:.2f}".format) + "|" + orders["channel"] + "|"
+        + orders["status"]
+    )
+    digest = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    return len(orders), round(float(orders["amount"].sum()), 2), digest[:16]
+
+
+# Recorded with the generator before it wrote customers.parquet: the orders must not move.
+@pytest.mark.parametrize(("chunk_customers", "expected"), [
+    (100_000, (14_501, 716_077.11, "997099cea856438c")),
+    (400, (14_900, 802_241.57, "e16890786540fb62")),
+])
+def test_orders_are_unchanged_by_the_customers_table(
+    tmp_path, monkeypatch, chunk_customers: int, expected: tuple[int, float, str]
+) -> None:
+    monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", chunk_customers)
+    write_shop(tmp_path, 1_500, 11)
+    assert _orders_fingerprint(pd.read_parquet(tmp_path / "orders.parquet")) == expected
+
+
+def test_membership_level_predicts_retention(buyers: pd.DataFrame) -> None:
+    level_share = buyers["membership_level"].value_counts(normalize=True)
+    assert 0.5 < level_share["basic"] < 0.7
+    assert 0.2 < level_share["silver"] < 0.35
+    assert 0.08 < level_share["gold"] < 0.18
+    repeat_share = (buyers["orders"] >= 2).groupby(buyers["membership_level"]).mean()
+    assert repeat_share["gold"] > repeat_share["silver"] > repeat_share["basic"]
+    assert 1 - repeat_share["gold"] < 0.5 * (1 - repeat_share["basic"])
+    mean_orders = buyers.groupby("membership_level")["orders"].mean()
+    assert mean_orders["gold"] > 1.8 * mean_orders["basic"]
+
+
+def test_region_and_gender_are_noise(customers: pd.DataFrame, buyers: pd.DataFrame) -> None:
+    repeat = buyers["orders"] >= 2
+    for column, tolerance in (("region", 0.05), ("gender", 0.08)):
+        by_value = repeat.groupby(buyers[column]).mean()
+        assert (by_value - repeat.mean()).abs().max() < tolerance, column
+        never_bought = customers.loc[customers["orders"] == 0, column]
+        share_gap = never_bought.value_counts(normalize=True) - buyers[column].value_counts(
+            normalize=True
+        )
+        assert share_gap.abs().max() < 0.05, column
+
+
+def test_age_is_a_little_higher_for_frequent_buyers(buyers: pd.DataFrame) -> None:
+    known = buyers.dropna(subset=["age"])
+    correlation = np.corrcoef(known["age"], np.log(known["orders"]))[0, 1]
+    assert 0.05 < correlation < 0.3
