@@ -21,14 +21,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # The main job on embedded defaults: a generated shop -> features -> training (MLflow under
 # LIFETAG_HOME) -> nightly tags for every customer. Training runs again only when the shop changes.
 demo: venv $(DEMO)/trained
-	$(BIN)/lifetag score --orders $(DEMO)/shop/orders.parquet --as-of 2025-01-01 --out $(DEMO)/tags.parquet
+	$(BIN)/lifetag score --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --out $(DEMO)/tags.parquet
 
-$(DEMO)/shop/orders.parquet: | venv
+# The customers table (static attributes, sign-ups who never bought) comes with the shop.
+$(DEMO)/shop/customers.parquet: | venv
 	$(BIN)/lifetag generate --customers 20000 --out $(DEMO)/shop --seed 7
 
-$(DEMO)/trained: $(DEMO)/shop/orders.parquet
-	$(BIN)/lifetag features --orders $(DEMO)/shop/orders.parquet --as-of 2025-01-01 --out $(DEMO)/features.parquet --summary
-	$(BIN)/lifetag train --orders $(DEMO)/shop/orders.parquet --as-of 2025-01-01 --trials 2
+$(DEMO)/trained: $(DEMO)/shop/customers.parquet
+	$(BIN)/lifetag features --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --out $(DEMO)/features.parquet --summary
+	$(BIN)/lifetag train --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --trials 2
 	touch $@
 
 test: venv
