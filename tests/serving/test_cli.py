@@ -81,3 +81,25 @@ def test_the_tag_reference_in_the_docs_is_current(config) -> None:  # noqa: ANN0
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "tags.md").read_text()
     assert tags_table_markdown(config) in docs, "regenerate the table in docs/tags.md"
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def test_the_readme_invoice_lines_example_runs_as_documented(tmp_path):
+    """README's worked example: computed columns over an Online Retail style export, as it comes."""
+    args = ["features", "--orders", str(EXAMPLES / "online_retail.csv"), "--config", str(EXAMPLES / "online_retail.yaml"),
+            "--as-of", "2010-03-01", "--out", str(tmp_path / "f.csv")]
+    stopped = run(*args)
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr
+    assert "column 'Customer ID' has 2 rows with an empty customer id (rows 8, 9" in stopped.stderr.replace("\n", " ")
+    done = run(*args, "--quarantine", str(tmp_path / "no_customer.csv"))
+    assert done.returncode == 0, done.stderr
+    assert "read 17 = used 15 + quarantined 2" in done.stdout
+    assert pd.read_csv(tmp_path / "no_customer.csv")["reason"].tolist() == ["empty customer_id"] * 2
+    frame = pd.read_csv(tmp_path / "f.csv", dtype={"customer_id": str}).set_index("customer_id")
+    assert sorted(frame.index) == ["13078", "13085", "15362", "16321"]
+    # Cancellation invoice C489449 (-35.40 - 9.90) nets against 16321's purchase (30.00 + 15.00).
+    assert frame.loc["16321", "monetary_total"] == pytest.approx(-0.30)
+    assert frame.loc["16321", "return_count"] == 1
+    assert frame.loc["13085", "frequency"] == 4 and frame.loc["13085", "monetary_total"] == pytest.approx(362.10)
