@@ -14,6 +14,8 @@ slowed by other work.
     python -m benchmarks.score --customers 20000 --train-customers 20000   # smoke run
     python -m benchmarks.score --check                         # exit 1 on a missed goal
     python -m benchmarks.score --profile                       # + cProfile of score() in-process, 200k customers
+    python -m benchmarks.score --with-customers                # + the customers table (attributes, 25% sign-ups
+                                                               #   who never bought) in training and scoring
 
 Exit code 0 whatever the figures, 1 with `--check` when a goal is missed, 2 when a command fails.
 """
@@ -58,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--as-of", default="2025-01-01", help="scoring (and training) cut-off (default 2025-01-01)")
     parser.add_argument("--partitions", type=int, nargs="+", default=[1],
                         help="passed to `lifetag score --partitions`; several values give one measured run each")
+    parser.add_argument("--with-customers", action="store_true",
+                        help="train and score with the shop's customers table (customers.parquet)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per partition count; the median counts")
     parser.add_argument("--workdir", type=Path, default=None, help="default $LIFETAG_HOME/bench")
     parser.add_argument("--retrain", action="store_true", help="train the bundle again even if one is saved")
@@ -69,25 +73,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ensure_bundle(workdir: Path, customers: int, seed: int, as_of: str, retrain: bool = False) -> tuple[Path, str]:
+def customers_table(workdir: Path, customers: int, seed: int) -> Path:
+    """The shop's customers.parquet; shops generated before the generator wrote one are generated again
+    (same seed: the same orders, plus the customers table)."""
+    table = workdir / f"shop-{customers}-{seed}" / "customers.parquet"
+    if not table.exists():
+        from features.synthetic import write_shop
+
+        write_shop(table.parent, n_customers=customers, seed=seed)
+    return table
+
+
+def ensure_bundle(workdir: Path, customers: int, seed: int, as_of: str, retrain: bool = False,
+                  with_customers: bool = False) -> tuple[Path, str]:
     """A bundle folder trained (trials=0) on a generated shop; made once and reused unless `retrain`."""
-    folder = workdir / f"bundle-{customers}-{seed}-{as_of}"
+    folder = workdir / f"bundle-{customers}-{seed}-{as_of}{'-customers' if with_customers else ''}"
     if (folder / "bundle.json").exists() and not retrain:
         return folder, f"reused {folder}"
     from training.pipeline import fit_bundle
 
     shop = ensure_shop(workdir, customers, seed)
+    table = customers_table(workdir, customers, seed) if with_customers else None
     began = time.perf_counter()
-    result = fit_bundle(shop.orders, load_config(None), as_of=as_of, trials=0)
+    result = fit_bundle(shop.orders, load_config(None), as_of=as_of, trials=0, customers=table)
     result.bundle.save(folder)
     return folder, f"trained on {customers:,} customers in {time.perf_counter() - began:.0f} s"
 
 
-def measure(shop: Shop, bundle: Path, as_of: str, partitions: int, repeat: int, scratch: Path) -> tuple[Runs, str]:
+def measure(shop: Shop, bundle: Path, as_of: str, partitions: int, repeat: int, scratch: Path,
+            customers: Path | None = None) -> tuple[Runs, str]:
     """`repeat` runs of `lifetag score` over the shop; the runs and the last one's stdout."""
     out = scratch / f"tags-p{partitions}.parquet"
     argv = [*console_script("lifetag"), "score", "--orders", str(shop.orders), "--as-of", as_of, "--out", str(out),
             "--model", str(bundle), "--partitions", str(partitions)]
+    if customers is not None:
+        argv += ["--customers", str(customers)]
     runs = Runs(f"partitions {partitions}", [])
     for _ in range(repeat):
         runs.runs.append(check_ok(run_measured(argv, env={**os.environ, "COLUMNS": "160"}), " ".join(argv)))
@@ -116,7 +136,7 @@ def _verdict(ok: bool) -> str:
 
 # Functions whose cumulative time is a phase of a scoring run: label -> (module, qualified name).
 PHASES = [
-    ("intake: read + validate orders", "features.intake", "open_orders"),
+    ("intake: read + validate orders (and customers)", "features.intake", "open_sources"),
     ("feature schema check", "serving.scoring", "_check_feature_schema"),
     ("scenario expression check", "serving.scoring", "check_scenarios"),
     ("features + scenario inputs (DuckDB, streamed)", "serving.scoring", "_scored_batches"),
@@ -187,16 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         shop = ensure_shop(workdir, args.customers, args.seed)
-        bundle, made = ensure_bundle(workdir, args.train_customers, args.seed + 1, args.as_of, args.retrain)
+        bundle, made = ensure_bundle(workdir, args.train_customers, args.seed + 1, args.as_of, args.retrain,
+                                     args.with_customers)
+        table = customers_table(workdir, args.customers, args.seed) if args.with_customers else None
         made_shop = "reused" if shop.generated_seconds is None else f"generated in {shop.generated_seconds:.0f} s"
         orders = f"{shop.orders_count:,} orders, " if shop.orders_count is not None else ""
         print(f"lifetag score: {shop.customers:,} customers, {orders}{shop.rows:,} rows ({made_shop}); "
-              f"model: {made}; as_of {args.as_of}; {os.cpu_count()} cores", flush=True)
+              f"model: {made}; as_of {args.as_of}; {os.cpu_count()} cores"
+              + (f"; customers table {pq.read_metadata(table).num_rows:,} rows" if table else ""), flush=True)
         warm_page_cache(shop.orders)
         met = True
         with tempfile.TemporaryDirectory(prefix="lifetag-score-bench-", dir=workdir) as scratch:
             for partitions in args.partitions:
-                runs, stdout = measure(shop, bundle, args.as_of, partitions, args.repeat, Path(scratch))
+                runs, stdout = measure(shop, bundle, args.as_of, partitions, args.repeat, Path(scratch), table)
                 line, ok = figure_line(runs)
                 met &= ok
                 print(line, flush=True)
