@@ -169,9 +169,13 @@ class Intake:
         if self.orders.missing_optional:
             lines.append(f"orders: optional fields not in the source: {', '.join(self.orders.missing_optional)}")
         if self.customers is not None:
-            if self.customers.missing_optional:
+            missing = self.customers.missing_optional
+            if "signup_ts" in missing:
+                lines.append("customers: no sign-up date column (customers.columns.signup_ts), so "
+                             "first_purchase_prob cannot be learned and signup_days stays empty")
+            if [m for m in missing if m != "signup_ts"]:
                 lines.append("customers: declared attributes not in the source (skipped): "
-                             + ", ".join(self.customers.missing_optional))
+                             + ", ".join(m for m in missing if m != "signup_ts"))
             if self.customers.ignored_columns:
                 lines.append("customers: columns not declared under customers.attributes (ignored): "
                              + ", ".join(self.customers.ignored_columns))
@@ -546,6 +550,8 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
     """Parse and check every row, report or quarantine the bad ones, create the canonical view."""
     report = source.report
     _create_parsed_view(con, source, config)
+    if source.has_expressions:
+        _evaluate_expressions(con, source)
     report.rows_read, report.rows_quarantined, conflicts = _count_rows(con, source)
     view = source.kind
     columns = ", ".join(source.fields)
@@ -570,6 +576,26 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
         # Every row is valid: the view reads the parsed source without per-row reasons or joins.
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM {good}")
     return report
+
+
+def _evaluate_expressions(con: duckdb.DuckDBPyConnection, source: _Source) -> None:
+    """Compute every expression on every row once, so one that fails on some value stops here, named."""
+    computed = [name for name, m in source.mapping.items() if m.is_expression]
+    try:
+        con.execute(f"SELECT {', '.join(f'count({n})' for n in computed)} FROM {source.prefix}_parsed").fetchall()
+    except duckdb.Error:
+        for name in computed:
+            try:
+                con.execute(f"SELECT count({name}) FROM {source.prefix}_parsed").fetchall()
+            except duckdb.Error as exc:
+                mapped = source.mapping[name]
+                raise IntakeError(
+                    f"{source.label}: the expression {mapped.text!r} ({mapped.entry}) fails on some rows: "
+                    f"{str(exc).strip().splitlines()[0]}. Make it tolerate them (e.g. try_strptime or TRY_CAST: a "
+                    "value it cannot compute is then a reported bad row, or quarantined with --quarantine), or fix "
+                    "the source."
+                ) from None
+        raise
 
 
 def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: SourceConfig) -> str:
@@ -627,6 +653,14 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
         typed = _typed_expr(name, spec, value, value_type, cfg)
         select.append(f"{typed} AS {name}")
         condition = _bad_row_condition(spec, value, value_type, typed)
+        if mapped.is_expression and spec.check in ("timestamp", "number") and not spec.required:
+            # A computed optional date or number that comes out empty while the columns it reads are
+            # not (e.g. try_strptime on a malformed date) is a bad value, not a missing one.
+            inputs = _referenced(mapped.text, [c for c in source.types if c != "filename"])
+            if inputs:
+                blank = " AND ".join(f"NULLIF(trim(CAST({_source_expr(c, 's._src' if row else 's')} AS VARCHAR)), '') IS NULL"
+                                     for c in inputs)
+                condition = f"{typed} IS NULL AND NOT ({blank})"
         if condition is not None:
             checks.append(f"CASE WHEN {condition} THEN {_reason(name, spec)} END")
     reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')" if checks else "CAST(NULL AS VARCHAR)"

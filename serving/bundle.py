@@ -60,7 +60,9 @@ class FeatureSpec:
         data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in self.numeric}
         for column, categories in self.categorical.items():
             values = frame[column].astype("object").where(frame[column].notna(), None)
-            data[column] = pd.Categorical(values.map(lambda v: None if v is None else str(v)), categories=categories)
+            text = values.map(lambda v: None if v is None else str(v))
+            # Categories unseen in training are missing (pandas will stop doing this silently).
+            data[column] = pd.Categorical(text.where(text.isin(categories), None), categories=categories)
         return pd.DataFrame(data, index=frame.index)
 
 

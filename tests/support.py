@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 
@@ -13,3 +14,17 @@ def use_embedded_store(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.setenv("COLUMNS", "240")  # room for the CLI's tables on one line per row
+
+
+def module_home(home: Path) -> pytest.MonkeyPatch:
+    """LIFETAG_HOME for a module-scoped fixture (they run before the autouse per-test one); undo when done."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("LIFETAG_HOME", str(home))
+    return monkeypatch
+
+
+def parquet_file(frame: pd.DataFrame, folder: Path, name: str) -> Path:
+    """`frame` written to folder/name (Parquet, no index), for fixtures that hand a path to lifetag."""
+    path = folder / name
+    frame.to_parquet(path, index=False)
+    return path

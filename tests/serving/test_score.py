@@ -21,6 +21,7 @@ from serving.scoring import (
     OUTPUT_DOCS, ScoreResult, ScoringError, check_scenarios, lifecycle_stage, output_docs, score,
 )
 from training.pipeline import TrainResult, fit_bundle
+from support import module_home, parquet_file
 
 CUSTOMERS = 2_500
 SEED = 13
@@ -62,13 +63,6 @@ def _hand_made_orders() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _with_home(home: Path):
-    # Module-scoped fixtures run before the autouse per-test LIFETAG_HOME, so set one for DuckDB's spill files.
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("LIFETAG_HOME", str(home))
-    return monkeypatch
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("shop")
@@ -78,7 +72,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(shop: Path, config: Config, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    monkeypatch = _with_home(tmp_path_factory.mktemp("home"))
+    monkeypatch = module_home(tmp_path_factory.mktemp("home"))
     try:
         return fit_bundle(shop, config, as_of=AS_OF, trials=0)
     finally:
@@ -100,9 +94,7 @@ def orders(shop: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def orders_path(orders: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("scored_shop") / "orders.parquet"
-    orders.to_parquet(path, index=False)
-    return path
+    return parquet_file(orders, tmp_path_factory.mktemp("scored_shop"), "orders.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +114,7 @@ def scored(orders_path: Path, bundle_dir: Path, tag_config: Config,
         calls.append((description, total))
         return lambda n: calls.append(("advance", n))
 
-    monkeypatch = _with_home(tmp_path_factory.mktemp("home"))
+    monkeypatch = module_home(tmp_path_factory.mktemp("home"))
     try:
         result = score(orders_path, AS_OF, out, tag_config, model_uri=str(bundle_dir), progress=progress)
     finally:
