@@ -143,13 +143,14 @@ PHASES = [
     ("tag_frame (everything below)", "serving.scoring", "tag_frame"),
     ("  BG/NBD + Gamma-Gamma columns (bg_columns)", "serving.bundle", "Bundle.bg_columns"),
     ("  model matrix (FeatureSpec.matrix)", "serving.bundle", "FeatureSpec.matrix"),
-    ("  three models (Bundle.predict)", "serving.bundle", "Bundle.predict"),
+    ("  three models (Bundle.predict_enriched)", "serving.bundle", "Bundle.predict_enriched"),
     ("  LightGBM Booster.predict", "lightgbm.basic", "Booster.predict"),
     ("  expected_next_order", "serving.scoring", "_expected_next_order"),
     ("  rfm scores + segments", "features.segments", "rfm_scores"),
     ("  lifecycle stage", "serving.scoring", "lifecycle_stage"),
     ("  reasons", "serving.scoring", "reasons"),
     ("    reasons: phrases", "serving.scoring", "_phrases"),
+    ("registered customers' tags (with first_purchase_prob)", "serving.scoring", "registered_tag_frame"),
     ("scenario flags (sandboxed DuckDB)", "serving.scoring", "_apply_scenarios"),
     ("pandas -> Arrow -> Parquet parts", "pyarrow.parquet.core", "write_table"),
     ("merge parts into the output", "serving.scoring", "_merge"),
@@ -169,7 +170,8 @@ def _code_key(module: str, qualname: str) -> tuple[str, int, str] | None:
     return (code.co_filename, code.co_firstlineno, code.co_name) if code else None
 
 
-def profile_score(shop: Shop, bundle: Path, as_of: str, partitions: int, scratch: Path) -> list[str]:
+def profile_score(shop: Shop, bundle: Path, as_of: str, partitions: int, scratch: Path,
+                  customers: Path | None = None) -> list[str]:
     """Run `serving.scoring.score` in this process under cProfile; lines of cumulative seconds per phase."""
     import cProfile
     import pstats
@@ -180,7 +182,8 @@ def profile_score(shop: Shop, bundle: Path, as_of: str, partitions: int, scratch
     profiler = cProfile.Profile()
     began = time.perf_counter()
     profiler.enable()
-    score(shop.orders, as_of, scratch / "profile-tags.parquet", config, model_uri=str(bundle), partitions=partitions)
+    score(shop.orders, as_of, scratch / "profile-tags.parquet", config, model_uri=str(bundle), partitions=partitions,
+          customers=customers)
     profiler.disable()
     total = time.perf_counter() - began
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, ncalls, tottime, cumtime, callers)
@@ -227,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(stdout)
             if args.profile:
                 small = ensure_shop(workdir, args.profile_customers, args.seed)
-                print("\n".join(profile_score(small, bundle, args.as_of, args.partitions[0], Path(scratch))), flush=True)
+                small_table = customers_table(workdir, args.profile_customers, args.seed) if table else None
+                print("\n".join(profile_score(small, bundle, args.as_of, args.partitions[0], Path(scratch), small_table)),
+                      flush=True)
     except BenchmarkError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
