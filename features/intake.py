@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from configs.schema import OPTIONAL_ORDER_FIELDS, REQUIRED_ORDER_FIELDS, Config, ConfigError, SourceConfig
+from configs.schema import Config, ConfigError, SourceConfig
 from features.engine import connect, lock_external_access
 from features.output import write_relation
 

@@ -6,7 +6,6 @@ runs once per module and the tests share it read-only.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
