@@ -116,6 +116,8 @@ def _log_params(result: TrainResult, trials: int) -> None:
     if result.first_purchase is not None:
         mlflow.set_tag("first_purchase", result.first_purchase.note)
         params.update({f"first_purchase.{k}": v for k, v in result.first_purchase.rows.items()})
+        if result.first_purchase.chosen:
+            params["first_purchase.chosen"] = result.first_purchase.chosen
     mlflow.log_params(params)
     mlflow.log_dict(bundle.config, "config.yaml")
     mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
