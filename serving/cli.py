@@ -246,15 +246,24 @@ def _print_score_summary(result: Any, config: Any) -> None:
         table = Table(title=title)
         for name in (column.replace("_", " "), "customers", "share", "revenue share", "mean churn risk", "mean LTV"):
             table.add_column(name, justify="left" if name == column.replace("_", " ") else "right")
+        if column == "rfm_segment":
+            # Registered customers without an order have no RFM segment; the stages table shows them.
+            frame = frame[frame[column].notna()]
         total = max(int(frame["customers"].sum()), 1)
         for row in frame.itertuples(index=False):
             key = getattr(row, column)
             label = config.rfm.segments[key].label if column == "rfm_segment" and key in config.rfm.segments else key
             table.add_row(str(label), f"{row.customers:,}", f"{row.customers / total:.1%}",
-                          f"{(row.revenue_share or 0):.1%}", f"{row.mean_churn_risk:.3f}", f"{row.mean_ltv:,.2f}")
+                          f"{(row.revenue_share or 0):.1%}", _figure(row.mean_churn_risk, "{:.3f}"),
+                          _figure(row.mean_ltv, "{:,.2f}"))
         out.print(table)
     if result.scenario_counts:
         out.print("Scenario tags: " + ", ".join(f"{k} {v:,}" for k, v in result.scenario_counts.items()))
+
+
+def _figure(value: Any, template: str) -> str:
+    """A number for a summary table; an empty prediction (registered customers) shows as a dash."""
+    return template.format(value) if value is not None and value == value else "-"
 
 
 def _print_training_table(result: Any) -> None:
