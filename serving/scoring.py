@@ -492,7 +492,8 @@ def score(
         table = "customers" if sources.customers is not None else None
         features_at = build_relation(con, "orders", as_of_ts, config, table)
         _check_feature_schema(features_at, bundle, has_customers=table is not None)
-        check_scenarios(config.scoring.scenarios, _scored_columns(features_at, config))
+        columns = _scored_columns(features_at)
+        check_scenarios(config.scoring.scenarios, columns)
         # Category re-buy intervals are shop-wide: learned from the whole history, not one partition.
         con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_rebuy_history AS SELECT * FROM orders")
         customers_total = con.execute(
@@ -503,7 +504,7 @@ def score(
         advance = progress("Scoring customers", int(customers_total + registered_total)) if progress else (lambda n: None)
         scratch = Path(tempfile.mkdtemp(prefix="lifetag-score-", dir=_scratch_parent(out)))
         try:
-            parts, columns = [], _scored_columns(features_at, config)
+            parts = []
             for index in range(partitions):
                 source = _partition_view(con, "orders", partitions, index)
                 part_customers = _partition_view(con, table, partitions, index) if table else None
@@ -580,7 +581,7 @@ _OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_pot
                  "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
 
 
-def _scored_columns(features: duckdb.DuckDBPyRelation, config: Config | None = None) -> dict[str, str]:
+def _scored_columns(features: duckdb.DuckDBPyRelation) -> dict[str, str]:
     """Name -> DuckDB type of every column a scenario expression may use (known before any scoring)."""
     columns = {name: str(kind) for name, kind in zip(features.columns, features.types)}
     columns.setdefault("signup_days", "DOUBLE")

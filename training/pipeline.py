@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.behaviour import as_timestamp
+from features.behaviour import as_timestamp, unmatched_customers
 from features.engine import connect
-from features.behaviour import unmatched_customers
 from features.intake import Intake, IntakeReport, open_sources
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
@@ -104,6 +103,11 @@ def fit_bundle(
         con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
         store = CutoffStore(con, "_history", config, table)
         fingerprint = _fingerprint(con, "_history")
+        if table:
+            rows, digest = con.execute(
+                "SELECT count(*), CAST(sum(CAST(hash(k) AS HUGEINT)) % 18446744073709551616 AS VARCHAR) "
+                "FROM customers k").fetchall()[0]
+            fingerprint.update({"customers_rows": int(rows), "customers_content_hash": f"{int(digest or 0):016x}"})
         plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
         now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()
         _check_minimum_history(now, as_of_ts, first_order, config)
