@@ -11,7 +11,7 @@ import pandas as pd
 from configs.schema import Config
 from features.behaviour import _return_flag, _ts_sql, as_timestamp
 
-__all__ = ["SCENARIO_FEATURE_DOCS", "scenario_features_sql", "scenario_features_relation"]
+__all__ = ["SCENARIO_FEATURE_DOCS", "rebuy_intervals_sql", "scenario_features_sql", "scenario_features_relation"]
 
 DAY_US = 86_400_000_000
 
@@ -24,11 +24,32 @@ SCENARIO_FEATURE_DOCS = {
 }
 
 
-def scenario_features_sql(source: str, as_of: pd.Timestamp, config: Config, interval_source: str | None = None) -> str:
+def rebuy_intervals_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
+    """Shop-wide re-buy interval per category (median days between a customer's purchase days in it,
+    categories with at least 20 such gaps): `category`, `rebuy_days`, from the orders before `as_of`."""
+    cut = _ts_sql(as_of)
+    return f"""
+WITH category_days AS (
+    SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, category, CAST(order_ts AS DATE) AS day
+    FROM {source}
+    WHERE order_ts < {cut} AND category IS NOT NULL AND NOT {_return_flag(config)}
+),
+category_gaps AS (
+    SELECT category, day - lag(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap_days
+    FROM category_days
+)
+SELECT category, median(gap_days) AS rebuy_days
+FROM category_gaps WHERE gap_days IS NOT NULL GROUP BY category HAVING count(*) >= 20
+"""
+
+
+def scenario_features_sql(source: str, as_of: pd.Timestamp, config: Config, interval_source: str | None = None,
+                          rebuy: str | None = None) -> str:
     """Per customer with a purchase before `as_of`: categories_due, promo_orders, orders_since_promo.
 
     interval_source: the relation the category re-buy intervals are learned from (default `source`);
     scoring one partition of customers passes the whole history so intervals do not depend on the split.
+    rebuy: a relation already holding those intervals (rebuy_intervals_sql), so partitions share one.
     """
     cut = _ts_sql(as_of)
     periods = config.scoring.promo_periods
@@ -70,18 +91,8 @@ promo AS (
     FROM promo_per_customer p JOIN flagged f USING (customer_id)
     GROUP BY p.customer_id, p.promo_orders, p.last_promo_end
 ),
-category_days AS (
-    SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, category, CAST(order_ts AS DATE) AS day
-    FROM {intervals_from}
-    WHERE order_ts < {cut} AND category IS NOT NULL AND NOT {_return_flag(config)}
-),
-category_gaps AS (
-    SELECT category, day - lag(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap_days
-    FROM category_days
-),
 rebuy AS (
-    SELECT category, median(gap_days) AS rebuy_days
-    FROM category_gaps WHERE gap_days IS NOT NULL GROUP BY category HAVING count(*) >= 20
+    {f"SELECT * FROM {rebuy}" if rebuy else rebuy_intervals_sql(intervals_from, as_of, config)}
 ),
 last_in_category AS (
     SELECT CAST(customer_id AS VARCHAR) AS customer_id, category, max(order_ts) AS last_ts

@@ -24,7 +24,7 @@ from features.behaviour import as_timestamp, build_relation, registered_relation
 from features.engine import connect
 from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
-from features.scenarios import scenario_features_sql
+from features.scenarios import rebuy_intervals_sql, scenario_features_sql
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
 from serving.bundle import Bundle, BundleError
 
@@ -451,7 +451,7 @@ def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str 
                     config: Config, batch: int) -> Iterator[pd.DataFrame]:
     features = build_relation(con, source, as_of, config, customers)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {features.sql_query()}")
-    scenario = scenario_features_sql(source, as_of, config, interval_source="_lifetag_rebuy_history")
+    scenario = scenario_features_sql(source, as_of, config, rebuy="_lifetag_rebuy")
     query = (f"SELECT f.*, s.categories_due, s.promo_orders, s.orders_since_promo FROM _lifetag_features f "
              f"LEFT JOIN ({scenario}) s USING (customer_id) ORDER BY f.customer_id")
     # The relation's reader streams; nothing else may run on `con` until it has been read out.
@@ -494,8 +494,8 @@ def score(
         _check_feature_schema(features_at, bundle, has_customers=table is not None)
         columns = _scored_columns(features_at)
         check_scenarios(config.scoring.scenarios, columns)
-        # Category re-buy intervals are shop-wide: learned from the whole history, not one partition.
-        con.execute("CREATE OR REPLACE TEMP VIEW _lifetag_rebuy_history AS SELECT * FROM orders")
+        # Category re-buy intervals are shop-wide: learned once from the whole history, shared by the partitions.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _lifetag_rebuy AS {rebuy_intervals_sql('orders', as_of_ts, config)}")
         customers_total = con.execute(
             f"SELECT count(DISTINCT customer_id) FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'"
         ).fetchall()[0][0]
