@@ -14,7 +14,7 @@ import pandas as pd
 from configs.schema import Config
 from features.behaviour import as_timestamp, build_relation
 from features.engine import connect
-from features.intake import open_orders
+from features.intake import open_sources
 from features.labels import labels_relation
 from training.dataset import Target, order_span, targets
 from training.evaluate import classifier_metrics, ltv_metrics
@@ -58,20 +58,23 @@ class Holdout:
 def holdout_comparison(
     orders: str | os.PathLike[str], config: Config, as_of: str | pd.Timestamp, trials: int | None = None,
     progress: Progress = _no_progress, on_trained: Callable[[TrainResult], None] | None = None,
+    customers: str | os.PathLike[str] | None = None,
 ) -> Holdout:
-    """Train before `as_of`, score at `as_of`, and measure both models on each target's real outcome window.
+    """Train before `as_of`, score at `as_of`, and measure both models on each target's real outcome window
+    (with `customers`, the customers table's attributes are model inputs in training and scoring).
 
     Every target's horizon must end by the last order in the file: the outcome has to be observed.
     """
     as_of_ts = as_timestamp(as_of)
-    trained = fit_bundle(orders, config, as_of=as_of_ts, trials=trials, progress=progress)
+    trained = fit_bundle(orders, config, as_of=as_of_ts, trials=trials, progress=progress, customers=customers)
     if on_trained:
         on_trained(trained)
     con = connect(config.engine)
     try:
-        open_orders(con, orders, config, None)
+        sources = open_sources(con, orders, config, customers)
         _, last_order = order_span(con, "orders")
-        features = build_relation(con, "orders", as_of_ts, config).df()
+        table = "customers" if sources.customers is not None else None
+        features = build_relation(con, "orders", as_of_ts, config, table).df()
         outcomes = {t.name: _outcome(con, t, as_of_ts, last_order, config) for t in targets(config)}
     finally:
         con.close()
