@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,8 +196,11 @@ class _Source:
     report: IntakeReport
     inputs: list[Path]
     scope_types: dict[str, str]  # what an expression sees: text columns that are all numbers become numbers
-    conflict_key: str
-    conflict_text: str
+
+    @property
+    def conflict_key(self) -> str:
+        """The key whose rows must agree: an order's lines, a customer's rows."""
+        return _CONFLICTS[self.kind][0]
 
     @property
     def has_expressions(self) -> bool:
@@ -209,6 +213,7 @@ class _Mapped:
     text: str  # the source column, or the expression
     is_expression: bool
     entry: str  # where it is configured, e.g. "orders.columns.amount"
+    sql_type: str | None = None  # an expression's result type over the source columns
 
     def shown(self) -> str:
         """How a report names it: the column, or the config entry of an expression."""
@@ -232,14 +237,8 @@ def open_sources(
     sources = [_prepare_orders(con, Path(orders), config)]
     if customers is not None:
         sources.append(_prepare_customers(con, Path(customers), config))
-    if any(s.has_expressions for s in sources):
-        # From here on the connection reads nothing but the inputs and its spill folder.
-        lock_external_access(con, [p for s in sources for p in s.inputs], config.engine)
-        con.execute("SET lock_configuration = true")
-    reports = []
-    for source in sources:
-        target = quarantine if source.kind == "orders" or quarantine is None else _customers_quarantine(Path(quarantine))
-        reports.append(_finish(con, source, config, target))
+    quarantines = [quarantine, _customers_quarantine(Path(quarantine)) if quarantine is not None else None]
+    reports = _validate(con, sources, config, quarantines)
     return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 
@@ -260,32 +259,39 @@ def open_customers(
     quarantine: str | os.PathLike[str] | None = None,
 ) -> IntakeReport:
     """Validate a customers table and create the `customers` view (one row per customer) in `con`."""
-    prepared = _prepare_customers(con, Path(source), config)
-    if prepared.has_expressions:
-        lock_external_access(con, prepared.inputs, config.engine)
-    return _finish(con, prepared, config, quarantine)
+    return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
+
+
+def _validate(con: duckdb.DuckDBPyConnection, sources: list["_Source"], config: Config,
+              quarantines: list[str | os.PathLike[str] | None]) -> list[IntakeReport]:
+    """Check every row of the prepared sources (each with its quarantine path) and create their views."""
+    if any(s.has_expressions for s in sources):
+        # From here on the connection reads nothing but the inputs and its spill folder.
+        lock_external_access(con, [p for s in sources for p in s.inputs], config.engine)
+        con.execute("SET lock_configuration = true")
+    return [_finish(con, source, config, target) for source, target in zip(sources, quarantines)]
 
 
 def read_orders(
     source: str | os.PathLike[str], config: Config, quarantine: str | os.PathLike[str] | None = None
 ) -> tuple[pd.DataFrame, IntakeReport]:
     """The valid rows of `source` as a canonical pandas frame, with the intake report."""
-    con = connect(config.engine)
-    try:
-        report = open_orders(con, source, config, quarantine)
-        return con.sql("SELECT * FROM orders").df(), report
-    finally:
-        con.close()
+    return _read(open_orders, "SELECT * FROM orders", source, config, quarantine)
 
 
 def read_customers(
     source: str | os.PathLike[str], config: Config, quarantine: str | os.PathLike[str] | None = None
 ) -> tuple[pd.DataFrame, IntakeReport]:
     """The customers table as a canonical pandas frame (one row per customer), with the intake report."""
+    return _read(open_customers, "SELECT * FROM customers ORDER BY customer_id", source, config, quarantine)
+
+
+def _read(opener: Callable[..., IntakeReport], query: str, source: str | os.PathLike[str], config: Config,
+          quarantine: str | os.PathLike[str] | None) -> tuple[pd.DataFrame, IntakeReport]:
     con = connect(config.engine)
     try:
-        report = open_customers(con, source, config, quarantine)
-        return con.sql("SELECT * FROM customers ORDER BY customer_id").df(), report
+        report = opener(con, source, config, quarantine)
+        return con.sql(query).df(), report
     finally:
         con.close()
 
@@ -301,9 +307,7 @@ def _customers_quarantine(path: Path) -> Path:
 def _prepare_orders(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
     cfg = config.orders
     wanted = {name: _Mapped(text, False, f"orders.columns.{name}") for name, text in cfg.columns.mapped().items()}
-    source = _prepare(con, "orders", path, cfg, ORDER_FIELDS, wanted, "--orders")
-    source.conflict_key, source.conflict_text = "order_id", "whose order has lines with different customers or timestamps"
-    return source
+    return _prepare(con, "orders", path, cfg, ORDER_FIELDS, wanted, "--orders")
 
 
 def _prepare_customers(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
@@ -316,7 +320,6 @@ def _prepare_customers(con: duckdb.DuckDBPyConnection, path: Path, config: Confi
     used = {m.text for m in source.mapping.values() if not m.is_expression}
     used |= {c for m in source.mapping.values() if m.is_expression for c in _referenced(m.text, list(source.types))}
     source.report.ignored_columns = [c for c in source.types if c not in used and c != "filename"]
-    source.conflict_key, source.conflict_text = "customer_id", "whose customer has other rows with different values"
     return source
 
 
@@ -336,7 +339,7 @@ def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceC
         # Expressions compute like the sandbox that checked them: numbers print as text where text is needed.
         con.execute("SET old_implicit_casting = true")
     report = IntakeReport(source=label, missing_optional=missing_optional)
-    return _Source(kind, label, prefix, fields, mapping, types, report, inputs, scope_types, "", "")
+    return _Source(kind, label, prefix, fields, mapping, types, report, inputs, scope_types)
 
 
 def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, label: str, prefix: str,
@@ -443,13 +446,13 @@ def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], t
         elif _IDENTIFIER.fullmatch(mapped.text):
             missing.append(name)
         else:
-            problem = _expression_problem(mapped.text, scope_types)
-            if problem is None:
-                mapping[name] = _Mapped(mapped.text, True, mapped.entry)
-            elif _PLAIN_NAME.fullmatch(mapped.text) and problem[1].startswith("Parser Error"):
+            sql_type, error = _compile_expression(mapped.text, scope_types)
+            if error is None:
+                mapping[name] = _Mapped(mapped.text, True, mapped.entry, sql_type)
+            elif _PLAIN_NAME.fullmatch(mapped.text) and error.startswith("Parser Error"):
                 missing.append(name)  # a column name with spaces, e.g. 'Customer ID', that the source lacks
             else:
-                _raise_expression_error(mapped, problem[1], scope_types)
+                _raise_expression_error(mapped, error, scope_types)
     missing_required = [f for f in missing if fields[f].required]
     if missing_required:
         field_name = missing_required[0]
@@ -507,9 +510,9 @@ def _referenced(expression: str, columns: list[str]) -> list[str]:
     return found
 
 
-def _expression_problem(expression: str, scope_types: dict[str, str]) -> tuple[bool, str] | None:
-    """None when `expression` compiles over the source columns with file and network access off;
-    else (whether it tried to read a file or the network, the engine's first line of error)."""
+def _compile_expression(expression: str, scope_types: dict[str, str]) -> tuple[str | None, str | None]:
+    """(result type, None) when `expression` compiles over the source columns with file and network
+    access off; else (None, the engine's first line of error)."""
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET old_implicit_casting = true")
@@ -518,11 +521,9 @@ def _expression_problem(expression: str, scope_types: dict[str, str]) -> tuple[b
         columns = {c: t for c, t in scope_types.items() if c != "filename"}
         con.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
         try:
-            con.execute(f"SELECT ({expression}) FROM source LIMIT 0").fetchall()
+            return str(con.execute(f"SELECT ({expression}) FROM source LIMIT 0").description[0][1]), None
         except duckdb.Error as exc:
-            message = str(exc).strip().splitlines()[0]
-            return "disabled by configuration" in message or "Permission Error" in message, message
-        return None
+            return None, str(exc).strip().splitlines()[0]
     finally:
         con.close()
 
@@ -647,7 +648,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
             continue
         mapped = source.mapping[name]
         if mapped.is_expression:
-            value, value_type = f"({mapped.text})", _expression_type(con, source, mapped, row)
+            value, value_type = f"({mapped.text})", mapped.sql_type or "VARCHAR"
         else:
             value, value_type = _source_expr(mapped.text, row), source.types.get(mapped.text, "VARCHAR")
         typed = _typed_expr(name, spec, value, value_type, cfg)
@@ -679,18 +680,6 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
     )
 
 
-def _expression_type(con: duckdb.DuckDBPyConnection, source: _Source, mapped: _Mapped, row: str) -> str:
-    """The DuckDB type an expression gives over the source (its value is then converted like a column's)."""
-    columns = {c: t for c, t in source.scope_types.items() if c != "filename"}
-    scratch = duckdb.connect(":memory:")
-    try:
-        scratch.execute("SET old_implicit_casting = true")
-        scratch.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
-        return str(scratch.execute(f"SELECT ({mapped.text}) FROM source LIMIT 0").description[0][1])
-    finally:
-        scratch.close()
-
-
 def _reason(name: str, spec: FieldSpec) -> str:
     if spec.check == "id":
         return f"'empty {name}'"
@@ -699,6 +688,13 @@ def _reason(name: str, spec: FieldSpec) -> str:
     return f"'{name} is not a number'"
 
 
+# Per kind of source: the key whose rows must agree, how a report says they do not, the row reason.
+_CONFLICTS = {
+    "orders": ("order_id", "whose order has lines with different customers or timestamps",
+               "'order_id has lines with different customers or timestamps'"),
+    "customers": ("customer_id", "whose customer has other rows with different values",
+                  "'customer_id has other rows with different values'"),
+}
 _CHECK_TEXT = {"id": "with an empty {name}", "timestamp": "that are not timestamps",
                "number": "that are not numbers", "finite_number": "that are not numbers"}
 
@@ -753,15 +749,9 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
     )
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {typed} AS SELECT p.* REPLACE (CASE WHEN c.{key} IS NOT NULL "
-        f"THEN concat_ws('; ', p.reason, {_conflict_reason(source)}) ELSE p.reason END AS reason) "
+        f"THEN concat_ws('; ', p.reason, {_CONFLICTS[source.kind][2]}) ELSE p.reason END AS reason) "
         f"FROM {parsed} p LEFT JOIN {source.prefix}_conflicts c USING ({key})"
     )
-
-
-def _conflict_reason(source: _Source) -> str:
-    if source.kind == "orders":
-        return "'order_id has lines with different customers or timestamps'"
-    return "'customer_id has other rows with different values'"
 
 
 def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source) -> list[Problem]:
@@ -772,7 +762,8 @@ def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source) -> list[
             text = _CHECK_TEXT[spec.check].format(name=name.replace("_", " "))
             checks.append((source.mapping[name], _reason(name, spec), text))
     if source.conflict_key in source.mapping:
-        checks.append((source.mapping[source.conflict_key], _conflict_reason(source), source.conflict_text))
+        _, text, reason = _CONFLICTS[source.kind]
+        checks.append((source.mapping[source.conflict_key], reason, text))
     aggs = []
     for mapped, tag, _ in checks:
         shown = _shown_value(source, mapped)
