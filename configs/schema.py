@@ -36,8 +36,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OrderColumns(_Strict):
-    """Source column name for each order field; None = the export does not have it."""
+class _Columns(_Strict):
+    def mapped(self) -> dict[str, str]:
+        """Field name -> source column or expression, for the fields that are mapped."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class OrderColumns(_Columns):
+    """Source column name (or SQL expression) for each order field; None = the export does not have it."""
 
     customer_id: str
     order_ts: str
@@ -49,10 +55,6 @@ class OrderColumns(_Strict):
     discount: str | None = None
     channel: str | None = None
     status: str | None = None
-
-    def mapped(self) -> dict[str, str]:
-        """Field name -> source column, for the fields that are mapped."""
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class SourceConfig(_Strict):
@@ -68,15 +70,11 @@ class OrdersConfig(SourceConfig):
     return_statuses: list[str] = Field(default_factory=lambda: ["returned", "cancelled"])
 
 
-class CustomerColumns(_Strict):
+class CustomerColumns(_Columns):
     """Source column (or SQL expression) for the customers table's own fields."""
 
     customer_id: str = "customer_id"
     signup_ts: str | None = None
-
-    def mapped(self) -> dict[str, str]:
-        """Field name -> source column or expression, for the fields that are mapped."""
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
 class Attribute(_Strict):

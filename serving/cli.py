@@ -68,6 +68,12 @@ def _steps(total: int) -> Progress:
     )
 
 
+# Options several commands share.
+OrdersOption = Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")]
+CustomersOption = Annotated[Path | None, typer.Option(
+    "--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")]
+
+
 @app.command()
 @friendly_errors
 def generate(
@@ -96,13 +102,13 @@ def generate(
 @app.command()
 @friendly_errors
 def features(
-    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    orders: OrdersOption,
     as_of: Annotated[str, typer.Option("--as-of", help="Cut-off day (YYYY-MM-DD); only orders before it are seen.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output file, .parquet or .csv.")],
     config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="Also print RFM segment counts.")] = False,
-    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
+    customers: CustomersOption = None,
 ) -> None:
     """Build point-in-time behavioural features, one row per customer, and write them.
 
@@ -146,13 +152,13 @@ def features(
 @app.command()
 @friendly_errors
 def train(
-    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    orders: OrdersOption,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Train on orders before this day (default: the day after the last order).")] = None,
     config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
     trials: Annotated[int | None, typer.Option("--trials", min=0, help="Optuna trials per target (default from config).")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make this version champion even if it scores lower.")] = False,
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here instead of stopping.")] = None,
-    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
+    customers: CustomersOption = None,
 ) -> None:
     """Train churn, repurchase and LTV models, compare them with baselines, register them in MLflow."""
     from training.pipeline import fit_bundle
@@ -201,7 +207,7 @@ def train(
 @app.command()
 @friendly_errors
 def score(
-    orders: Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")],
+    orders: OrdersOption,
     as_of: Annotated[str, typer.Option("--as-of", help="Score at this day (YYYY-MM-DD); only orders before it are seen.")],
     out_path: Annotated[str, typer.Option("--out", help="Output: .parquet, .csv, or FILE.duckdb::TABLE.")],
     model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
@@ -209,7 +215,7 @@ def score(
     quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
-    customers: Annotated[Path | None, typer.Option("--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")] = None,
+    customers: CustomersOption = None,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
     from serving.scoring import output_target, score as run_score

@@ -17,8 +17,9 @@ from configs.schema import Config
 from features.behaviour import as_timestamp, build_relation
 from features.labels import labels_relation
 from features.clv import ClvBaseline, add_bg_columns, fit_clv_baseline
+from serving.bundle import Calibrator
 
-__all__ = ["Target", "CutoffStore", "customer_halves", "targets", "plan_cutoffs", "default_as_of", "order_span"]
+__all__ = ["Target", "CutoffStore", "cross_fitted", "customer_halves", "targets", "plan_cutoffs", "default_as_of", "order_span"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ def default_as_of(con: duckdb.DuckDBPyConnection, source: str) -> pd.Timestamp:
 def customer_halves(customer_ids: pd.Series) -> np.ndarray:
     """A stable split of customers into two halves, for cross-fitted calibration."""
     return (pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy() % 2).astype(bool)
+
+
+def cross_fitted(score: np.ndarray, outcome: np.ndarray, customer_ids: pd.Series) -> np.ndarray:
+    """Isotonic probabilities for each half of the customers (customer_halves), fitted on the other half:
+    how a calibration fitted on validation is scored without scoring it on its own fit."""
+    half = customer_halves(customer_ids)
+    out = np.empty_like(score, dtype=float)
+    for part in (half, ~half):
+        out[part] = Calibrator.fit(score[~part], outcome[~part]).apply(score[part])
+    return out
 
 
 def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timestamp, config: Config) -> list[pd.Timestamp]:

@@ -16,7 +16,7 @@ import pandas as pd
 from configs.schema import Config
 from features.behaviour import _return_flag, _ts_sql, customer_select_sql
 from serving.bundle import Calibrator, FeatureSpec, TargetModel
-from training.dataset import customer_halves, plan_cutoffs
+from training.dataset import cross_fitted, plan_cutoffs
 from training.evaluate import classifier_metrics
 from training.models import DEFAULT_PARAMS, train_booster
 
@@ -101,10 +101,9 @@ def fit_first_purchase(con: duckdb.DuckDBPyConnection, source: str, customers: s
     model.calibrator = Calibrator.fit(raw, outcome)
     # Calibration is fitted on validation, so its metrics come from the half it was not fitted on;
     # the baseline (the newest sign-ups first) gets exactly the same treatment.
-    half = customer_halves(valid["customer_id"])
-    recency = -valid["signup_days"].to_numpy(dtype=float)
-    metrics = {"model": classifier_metrics(outcome, _cross_fitted(raw, outcome, half)),
-               "signup_recency": classifier_metrics(outcome, _cross_fitted(recency, outcome, half))}
+    recency = -valid["signup_days"].to_numpy(dtype=float)  # never empty: every example signed up before its cut-off
+    metrics = {"model": classifier_metrics(outcome, cross_fitted(raw, outcome, valid["customer_id"])),
+               "signup_recency": classifier_metrics(outcome, cross_fitted(recency, outcome, valid["customer_id"]))}
     note = (f"learned from {len(cutoffs)} sign-up cohorts ({rows['train']:,} training examples, "
             f"{chosen.replace('_', ' ')}; validation at {cutoffs[-1].date()}: ROC AUC "
             f"{metrics['model']['roc_auc']:.3f}, sign-up recency alone {metrics['signup_recency']['roc_auc']:.3f})")
@@ -135,12 +134,3 @@ def _rounds(train: pd.DataFrame, spec: FeatureSpec, params: dict, seed: int, con
                             config.training.max_rounds, valid=(spec.matrix(stop), stop["label"].to_numpy(dtype=float)),
                             early_stopping=config.training.early_stopping_rounds, threads=threads)
     return max(10, booster.best_iteration or config.training.max_rounds)
-
-
-def _cross_fitted(score: np.ndarray, outcome: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Isotonic probabilities for each half of the rows, fitted on the other half."""
-    score = np.nan_to_num(score, nan=np.nanmin(score) if np.isfinite(score).any() else 0.0)
-    out = np.empty_like(score, dtype=float)
-    for part in (half, ~half):
-        out[part] = Calibrator.fit(score[~part], outcome[~part]).apply(score[part])
-    return out

@@ -18,7 +18,7 @@ from features.intake import Intake, IntakeReport, open_sources
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
-from training.dataset import CutoffStore, Target, customer_halves, default_as_of, order_span, plan_cutoffs, targets
+from training.dataset import CutoffStore, Target, cross_fitted, default_as_of, order_span, plan_cutoffs, targets
 from training.evaluate import classifier_metrics, ltv_metrics
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
 from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features
@@ -242,10 +242,7 @@ def _tune(target: Target, train: pd.DataFrame, spec: FeatureSpec, config: Config
 def _calibrate(result: TargetResult, fitted: FittedModel, valid: pd.DataFrame, seed: int) -> None:
     """Isotonic calibration fitted on validation; metrics use cross-fitted (out-of-half) predictions."""
     raw, outcome = fitted.valid_raw, valid["label"].to_numpy()
-    half = customer_halves(valid["customer_id"])
-    honest = np.empty_like(raw)
-    for part in (half, ~half):
-        honest[part] = Calibrator.fit(raw[~part], outcome[~part]).apply(raw[part])
+    honest = cross_fitted(raw, outcome, valid["customer_id"])
     result.model.calibrator = Calibrator.fit(raw, outcome)
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
     result.valid["model"] = honest
