@@ -312,8 +312,7 @@ def registered_tag_frame(registered: pd.DataFrame, bundle: Bundle, config: Confi
     """Tags of registered customers who have not ordered: stage `registered`, first_purchase_prob and their
     attributes; the order-based columns (`columns` lists them all) are empty, frequency and spend zero."""
     n = len(registered)
-    out = pd.DataFrame({c: np.full(n, np.nan) if OUTPUT_DOCS.get(c, ("", "text"))[1] in _NUMERIC_UNITS else
-                        np.full(n, None, dtype=object) for c in columns}, index=range(n))
+    out = pd.DataFrame({c: _empty_column(n, _output_type(c)) for c in columns}, index=range(n))
     out["customer_id"] = registered["customer_id"].astype(str).to_numpy()
     out["as_of"] = as_of.date()
     out["model_version"] = model_version
@@ -329,7 +328,23 @@ def registered_tag_frame(registered: pd.DataFrame, bundle: Bundle, config: Confi
     return out
 
 
+_OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_potential": "BOOLEAN",
+                 "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
 _NUMERIC_UNITS = ("days", "orders", "currency", "probability", "score")
+
+
+def _output_type(name: str) -> str:
+    """The DuckDB type of an output column (attributes and unknown names: text)."""
+    unit = OUTPUT_DOCS.get(name, ("", "text"))[1]
+    return _OUTPUT_TYPES.get(name, "DOUBLE" if unit in _NUMERIC_UNITS else "VARCHAR")
+
+
+def _empty_column(n: int, sql_type: str) -> np.ndarray:
+    """`n` empty values of a column of `sql_type`: NaN for numbers, None otherwise."""
+    kind = sql_type.upper()
+    numeric = kind not in ("VARCHAR", "DATE", "BOOLEAN") and "TIMESTAMP" not in kind
+    return np.full(n, np.nan) if numeric else np.full(n, None, dtype=object)
+
 
 # ---------------------------------------------------------------------------------------------
 # Scenario tags: named boolean SQL over the scored columns, evaluated without file or network access
@@ -543,10 +558,9 @@ def score(
     if table is not None:
         if unmatched:
             notes.append(f"customers: {unmatched:,} buyers have no row in the customers table; their attributes are empty")
-        notes.append("first_purchase_prob: " + (bundle.metadata.get("first_purchase_note") or "the model has no "
-                                                  "first-purchase part; retrain with --customers to learn it")
-                     if bundle.first_purchase is not None else "first_purchase_prob is empty: "
-                     + (bundle.metadata.get("first_purchase_note") or "the model was trained without a customers table"))
+        why = bundle.metadata.get("first_purchase_note") or "the model was trained without a customers table"
+        notes.append(f"first_purchase_prob: {why}" if bundle.first_purchase is not None
+                     else f"first_purchase_prob is empty: {why}")
     return ScoreResult(str(out), written, model_version or "", sources.orders, by_segment, by_stage, counts,
                        sources.customers, int(registered_total), unmatched, notes)
 
@@ -567,8 +581,7 @@ def _empty_scored(tags: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     scored = tags.copy()
     for name, kind in columns.items():
         if name not in scored:
-            numeric = kind.upper() not in ("VARCHAR", "DATE", "BOOLEAN") and "TIMESTAMP" not in kind.upper()
-            scored[name] = np.full(len(tags), np.nan) if numeric else pd.Series([None] * len(tags), dtype="object")
+            scored[name] = _empty_column(len(tags), kind)
     return scored
 
 
@@ -577,19 +590,13 @@ def _scratch_parent(out: str | os.PathLike[str]) -> str | None:
     return str(parent) if parent.exists() else None
 
 
-_OUTPUT_TYPES = {"as_of": "DATE", "expected_next_order": "DATE", "high_value_potential": "BOOLEAN",
-                 "rfm_r": "TINYINT", "rfm_f": "TINYINT", "rfm_m": "TINYINT"}
-
 
 def _scored_columns(features: duckdb.DuckDBPyRelation) -> dict[str, str]:
     """Name -> DuckDB type of every column a scenario expression may use (known before any scoring)."""
     columns = {name: str(kind) for name, kind in zip(features.columns, features.types)}
-    columns.setdefault("signup_days", "DOUBLE")
     columns.update({"categories_due": "BIGINT", "promo_orders": "BIGINT", "orders_since_promo": "BIGINT"})
     for name in OUTPUT_DOCS:
-        if name not in columns:
-            unit = OUTPUT_DOCS[name][1]
-            columns[name] = _OUTPUT_TYPES.get(name, "DOUBLE" if unit in ("probability", "currency") else "VARCHAR")
+        columns.setdefault(name, _output_type(name))
     return columns
 
 
