@@ -27,7 +27,7 @@ from rich.table import Table  # noqa: E402
 
 from configs.schema import load_config  # noqa: E402
 from features.engine import lifetag_home  # noqa: E402
-from features.synthetic import write_shop  # noqa: E402
+from benchmarks.common import ensure_generated  # noqa: E402
 from training.pipeline import fit_bundle  # noqa: E402
 
 __all__ = ["SHOPS", "compare", "main"]
@@ -47,8 +47,7 @@ def compare(shop: tuple[int, int, str, str, str], trials: int, workdir: Path) ->
     """Validation metrics per (target, metric) without and with the customers table, plus first-purchase AUC."""
     customers, seed, start, end, as_of = shop
     folder = workdir / f"shop-{customers}-{seed}"
-    if not (folder / "customers.parquet").exists():
-        write_shop(folder, n_customers=customers, seed=seed, start=start, end=end)
+    ensure_generated(folder, customers, seed, start=start, end=end)
     config = load_config()
     # The same table with only the noise attributes declared: they should cost nothing.
     attributes = config.customers.attributes

@@ -10,12 +10,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "BenchmarkError", "Run", "Runs", "check_ok", "console_script", "gb", "machine_busy_seconds",
+    "BenchmarkError", "Run", "Runs", "check_ok", "console_script", "ensure_generated", "gb", "machine_busy_seconds",
     "run_measured", "warm_page_cache",
 ]
 
@@ -23,6 +24,24 @@ GB = 10**9
 _STDERR_TAIL_CHARS = 2_000
 # /proc/stat cpu fields that count as busy: user nice system (idle iowait) irq softirq steal.
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+
+
+SHOP_FILES = ("orders.parquet", "customers.parquet", "shop.json")
+
+
+def ensure_generated(folder: Path, customers: int, seed: int, **period: str) -> float | None:
+    """Generate a shop into `folder` unless all its files are there; seconds taken, None when reused.
+
+    `period`: the generator's `start` / `end`. Shops cached before the generator wrote a customers
+    table are generated again: the same seed gives the same orders, plus the table.
+    """
+    if all((folder / name).exists() for name in SHOP_FILES):
+        return None
+    from features.synthetic import write_shop
+
+    began = time.perf_counter()
+    write_shop(folder, n_customers=customers, seed=seed, **period)
+    return time.perf_counter() - began
 
 
 class BenchmarkError(RuntimeError):

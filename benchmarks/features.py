@@ -35,7 +35,7 @@ import duckdb  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    BenchmarkError, Runs, check_ok, console_script, gb, run_measured, warm_page_cache,
+    BenchmarkError, Runs, check_ok, console_script, ensure_generated, gb, run_measured, warm_page_cache,
 )
 from configs.schema import EngineConfig, load_config  # noqa: E402
 from features.engine import connect, lifetag_home  # noqa: E402
@@ -101,13 +101,7 @@ def ensure_shop(workdir: Path, customers: int, seed: int) -> Shop:
     """The shop `workdir/shop-<customers>-<seed>`, generated now unless an earlier run left it there."""
     folder = workdir / f"shop-{customers}-{seed}"
     orders, summary_path = folder / "orders.parquet", folder / "shop.json"
-    generated_seconds = None
-    if not (orders.exists() and summary_path.exists()):
-        from features.synthetic import write_shop
-
-        began = time.perf_counter()
-        write_shop(folder, n_customers=customers, seed=seed)
-        generated_seconds = time.perf_counter() - began
+    generated_seconds = ensure_generated(folder, customers, seed)
     summary = json.loads(summary_path.read_text())
     return Shop(orders, summary["customers"], summary.get("orders"), summary["rows"], generated_seconds)
 

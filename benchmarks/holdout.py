@@ -32,7 +32,7 @@ from rich.table import Table  # noqa: E402
 
 from configs.schema import Config, load_config  # noqa: E402
 from features.engine import lifetag_home  # noqa: E402
-from features.synthetic import write_shop  # noqa: E402
+from benchmarks.common import ensure_generated  # noqa: E402
 from training.holdout import Holdout, holdout_comparison  # noqa: E402
 
 __all__ = ["CDNOW", "ACCEPTANCE", "Shop", "acceptance_failures", "cdnow_config", "main", "run_cdnow"]
@@ -103,18 +103,8 @@ def _table(title: str, result: Holdout) -> Table:
 
 def _shop_path(shop: Shop) -> Path:
     folder = lifetag_home() / "bench" / f"holdout_{shop.customers}_{shop.seed}_{shop.start}_{shop.end}"
-    if not (folder / "orders.parquet").exists():
-        write_shop(folder, n_customers=shop.customers, seed=shop.seed, start=shop.start, end=shop.end)
+    ensure_generated(folder, shop.customers, shop.seed, start=shop.start, end=shop.end)
     return folder / "orders.parquet"
-
-
-def _customers_path(shop: Shop) -> Path:
-    """The shop's customers.parquet; shops cached before the generator wrote one are generated again
-    (same seed: the same orders, plus the table)."""
-    table = _shop_path(shop).with_name("customers.parquet")
-    if not table.exists():
-        write_shop(table.parent, n_customers=shop.customers, seed=shop.seed, start=shop.start, end=shop.end)
-    return table
 
 
 def _models(result: Holdout) -> str:
@@ -148,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for shop in SHOPS:
             began = time.perf_counter()
             orders = _shop_path(shop)
-            customers = _customers_path(shop) if args.customers else None
+            customers = orders.with_name("customers.parquet") if args.customers else None
             result = holdout_comparison(orders, load_config(None), shop.as_of, trials=args.trials, customers=customers)
             with_table = " with the customers table" if customers else ""
             console.print(_table(f"Generated shop {shop.name}{with_table}, as_of {shop.as_of}, {result.customers:,} "

@@ -73,17 +73,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def customers_table(workdir: Path, customers: int, seed: int) -> Path:
-    """The shop's customers.parquet; shops generated before the generator wrote one are generated again
-    (same seed: the same orders, plus the customers table)."""
-    table = workdir / f"shop-{customers}-{seed}" / "customers.parquet"
-    if not table.exists():
-        from features.synthetic import write_shop
-
-        write_shop(table.parent, n_customers=customers, seed=seed)
-    return table
-
-
 def ensure_bundle(workdir: Path, customers: int, seed: int, as_of: str, retrain: bool = False,
                   with_customers: bool = False) -> tuple[Path, str]:
     """A bundle folder trained (trials=0) on a generated shop; made once and reused unless `retrain`."""
@@ -93,7 +82,7 @@ def ensure_bundle(workdir: Path, customers: int, seed: int, as_of: str, retrain:
     from training.pipeline import fit_bundle
 
     shop = ensure_shop(workdir, customers, seed)
-    table = customers_table(workdir, customers, seed) if with_customers else None
+    table = shop.orders.with_name("customers.parquet") if with_customers else None
     began = time.perf_counter()
     result = fit_bundle(shop.orders, load_config(None), as_of=as_of, trials=0, customers=table)
     result.bundle.save(folder)
@@ -212,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         shop = ensure_shop(workdir, args.customers, args.seed)
         bundle, made = ensure_bundle(workdir, args.train_customers, args.seed + 1, args.as_of, args.retrain,
                                      args.with_customers)
-        table = customers_table(workdir, args.customers, args.seed) if args.with_customers else None
+        table = shop.orders.with_name("customers.parquet") if args.with_customers else None
         made_shop = "reused" if shop.generated_seconds is None else f"generated in {shop.generated_seconds:.0f} s"
         orders = f"{shop.orders_count:,} orders, " if shop.orders_count is not None else ""
         print(f"lifetag score: {shop.customers:,} customers, {orders}{shop.rows:,} rows ({made_shop}); "
@@ -230,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(stdout)
             if args.profile:
                 small = ensure_shop(workdir, args.profile_customers, args.seed)
-                small_table = customers_table(workdir, args.profile_customers, args.seed) if table else None
+                small_table = small.orders.with_name("customers.parquet") if table else None
                 print("\n".join(profile_score(small, bundle, args.as_of, args.partitions[0], Path(scratch), small_table)),
                       flush=True)
     except BenchmarkError as exc:
