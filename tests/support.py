@@ -28,3 +28,12 @@ def parquet_file(frame: pd.DataFrame, folder: Path, name: str) -> Path:
     path = folder / name
     frame.to_parquet(path, index=False)
     return path
+
+
+def generated_shop(factory: pytest.TempPathFactory, customers: int, seed: int, **period: str) -> Path:
+    """A shop from the generator (orders.parquet, customers.parquet) in a fresh temporary folder."""
+    from features.synthetic import write_shop
+
+    folder = factory.mktemp("shop")
+    write_shop(folder, n_customers=customers, seed=seed, **period)
+    return folder

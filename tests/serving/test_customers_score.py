@@ -15,11 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from configs.schema import Config
-from features.synthetic import write_shop
 from serving.cli import app
 from serving.scoring import ScoreResult, ScoringError, score
 from training.pipeline import TrainResult, fit_bundle
-from support import module_home, parquet_file
+from support import generated_shop, module_home, parquet_file
 
 CUSTOMERS = 3_000
 SEED = 21
@@ -51,9 +50,7 @@ HAND_MADE = [
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("shop")
-    write_shop(folder, n_customers=CUSTOMERS, seed=SEED, start=START, end=END)
-    return folder
+    return generated_shop(tmp_path_factory, CUSTOMERS, SEED, start=START, end=END)
 
 
 @pytest.fixture(scope="module")

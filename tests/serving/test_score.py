@@ -15,13 +15,12 @@ import pytest
 
 from configs.schema import RFM_SEGMENT_KEYS, Config, ConfigError, load_config
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
-from features.synthetic import write_shop
 from serving.bundle import Bundle
 from serving.scoring import (
     OUTPUT_DOCS, ScoreResult, ScoringError, check_scenarios, lifecycle_stage, output_docs, score,
 )
 from training.pipeline import TrainResult, fit_bundle
-from support import module_home, parquet_file
+from support import generated_shop, module_home, parquet_file
 
 CUSTOMERS = 2_500
 SEED = 13
@@ -65,9 +64,7 @@ def _hand_made_orders() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("shop")
-    write_shop(folder, n_customers=CUSTOMERS, seed=SEED)
-    return folder / "orders.parquet"
+    return generated_shop(tmp_path_factory, CUSTOMERS, SEED) / "orders.parquet"
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,11 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from configs.schema import Config
-from features.synthetic import write_shop
 from serving.cli import app
 from serving.scoring import OUTPUT_DOCS
 from training.pipeline import TrainResult, fit_bundle
 from training.tracking import record_training
-from support import use_embedded_store
+from support import generated_shop, use_embedded_store
 
 CUSTOMERS = 2_000
 SEED = 17
@@ -38,9 +37,7 @@ def _score(*args: str) -> Result:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("shop")
-    write_shop(folder, n_customers=CUSTOMERS, seed=SEED)
-    return folder / "orders.parquet"
+    return generated_shop(tmp_path_factory, CUSTOMERS, SEED) / "orders.parquet"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from serving.bundle import Bundle
 from serving import registry
 from training.pipeline import TrainingError, TrainResult, fit_bundle
 from training.tracking import record_training
-from support import use_embedded_store
+from support import generated_shop, use_embedded_store
 
 CUSTOMERS = 2_000
 SEED = 5
@@ -45,9 +45,7 @@ def _fit(orders: Path, config: Config, home: Path, **kwargs) -> TrainResult:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("shop")
-    write_shop(folder, n_customers=CUSTOMERS, seed=SEED)
-    return folder / "orders.parquet"
+    return generated_shop(tmp_path_factory, CUSTOMERS, SEED) / "orders.parquet"
 
 
 @pytest.fixture(scope="module")
