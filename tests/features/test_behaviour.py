@@ -117,3 +117,18 @@ def test_docs_feature_table_is_current(config):
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "features.md").read_text()
     assert feature_table_markdown(config) in docs, "regenerate the table in docs/features.md"
+
+
+def test_a_return_before_the_first_purchase_and_orders_at_one_time(config):
+    history = pd.DataFrame([
+        _line("r", "R0", "2024-01-01 00:00", 5.0, "A", channel="app", status="returned"),
+        _line("r", "P1", "2024-01-10 00:00", 20.0, "A", channel="store"),
+        _line("r", "P2", "2024-02-10 00:00", 30.0, "B", channel="web"),
+        _line("r", "P3", "2024-02-10 00:00", 10.0, "B", channel="web"),
+    ])
+    c = features.build(history, AS_OF, config).set_index("customer_id").loc["r"]
+    # The return-only event is neither the first order nor a gap end; P2 and P3 share a time, so the last gap is 0.
+    assert c["frequency"] == 3 and c["first_order_amount"] == 20 and c["first_order_channel"] == "store"
+    assert c["gap_mean_days"] == pytest.approx(15.5) and c["gap_median_days"] == pytest.approx(15.5)
+    assert c["gap_std_days"] == pytest.approx(15.5 * math.sqrt(2)) and c["last_gap_days"] == 0
+    assert c["return_count"] == 1 and c["monetary_total"] == 55 and c["tenure_days"] == pytest.approx(82)
