@@ -623,7 +623,7 @@ def _bad_row_condition(spec: FieldSpec, source: str, source_type: str, typed: st
         return None
     is_number = _NUMBER_TYPES.fullmatch(source_type) is not None
     never_blank = is_number or _TIME_TYPES.fullmatch(source_type) is not None
-    is_blank = f"{source} IS NULL" if never_blank else f"NULLIF(trim(CAST({source} AS VARCHAR)), '') IS NULL"
+    is_blank = f"{source} IS NULL" if never_blank else _blank_sql(f"CAST({source} AS VARCHAR)")
     if spec.check == "id":
         return is_blank
     if spec.check == "finite_number":
@@ -633,6 +633,14 @@ def _bad_row_condition(spec: FieldSpec, source: str, source_type: str, typed: st
     if spec.check == "number" and is_number:
         return None
     return f"NOT {is_blank} AND {typed} IS NULL"
+
+
+def _blank_sql(text: str) -> str:
+    """SQL true when `text` is NULL or only spaces (what trim removes).
+
+    Only a value that starts with a space is trimmed: trimming every id cost a fifth of the check.
+    """
+    return f"({text} IS NULL OR {text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"
 
 
 def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> None:
@@ -659,7 +667,7 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
             # not (e.g. try_strptime on a malformed date) is a bad value, not a missing one.
             inputs = _referenced(mapped.text, [c for c in source.types if c != "filename"])
             if inputs:
-                blank = " AND ".join(f"NULLIF(trim(CAST({_source_expr(c, 's._src' if row else 's')} AS VARCHAR)), '') IS NULL"
+                blank = " AND ".join(_blank_sql(f"CAST({_source_expr(c, 's._src' if row else 's')} AS VARCHAR)")
                                      for c in inputs)
                 condition = f"{typed} IS NULL AND NOT ({blank})"
         if condition is not None:
@@ -700,7 +708,9 @@ _CHECK_TEXT = {"id": "with an empty {name}", "timestamp": "that are not timestam
 
 
 def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source) -> tuple[int, int, bool]:
-    """Rows read, rows that cannot be used, and whether some keys have conflicting rows; one scan.
+    """Rows read, rows that cannot be used, and whether some keys have conflicting rows.
+
+    One scan when every row passes its checks, a second one otherwise.
 
     Orders whose lines disagree on customer or time cannot be trusted, and neither can a customer
     whose rows disagree on any value, so all their rows are bad. Only rows that pass the row checks
@@ -712,6 +722,19 @@ def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source) -> tuple[int, i
     if key not in source.mapping:
         rows, bad = con.execute(f"SELECT count(*), count(reason) FROM {parsed}").fetchall()[0]
         return rows, bad, False
+    # Most sources have no bad row: compare all rows at once (filtering every aggregate on `valid`
+    # costs a tenth of the check), and redo it filtered only when some row failed its checks.
+    rows, bad, conflicting_rows, conflicting = con.execute(f"""
+        SELECT sum(lines), sum(bad_lines), coalesce(sum(lines) FILTER (WHERE conflicting), 0),
+               count(*) FILTER (WHERE conflicting)
+        FROM (
+            SELECT {key}, count(*) AS lines, count(reason) AS bad_lines,
+                   {key} IS NOT NULL AND ({_disagree(source, filtered=False)}) AS conflicting
+            FROM {parsed} GROUP BY {key}
+        )
+    """).fetchall()[0]
+    if not bad:
+        return rows, conflicting_rows, conflicting > 0
     rows, bad, conflicting = con.execute(f"""
         SELECT sum(lines), sum(lines - valid_lines) + coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
                count(*) FILTER (WHERE conflicting)

@@ -94,8 +94,10 @@ def test_non_numeric_amounts_are_reported(tmp_path, mapped_config):
 
 
 def test_empty_customer_ids_are_reported(tmp_path, mapped_config):
-    message = _error(_csv(tmp_path, " ,1,2024-01-01,1\nb,2,2024-01-01,1\n"), mapped_config)
-    assert "'Customer ID' has 1 row with an empty customer id (row 1" in message
+    # Blank means only spaces; an id that merely starts with spaces is an id.
+    body = " ,1,2024-01-01,1\nb,2,2024-01-01,1\n   ,3,2024-01-01,1\n  x,4,2024-01-01,1\n"
+    message = _error(_csv(tmp_path, body), mapped_config)
+    assert "'Customer ID' has 2 rows with an empty customer id (rows 1, 3" in message
 
 
 def test_conflicting_lines_of_one_order_are_reported(tmp_path, mapped_config):
