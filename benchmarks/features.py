@@ -139,20 +139,26 @@ def assert_same_settings(engine: EngineConfig, statements: list[str]) -> None:
         )
 
 
-def bare_rfm_sql(orders: Path, as_of: str, out: Path, recent_days: int = RECENT_DAYS) -> str:
+def bare_rfm_sql(orders: Path, as_of: str, out: Path, recent_days: int = RECENT_DAYS, per_order: bool = False) -> str:
     """The reference: per-customer RFM over the order lines before `as_of`, written to `out` with COPY.
 
     Count, sum, mean and std of `amount`; first and last `order_ts`; mean, std and median of the
     gaps between consecutive lines (LAG); count and sum of the lines in the last `recent_days`.
+    With `per_order`, lines are first summed into orders (by customer and order_id), so the same
+    figures describe orders: a check that the line-level reference is not unfairly cheap.
     """
     cut = f"TIMESTAMP {_sql_str(as_of)}"
     recent = f"order_ts >= {cut} - INTERVAL {int(recent_days)} DAY"
     gap = "epoch_us(order_ts) - epoch_us(lag(order_ts) OVER (PARTITION BY customer_id ORDER BY order_ts))"
+    source = f"read_parquet({_sql_str(str(orders))})"
+    if per_order:
+        source = (f"(SELECT customer_id, order_id, min(order_ts) AS order_ts, sum(amount) AS amount FROM {source} "
+                  "GROUP BY customer_id, order_id)")
     return f"""
 COPY (
     WITH lines AS (
         SELECT customer_id, order_ts, amount, ({gap}) / {DAY_MICROS}.0 AS gap_days
-        FROM read_parquet({_sql_str(str(orders))})
+        FROM {source}
         WHERE order_ts < {cut}
     )
     SELECT customer_id,
@@ -196,10 +202,11 @@ _PROJECT_IMPORTS = "import serving.cli, features.behaviour, features.engine, fea
 _BARE_IMPORTS = "import duckdb"
 
 
-def profile_phases(shop: Shop, as_of: str, workdir: Path) -> list[tuple[str, float]]:
+def profile_phases(shop: Shop, as_of: str, workdir: Path, statements: list[str]) -> list[tuple[str, float]]:
     """Seconds per phase of the project's run: start-up (a fresh interpreter and the imports, in a
-    child process, beside the bare side's), then in this process validation, features + write, and
-    the same feature query straight over the file (what the features would cost without intake)."""
+    child process, beside the bare side's), the bare query with lines summed into orders first (a
+    child process), then in this process validation, features + write, and the same feature query
+    straight over the file (what the features would cost without intake)."""
     from features.behaviour import build_relation
     from features.intake import open_orders
     from features.output import write_relation
@@ -208,6 +215,9 @@ def profile_phases(shop: Shop, as_of: str, workdir: Path) -> list[tuple[str, flo
     for label, imports in (("start-up: Python + imports of `lifetag features`", _PROJECT_IMPORTS),
                            ("start-up of the bare side: Python + duckdb", _BARE_IMPORTS)):
         phases.append((label, check_ok(run_measured([sys.executable, "-c", imports]), label).seconds))
+    label = "bare query with lines summed into orders first (child process)"
+    per_order = bare_rfm_sql(shop.orders, as_of, workdir / "bare-rfm-orders.parquet", per_order=True)
+    phases.append((label, check_ok(run_measured([sys.executable, "-c", _BARE_CHILD, *statements, per_order]), label).seconds))
     config = load_config(None)
     con = connect(config.engine)
     try:
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines), flush=True)
         if args.profile:
             print("profile (one run of each phase; start-up in child processes, the rest in this process):")
-            for name, seconds in profile_phases(shop, args.as_of, workdir):
+            for name, seconds in profile_phases(shop, args.as_of, workdir, statements):
                 print(f"  {name:<64}: {seconds:.1f} s")
     except BenchmarkError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
