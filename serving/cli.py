@@ -72,6 +72,9 @@ def _steps(total: int) -> Progress:
 OrdersOption = Annotated[Path, typer.Option("--orders", help="Order history: CSV, Parquet file or folder, or DuckDB file[:table].")]
 CustomersOption = Annotated[Path | None, typer.Option(
     "--customers", help="Customers table (CSV, Parquet file or folder, DuckDB file[:table]): attributes and sign-ups.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")]
+QuarantineOption = Annotated[Path | None, typer.Option(
+    "--quarantine", help="Write bad rows here (with a reason) instead of stopping.")]
 
 
 @app.command()
@@ -105,8 +108,8 @@ def features(
     orders: OrdersOption,
     as_of: Annotated[str, typer.Option("--as-of", help="Cut-off day (YYYY-MM-DD); only orders before it are seen.")],
     out_path: Annotated[Path, typer.Option("--out", help="Output file, .parquet or .csv.")],
-    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
-    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
+    config_path: ConfigOption = None,
+    quarantine: QuarantineOption = None,
     summary: Annotated[bool, typer.Option("--summary", help="Also print RFM segment counts.")] = False,
     customers: CustomersOption = None,
 ) -> None:
@@ -154,10 +157,10 @@ def features(
 def train(
     orders: OrdersOption,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Train on orders before this day (default: the day after the last order).")] = None,
-    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
+    config_path: ConfigOption = None,
     trials: Annotated[int | None, typer.Option("--trials", min=0, help="Optuna trials per target (default from config).")] = None,
     promote: Annotated[bool, typer.Option("--promote", help="Make this version champion even if it scores lower.")] = False,
-    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here instead of stopping.")] = None,
+    quarantine: QuarantineOption = None,
     customers: CustomersOption = None,
 ) -> None:
     """Train churn, repurchase and LTV models, compare them with baselines, register them in MLflow."""
@@ -211,8 +214,8 @@ def score(
     as_of: Annotated[str, typer.Option("--as-of", help="Score at this day (YYYY-MM-DD); only orders before it are seen.")],
     out_path: Annotated[str, typer.Option("--out", help="Output: .parquet, .csv, or FILE.duckdb::TABLE.")],
     model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
-    config_path: Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")] = None,
-    quarantine: Annotated[Path | None, typer.Option("--quarantine", help="Write bad rows here (with a reason) instead of stopping.")] = None,
+    config_path: ConfigOption = None,
+    quarantine: QuarantineOption = None,
     engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
     customers: CustomersOption = None,
