@@ -723,29 +723,23 @@ def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source) -> tuple[int, i
         rows, bad = con.execute(f"SELECT count(*), count(reason) FROM {parsed}").fetchall()[0]
         return rows, bad, False
     # Most sources have no bad row: compare all rows at once (filtering every aggregate on `valid`
-    # costs a tenth of the check), and redo it filtered only when some row failed its checks.
-    rows, bad, conflicting_rows, conflicting = con.execute(f"""
-        SELECT sum(lines), sum(bad_lines), coalesce(sum(lines) FILTER (WHERE conflicting), 0),
-               count(*) FILTER (WHERE conflicting)
-        FROM (
-            SELECT {key}, count(*) AS lines, count(reason) AS bad_lines,
-                   {key} IS NOT NULL AND ({_disagree(source, filtered=False)}) AS conflicting
-            FROM {parsed} GROUP BY {key}
-        )
-    """).fetchall()[0]
-    if not bad:
-        return rows, conflicting_rows, conflicting > 0
-    rows, bad, conflicting = con.execute(f"""
-        SELECT sum(lines), sum(lines - valid_lines) + coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
-               count(*) FILTER (WHERE conflicting)
-        FROM (
-            SELECT {key}, count(*) AS lines, count(*) FILTER (WHERE valid) AS valid_lines,
-                   {key} IS NOT NULL AND ({_disagree(source)}) AS conflicting
-            FROM (SELECT *, reason IS NULL AS valid FROM {parsed})
-            GROUP BY {key}
-        )
-    """).fetchall()[0]
-    return rows, bad, conflicting > 0
+    # costs a tenth of the check), and compare valid rows only when some row failed its checks.
+    def count(filtered: bool) -> tuple[int, int, int, int]:
+        return con.execute(f"""
+            SELECT sum(lines), sum(lines - valid_lines), coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
+                   count(*) FILTER (WHERE conflicting)
+            FROM (
+                SELECT {key}, count(*) AS lines, count(*) - count(reason) AS valid_lines,
+                       {key} IS NOT NULL AND ({_disagree(source, filtered)}) AS conflicting
+                FROM (SELECT *, reason IS NULL AS valid FROM {parsed})
+                GROUP BY {key}
+            )
+        """).fetchall()[0]
+
+    rows, failed_checks, conflicting_rows, conflicting = count(filtered=False)
+    if failed_checks:
+        rows, failed_checks, conflicting_rows, conflicting = count(filtered=True)
+    return rows, failed_checks + conflicting_rows, conflicting > 0
 
 
 def _compared(source: _Source) -> list[str]:
