@@ -200,6 +200,9 @@ def _expect_rows(path: Path, who: str) -> int:
 # What `lifetag features` imports before it reads a row, and what the bare side imports.
 _PROJECT_IMPORTS = "import serving.cli, features.behaviour, features.engine, features.intake, features.output"
 _BARE_IMPORTS = "import duckdb"
+_STARTUP = "start-up: Python + imports of `lifetag features`"
+_PER_ORDER = "bare query with lines summed into orders first (child process)"
+_INTAKE = "intake: read, validate (conflicting orders, bad-row counts)"
 
 
 def profile_phases(shop: Shop, as_of: str, workdir: Path, statements: list[str]) -> list[tuple[str, float]]:
@@ -212,18 +215,18 @@ def profile_phases(shop: Shop, as_of: str, workdir: Path, statements: list[str])
     from features.output import write_relation
 
     phases = []
-    for label, imports in (("start-up: Python + imports of `lifetag features`", _PROJECT_IMPORTS),
+    for label, imports in ((_STARTUP, _PROJECT_IMPORTS),
                            ("start-up of the bare side: Python + duckdb", _BARE_IMPORTS)):
         phases.append((label, check_ok(run_measured([sys.executable, "-c", imports]), label).seconds))
-    label = "bare query with lines summed into orders first (child process)"
     per_order = bare_rfm_sql(shop.orders, as_of, workdir / "bare-rfm-orders.parquet", per_order=True)
-    phases.append((label, check_ok(run_measured([sys.executable, "-c", _BARE_CHILD, *statements, per_order]), label).seconds))
+    per_order_run = run_measured([sys.executable, "-c", _BARE_CHILD, *statements, per_order])
+    phases.append((_PER_ORDER, check_ok(per_order_run, _PER_ORDER).seconds))
     config = load_config(None)
     con = connect(config.engine)
     try:
         began = time.perf_counter()
         open_orders(con, shop.orders, config)
-        phases.append(("intake: read, validate (conflicting orders, bad-row counts)", time.perf_counter() - began))
+        phases.append((_INTAKE, time.perf_counter() - began))
         began = time.perf_counter()
         write_relation(con, build_relation(con, "orders", as_of, config), workdir / "profile-features.parquet")
         phases.append(("features over the validated view + write", time.perf_counter() - began))
@@ -238,6 +241,19 @@ def profile_phases(shop: Shop, as_of: str, workdir: Path, statements: list[str])
     finally:
         con.close()
     return phases
+
+
+def floor_line(phases: list[tuple[str, float]], bare: Runs) -> str:
+    """What the project must spend before any column beyond the reference's, as a multiple of the bare query.
+
+    Start-up, intake (its row and conflict checks are required) and the reference's own figures per
+    order (the issue counts an order's lines as one order) are each a floor: the project's 25 other
+    columns and its categories come on top of their sum.
+    """
+    seconds = dict(phases)
+    floor = seconds[_STARTUP] + seconds[_INTAKE] + seconds[_PER_ORDER]
+    return (f"  floor: start-up + intake + the reference per order = {floor:.1f} s = "
+            f"{floor / bare.median_seconds:.2f}x the bare query, before any other feature column")
 
 
 def figure_lines(shop: Shop, bare: Runs, project: Runs, engine: EngineConfig) -> tuple[list[str], bool]:
@@ -302,8 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines), flush=True)
         if args.profile:
             print("profile (one run of each phase; start-up in child processes, the rest in this process):")
-            for name, seconds in profile_phases(shop, args.as_of, workdir, statements):
+            phases = profile_phases(shop, args.as_of, workdir, statements)
+            for name, seconds in phases:
                 print(f"  {name:<64}: {seconds:.1f} s")
+            print(floor_line(phases, bare))
     except BenchmarkError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
