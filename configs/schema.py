@@ -57,12 +57,27 @@ class OrderColumns(_Columns):
     status: str | None = None
 
 
+# Text encodings DuckDB's CSV reader decodes without an extension, and the other names people write for them.
+CSV_ENCODINGS = ("utf-8", "utf-16", "latin-1")
+_ENCODING_ALIASES = {"utf8": "utf-8", "utf16": "utf-16", "latin1": "latin-1", "iso-8859-1": "latin-1",
+                     "iso8859-1": "latin-1", "l1": "latin-1"}
+
+
 class SourceConfig(_Strict):
-    """How a CSV, Parquet or DuckDB source is read: text timestamps, CSV separator, database table."""
+    """How a CSV, Parquet or DuckDB source is read: text timestamps, CSV separator and encoding, database table."""
 
     timestamp_format: str | None = None
     delimiter: str | None = None
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
     table: str = "orders"
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _encoding_name(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            name = v.strip().lower().replace("_", "-")
+            return _ENCODING_ALIASES.get(name, name)
+        return v
 
 
 class OrdersConfig(SourceConfig):

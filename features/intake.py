@@ -72,6 +72,13 @@ _DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*")
 _EXAMPLES = 3
+# DuckDB's CSV reader refuses lines longer than this (its max_line_size default), in bytes.
+_MAX_LINE_BYTES = 2_097_152
+_DELIMITERS = (",", ";", "\t", "|")
+# How a report names DuckDB's reasons for rejecting a CSV line.
+_REJECT_TEXT = {"MISSING COLUMNS": "too few fields", "TOO MANY COLUMNS": "too many fields",
+                "UNQUOTED VALUE": "a quote inside an unquoted field", "INVALID ENCODING": "not valid text",
+                "LINE SIZE OVER MAXIMUM": "too long", "INVALID STATE": "a quote never closed"}
 
 
 class IntakeError(Exception):
@@ -87,17 +94,19 @@ class FieldSpec:
     # "id": blank is bad; "timestamp" / "number": a non-blank value that does not parse is bad
     # (and, when required, a blank one too); "finite_number" also rejects inf and NaN.
     check: str | None = None
+    # Money: a value beyond ±bound is not a plausible amount (features count it in int64 cents).
+    bound: float | None = None
 
 
 ORDER_FIELDS: dict[str, FieldSpec] = {
     "customer_id": FieldSpec("VARCHAR", True, "id"),
     "order_id": FieldSpec("VARCHAR"),
     "order_ts": FieldSpec("TIMESTAMP", True, "timestamp"),
-    "amount": FieldSpec("DOUBLE", True, "finite_number"),
+    "amount": FieldSpec("DOUBLE", True, "finite_number", bound=1e12),
     "quantity": FieldSpec("DOUBLE", False, "number"),
     "category": FieldSpec("VARCHAR"),
     "product_id": FieldSpec("VARCHAR"),
-    "discount": FieldSpec("DOUBLE", False, "number"),
+    "discount": FieldSpec("DOUBLE", False, "number", bound=1e12),
     "channel": FieldSpec("VARCHAR"),
     "status": FieldSpec("VARCHAR"),
 }
@@ -234,11 +243,20 @@ def open_sources(
     (the customers table's to the same name with `.customers` before the extension). Raises
     ConfigError for a mapping expression that does not compile over the source columns.
     """
-    sources = [_prepare_orders(con, Path(orders), config)]
+    read = [(Path(orders), config.orders, "orders")]
     if customers is not None:
-        sources.append(_prepare_customers(con, Path(customers), config))
-    quarantines = [quarantine, _customers_quarantine(Path(quarantine)) if quarantine is not None else None]
-    reports = _validate(con, sources, config, quarantines)
+        read.append((Path(customers), config.customers, "customers"))
+    try:
+        sources = [_prepare_orders(con, Path(orders), config)]
+        if customers is not None:
+            sources.append(_prepare_customers(con, Path(customers), config))
+        quarantines = [quarantine, _customers_quarantine(Path(quarantine)) if quarantine is not None else None]
+        reports = _validate(con, sources, config, quarantines)
+    except duckdb.Error as exc:
+        error = scan_error(exc, read)
+        if error is None:
+            raise
+        raise error from None
     return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 
@@ -259,7 +277,13 @@ def open_customers(
     quarantine: str | os.PathLike[str] | None = None,
 ) -> IntakeReport:
     """Validate a customers table and create the `customers` view (one row per customer) in `con`."""
-    return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
+    try:
+        return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
+    except duckdb.Error as exc:
+        error = scan_error(exc, [(Path(source), config.customers, "customers")])
+        if error is None:
+            raise
+        raise error from None
 
 
 def _validate(con: duckdb.DuckDBPyConnection, sources: list["_Source"], config: Config,
@@ -344,23 +368,26 @@ def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceC
 
 def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, label: str, prefix: str,
                   kind: str, option: str) -> tuple[str, list[Path]]:
-    """Create the `<prefix>_raw` view (source columns plus `_row`, the 1-based data row); its name and input paths."""
+    """Create the `<prefix>_raw` view (source columns plus `_row`, the 1-based data row); its name and input paths.
+
+    The input paths are what a locked connection must be allowed to read: the source itself and,
+    for file names with glob characters, the escaped patterns DuckDB is given for them.
+    """
     db_path, table = _split_duckdb_source(path, cfg)
     if db_path is None and not path.exists():
         raise IntakeError(f"{label}: cannot read the {kind}: no such file or folder. Check the path passed to {option}.")
+    files = _source_files(path) if db_path is None else []
     raw = f"{prefix}_raw"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {_raw_sql(con, path, cfg, db_path, table, prefix, kind)}")
-        first = con.execute(f"SELECT * FROM {raw} LIMIT 1").fetchall()
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS {_raw_sql(con, path, cfg, db_path, table, prefix, kind, files)}")
+        # Nothing is fetched into Python here: a time-zone-aware column would need pytz to convert.
+        has_rows = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {raw} LIMIT 1)").fetchall()[0][0]
     except duckdb.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise IntakeError(
-            f"{label}: cannot read the {kind} ({first_line}). Check that the file is a complete "
-            "CSV, Parquet or DuckDB file and that lifetag may read it."
-        ) from None
-    if not first:
+        raise read_error(label, kind, cfg, files, exc) from None
+    if not has_rows:
         raise IntakeError(f"{label}: the source has no rows. Check that it is the right file and that it was fully written.")
-    return raw, [(db_path or path).resolve()]
+    escaped = [Path(_literal_path(f)) for f in files if _literal_path(f) != str(f)]
+    return raw, [(db_path or path).resolve(), *escaped]
 
 
 def _split_duckdb_source(path: Path, cfg: SourceConfig) -> tuple[Path | None, str]:
@@ -376,58 +403,234 @@ def _split_duckdb_source(path: Path, cfg: SourceConfig) -> tuple[Path | None, st
     return None, ""
 
 
+def _source_files(path: Path) -> list[Path]:
+    """The files a CSV or Parquet source names: the file itself, or a folder's .parquet or .csv files, sorted.
+
+    A folder holding both kinds is an error: reading one kind would silently skip the other.
+    """
+    path = path.resolve()
+    if not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".csv") and p.is_file())
+    parquet = [p for p in found if p.suffix.lower() == ".parquet"]
+    csv_files = [p for p in found if p.suffix.lower() == ".csv"]
+    if parquet and csv_files:
+        def some(files: list[Path]) -> str:
+            return ", ".join(str(p.relative_to(path)) for p in files[:_EXAMPLES]) + (", ..." if len(files) > _EXAMPLES else "")
+        raise IntakeError(
+            f"{path}: the folder holds both Parquet files ({len(parquet):,}: {some(parquet)}) and CSV files "
+            f"({len(csv_files):,}: {some(csv_files)}). A folder source is read as one table of one kind: move "
+            "one kind elsewhere, or pass a single file."
+        )
+    if not found:
+        raise IntakeError(f"{path}: the folder holds no .parquet or .csv files.")
+    return found
+
+
+def _literal_path(path: Path) -> str:
+    """`path` as a DuckDB file pattern that matches exactly that file.
+
+    DuckDB expands `*`, `?` and `[...]` in every path it reads, so `x[1].csv` would read `x1.csv`;
+    a glob character inside brackets stands for itself (`[[]`), and DuckDB then opens the file
+    without listing the folder.
+    """
+    return re.sub(r"[*?\[{]", lambda m: f"[{m.group(0)}]", str(path))
+
+
+def _files_sql(files: list[Path]) -> str:
+    """A DuckDB list literal of the exact files to read."""
+    return "[" + ", ".join(_quote_str(_literal_path(f)) for f in files) + "]"
+
+
 def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, db_path: Path | None, table: str,
-             prefix: str, kind: str) -> str:
+             prefix: str, kind: str, files: list[Path]) -> str:
     if db_path is not None:
         if not db_path.exists():
             raise IntakeError(f"{db_path}: cannot read the {kind}: no such DuckDB database.")
         alias = f"{prefix}_src"
         con.execute(f"ATTACH IF NOT EXISTS {_quote_str(str(db_path))} AS {alias} (READ_ONLY)")
         return f"SELECT *, row_number() OVER () AS _row FROM {alias}.{_quote_ident(table)}"
-    if path.is_dir():
-        parquet = sorted(path.rglob("*.parquet"))
-        if parquet:
-            glob = _quote_str(str(path / "**" / "*.parquet"))
+    folder = path.is_dir()
+    if files[0].suffix.lower() == ".parquet":
+        if folder:
             # Rows are numbered across the folder; `filename` tells which file a reported row is in.
-            return f"SELECT *, row_number() OVER () AS _row FROM read_parquet({glob}, filename = true)"
-        csv_files = sorted(path.rglob("*.csv"))
-        if not csv_files:
-            raise IntakeError(f"{path}: the folder holds no .parquet or .csv files.")
-        return _csv_sql(_quote_str(str(path / "**" / "*.csv")), cfg, _first_line_fields(csv_files[0]))
-    if path.suffix.lower() == ".parquet":
-        return f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row FROM read_parquet({_quote_str(str(path))}, file_row_number = true)"
-    if path.stat().st_size == 0:
+            return f"SELECT *, row_number() OVER () AS _row FROM read_parquet({_files_sql(files)}, filename = true)"
+        return (f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS _row FROM "
+                f"read_parquet({_files_sql(files)}, file_row_number = true)")
+    if not folder and files[0].stat().st_size == 0:
         raise IntakeError(f"{path}: the file is empty (0 bytes). Check that the export finished writing.")
-    return _csv_sql(_quote_str(str(path)), cfg, _first_line_fields(path))
+    return _csv_sql(con, files, cfg, folder, files[0] if folder else path)
 
 
-def _whitespace_sql(path_sql: str, header: list[str]) -> str:
+def _whitespace_sql(path_sql: str, header: list[str], cfg: SourceConfig) -> str:
     """Fixed-width style exports (CDNOW): whole lines split on runs of blanks, named by the header."""
     fields = ", ".join(f"f[{i + 1}] AS {_quote_ident(name)}" for i, name in enumerate(header))
     lines = (
         f"SELECT regexp_split_to_array(trim(line), '\\s+') AS f, row_number() OVER () - 1 AS _row FROM "
         f"read_csv({path_sql}, columns = {{'line': 'VARCHAR'}}, delim = '\\x1f', header = false, "
-        "quote = '', escape = '', auto_detect = false) WHERE trim(line) <> ''"
+        f"quote = '', escape = '', auto_detect = false, encoding = {_quote_str(cfg.encoding)}) WHERE trim(line) <> ''"
     )
     return f"SELECT {fields}, _row FROM ({lines}) WHERE _row > 0"
 
 
-def _first_line_fields(path: Path) -> list[str]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
+def _first_line_fields(path: Path, cfg: SourceConfig) -> list[str]:
+    with path.open(encoding=cfg.encoding, errors="replace") as handle:
         for line in handle:
             if line.strip():
                 return line.split()
     return []
 
 
-def _csv_sql(path_sql: str, cfg: SourceConfig, header: list[str]) -> str:
+def _first_line(path: Path, cfg: SourceConfig) -> str:
+    """The file's first line (the header), without a byte-order mark or line end."""
+    with path.open(encoding="utf-8-sig" if cfg.encoding == "utf-8" else cfg.encoding, errors="replace",
+                   newline="") as handle:
+        return handle.readline(_MAX_LINE_BYTES).rstrip("\r\n")
+
+
+def _header_delimiter(header: str) -> str | None:
+    """The separator a header line evidently uses (the most frequent of , ; tab |), or None."""
+    counts = {d: header.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
+
+
+def _csv_options(cfg: SourceConfig, delimiter: str | None) -> str:
+    delim = f", delim = {_quote_str(delimiter)}" if delimiter else ""
+    return f"all_varchar = true, header = true, encoding = {_quote_str(cfg.encoding)}{delim}"
+
+
+def _csv_sql(con: duckdb.DuckDBPyConnection, files: list[Path], cfg: SourceConfig, folder: bool, shown: Path) -> str:
+    """SQL reading CSV `files` as text columns named by the header (a folder's rows also carry `filename`).
+
+    `shown`: how errors name the file, the path as given for a single file.
+    """
     if cfg.delimiter == "whitespace":
-        return _whitespace_sql(path_sql, header)
-    delim = f", delim = {_quote_str(cfg.delimiter)}" if cfg.delimiter else ""
-    return (
-        f"SELECT *, row_number() OVER () AS _row FROM read_csv({path_sql}, all_varchar = true, "
-        f"header = true{delim})"
+        return _whitespace_sql(_files_sql(files), _first_line_fields(files[0], cfg), cfg)
+    header = _first_line(files[0], cfg)
+    if not header.strip():
+        raise IntakeError(
+            f"{shown}: the first line is blank, but lifetag reads the column names from the first line. Remove "
+            "the blank line(s) above the header, or add a header line naming the columns."
+        )
+    extra = ", filename = true" if folder else ""
+
+    def sql(delimiter: str | None) -> str:
+        return (f"SELECT *, row_number() OVER () AS _row FROM read_csv({_files_sql(files)}, "
+                f"{_csv_options(cfg, delimiter)}{extra})")
+
+    if cfg.delimiter:
+        return sql(cfg.delimiter)
+    columns = [c for c, in con.execute(f"SELECT column_name FROM (DESCRIBE {sql(None)})").fetchall()]
+    guessed = _header_delimiter(header)
+    if len([c for c in columns if c not in ("filename", "_row")]) == 1 and guessed:
+        # The sniffer settles on one column when rows have different field counts; reading with the
+        # header's separator makes DuckDB stop at the first such row, so it can be reported.
+        return sql(guessed)
+    return sql(None)
+
+
+def read_error(label: str, kind: str, cfg: SourceConfig, files: list[Path], exc: duckdb.Error) -> IntakeError:
+    """The one-paragraph error for a source DuckDB could not read: what is wrong on which line, when it can tell."""
+    csv_files = [f for f in files if f.suffix.lower() != ".parquet"]
+    problem = _csv_problem(csv_files, cfg, kind) if csv_files else None
+    if problem is not None:
+        return IntakeError(f"{label}: {problem}")
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return IntakeError(
+        f"{label}: cannot read the {kind} ({first_line}). Check that the file is a complete "
+        "CSV, Parquet or DuckDB file and that lifetag may read it."
     )
+
+
+def scan_error(exc: duckdb.Error, sources: list[tuple[Path, SourceConfig, str]]) -> IntakeError | None:
+    """The one-paragraph error for a CSV reading error met past the first rows (path, config, kind per source).
+
+    DuckDB reads a CSV lazily, so a bad line deep in the file stops whichever query reaches it
+    first. None when `exc` is not a CSV reading error.
+    """
+    if "CSV Error on Line" not in str(exc):
+        return None
+    for path, cfg, kind in sources:
+        if _split_duckdb_source(path, cfg)[0] is not None or not path.exists():
+            continue
+        csv_files = [f for f in _source_files(path) if f.suffix.lower() != ".parquet"]
+        if csv_files:
+            return read_error(str(path), kind, cfg, csv_files, exc)
+    return None
+
+
+def _csv_problem(files: list[Path], cfg: SourceConfig, kind: str) -> str | None:
+    """What makes these CSV files unreadable, naming the file and line(s); None when it cannot tell."""
+    for path in files:
+        problem = _line_problem(path, cfg, kind) or _ragged_rows(path, cfg)
+        if problem is not None:
+            return problem if len(files) == 1 else f"{path}: {problem}"
+    return None
+
+
+def _line_problem(path: Path, cfg: SourceConfig, kind: str) -> str | None:
+    """The first line that is too long to read, or (UTF-8) not valid text; read in bounded pieces."""
+    if cfg.encoding == "utf-16":
+        return None  # its line ends are two bytes; DuckDB's own message has to do
+    with path.open("rb") as handle:
+        number = 0
+        while True:
+            line = handle.readline(_MAX_LINE_BYTES + 1)
+            if not line:
+                return None
+            number += 1
+            if len(line) > _MAX_LINE_BYTES:
+                size = len(line)
+                while not line.endswith(b"\n"):
+                    line = handle.readline(1 << 24)
+                    if not line:
+                        break
+                    size += len(line)
+                return (f"line {number:,} is {size / 1e6:,.1f} MB long, more than the {_MAX_LINE_BYTES:,} bytes "
+                        "a CSV line may have: a field is far too long, or a quote is never closed. Fix that line.")
+            if cfg.encoding == "utf-8":
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    shown = line[max(0, exc.start - 10):exc.start + 10].decode("latin-1")
+                    return (f"line {number:,} is not UTF-8 text (byte 0x{line[exc.start]:02x} in {shown!r}). If the "
+                            f"file was saved as Latin-1 (e.g. by Excel on Windows), set `{kind}.encoding: latin-1` "
+                            f"in your config (or `utf-16` for UTF-16); otherwise save the file as UTF-8.")
+
+
+def _reject_text(error: str, message: str | None) -> str:
+    """'3 fields' for a row of the wrong width, else DuckDB's kind of error in words."""
+    found = re.search(r"Found: (\d+)", message or "")
+    if error in ("MISSING COLUMNS", "TOO MANY COLUMNS") and found:
+        return f"{found.group(1)} fields"
+    return _REJECT_TEXT.get(error, error.lower())
+
+
+def _ragged_rows(path: Path, cfg: SourceConfig) -> str | None:
+    """Rows DuckDB cannot split into the header's columns (more or fewer fields, a quote never closed)."""
+    delimiter = cfg.delimiter or _header_delimiter(_first_line(path, cfg))
+    # A fresh connection: the intake one may be locked, and this one reads only the user's file.
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SELECT count(*) FROM read_csv({_files_sql([path])}, {_csv_options(cfg, delimiter)}, "
+                    "store_rejects = true, rejects_table = 'rejects', rejects_scan = 'rejects_scan')").fetchall()
+        count, = con.execute("SELECT count(DISTINCT line) FROM rejects").fetchall()[0]
+        rows = con.execute("SELECT line, min(error_type), min(error_message) FROM rejects GROUP BY line "
+                           f"ORDER BY line LIMIT {_EXAMPLES}").fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    if not count:
+        return None
+    found = re.search(r"Expected Number of Columns: (\d+)", rows[0][2] or "")
+    header = f" the header's {found.group(1)}" if found else " the header"
+    more = ", ..." if count > len(rows) else ""
+    details = ", ".join(f"{line:,} ({_reject_text(error, message)})" for line, error, message in rows)
+    noun = "line" if count == 1 else "lines"
+    return (f"{count:,} {noun} cannot be split into the columns of{header} ({noun} {details}{more}). A field that "
+            "holds the separator must be in double quotes; fix the export (or set the right delimiter in your config).")
 
 
 def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], types: dict[str, str],
@@ -672,6 +875,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
                 condition = f"{typed} IS NULL AND NOT ({blank})"
         if condition is not None:
             checks.append(f"CASE WHEN {condition} THEN {_reason(name, spec)} END")
+        if spec.bound is not None:
+            checks.append(f"CASE WHEN {_beyond_bound(spec, typed)} THEN {_bound_reason(name, spec)} END")
     reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')" if checks else "CAST(NULL AS VARCHAR)"
     raw = f"{source.prefix}_raw"
     if retyped:
@@ -686,6 +891,17 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
         f"CREATE OR REPLACE TEMP VIEW {source.prefix}_parsed AS SELECT {', '.join(select)}, {reason} AS reason, "
         f"s._row AS _row, {src} AS _src FROM {inner}"
     )
+
+
+def _beyond_bound(spec: FieldSpec, typed: str) -> str:
+    """SQL true for a number beyond the field's bound (inf and NaN too, unless its number check reports them)."""
+    if spec.check == "finite_number":
+        return f"isfinite({typed}) AND abs({typed}) > {spec.bound!r}"
+    return f"NOT isfinite({typed}) OR abs({typed}) > {spec.bound!r}"
+
+
+def _bound_reason(name: str, spec: FieldSpec) -> str:
+    return f"'{name} is not a plausible amount (beyond ±{spec.bound:.0e})'"
 
 
 def _reason(name: str, spec: FieldSpec) -> str:
@@ -778,6 +994,8 @@ def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source) -> list[
         if spec.check and name in source.mapping:
             text = _CHECK_TEXT[spec.check].format(name=name.replace("_", " "))
             checks.append((source.mapping[name], _reason(name, spec), text))
+        if spec.bound is not None and name in source.mapping:
+            checks.append((source.mapping[name], _bound_reason(name, spec), f"that are not plausible amounts (beyond ±{spec.bound:,.0f})"))
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
         checks.append((source.mapping[source.conflict_key], reason, text))

@@ -173,3 +173,145 @@ def test_a_line_that_is_already_bad_does_not_make_its_order_conflicting(tmp_path
     _, report = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
     assert (report.rows_used, report.rows_quarantined) == (1, 1)
     assert [p.check for p in report.problems] == ["that are not numbers"]
+
+
+# --- Reading: exact file names, folders, time zones, encodings and malformed CSV (issue 17) ---
+
+ORDERS_HEADER = "customer_id,order_id,order_ts,amount\n"
+
+
+def test_glob_characters_in_a_file_name_read_exactly_that_file(tmp_path, config):
+    (tmp_path / "x1.csv").write_text(ORDERS_HEADER + "other,1,2024-01-01,1\n")
+    for name in ("x[1].csv", "x*.csv", "x?.csv"):
+        path = _csv(tmp_path, "mine,1,2024-01-01,1\n", name=name, header=ORDERS_HEADER)
+        orders, report = read_orders(path, config)
+        assert list(orders["customer_id"]) == ["mine"] and report.rows_read == 1, name
+
+
+def test_glob_characters_in_a_folder_name_and_with_an_expression(tmp_path):
+    folder = tmp_path / "lake[1]"
+    folder.mkdir()
+    (tmp_path / "lake1").mkdir()
+    (tmp_path / "lake1" / "a.csv").write_text("Customer ID,Invoice,InvoiceDate,Qty,Price\nother,1,2024-01-01,1,1\n")
+    (folder / "a.csv").write_text("Customer ID,Invoice,InvoiceDate,Qty,Price\nmine,1,2024-01-01,2,3\n")
+    config = load_config(overrides={"orders": {"columns": {
+        "customer_id": "Customer ID", "order_id": "Invoice", "order_ts": "InvoiceDate", "amount": "Qty * Price"}}})
+    # The expression locks the connection to the inputs: the escaped name must still be readable.
+    orders, _ = read_orders(folder, config)
+    assert list(orders["customer_id"]) == ["mine"] and list(orders["amount"]) == [6.0]
+
+
+def test_a_folder_of_csv_files_numbers_rows_across_files_and_names_the_file(tmp_path, mapped_config):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "a.csv").write_text(HEADER + "a,1,2024-01-01,1\nb,2,2024-01-02,2\n")
+    (folder / "b.csv").write_text(HEADER + "c,3,2024-01-03,3\nd,4,2024-01-04,oops\n")
+    bad = tmp_path / "bad.csv"
+    orders, report = read_orders(folder, mapped_config, quarantine=bad)
+    assert report.rows_read == 4 and report.rows_quarantined == 1 and len(orders) == 3
+    quarantined = pd.read_csv(bad)
+    assert list(quarantined["source_row"]) == [4] and quarantined["filename"][0].endswith("b.csv")
+
+
+def test_a_folder_with_both_parquet_and_csv_files_is_an_error_naming_them(tmp_path, small_shop, config):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    small_shop.to_parquet(folder / "part-0.parquet")
+    small_shop.head(5).to_csv(folder / "extra.csv", index=False)
+    message = _error(folder, config)
+    assert "part-0.parquet" in message and "extra.csv" in message and "both" in message
+
+
+def test_time_zone_aware_parquet_timestamps_are_read_as_utc(tmp_path, config):
+    frame = pd.DataFrame({"customer_id": ["a", "b"], "order_id": ["1", "2"], "amount": [1.0, 2.0],
+                          "order_ts": pd.to_datetime(["2024-01-01 10:00", "2024-07-01 10:00"]).tz_localize("Europe/Berlin")})
+    path = tmp_path / "tz.parquet"
+    frame.to_parquet(path)
+    orders, report = read_orders(path, config)
+    assert report.rows_used == 2
+    # Berlin is UTC+1 in winter and UTC+2 in summer.
+    assert list(orders.sort_values("customer_id")["order_ts"]) == [pd.Timestamp("2024-01-01 09:00"),
+                                                                   pd.Timestamp("2024-07-01 08:00")]
+
+
+def test_time_zone_aware_parquet_goes_through_the_features_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    frame = pd.DataFrame({"customer_id": ["a"], "order_id": ["1"], "amount": [5.0],
+                          "order_ts": pd.to_datetime(["2024-01-01 10:00"]).tz_localize("Europe/Berlin")})
+    frame.to_parquet(tmp_path / "tz.parquet")
+    out = tmp_path / "features.csv"
+    done = CliRunner().invoke(app, ["features", "--orders", str(tmp_path / "tz.parquet"), "--as-of", "2024-02-01",
+                                    "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    # 09:00 UTC on 1 January is 30 days and 15 hours before the cut-off.
+    assert pd.read_csv(out)["recency_days"].tolist() == [30.625]
+
+
+def test_a_latin1_csv_names_the_line_and_the_encoding_option_that_reads_it(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_bytes((ORDERS_HEADER + "a,1,2024-01-01,1\nJos\xe9,2,2024-01-02,2\n").encode("latin-1"))
+    message = _error(path, load_config())
+    assert "line 3 is not UTF-8" in message and "orders.encoding: latin-1" in message
+    orders, _ = read_orders(path, load_config(overrides={"orders": {"encoding": "latin1"}}))
+    assert sorted(orders["customer_id"]) == ["José", "a"]
+
+
+def test_a_utf16_csv_reads_with_the_encoding_option(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_bytes((ORDERS_HEADER + "Jos\xe9,2,2024-01-02,2\n").encode("utf-16"))
+    orders, _ = read_orders(path, load_config(overrides={"orders": {"encoding": "utf-16"}}))
+    assert list(orders["customer_id"]) == ["José"]
+
+
+def test_an_unknown_encoding_is_a_config_error():
+    from configs.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="encoding"):
+        load_config(overrides={"orders": {"encoding": "klingon"}})
+
+
+def test_ragged_rows_are_reported_with_their_lines_not_as_a_missing_column(tmp_path, config):
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,2,2024-01-02\nc,3,2024-01-03,3,9\nd,4,2024-01-04,4\n",
+                header=ORDERS_HEADER)
+    message = _error(path, config)
+    assert "2 lines" in message and "lines 3 (3 fields), 4 (5 fields)" in message and "missing" not in message
+
+
+def test_a_ragged_row_deep_in_a_large_file_is_reported_with_its_line(tmp_path, config):
+    rows = "".join(f"c{i},{i},2024-01-01,1\n" for i in range(60_000))
+    path = _csv(tmp_path, rows + "x,1,2024-01-01\n" + rows, header=ORDERS_HEADER)
+    message = _error(path, config)
+    assert "line 60,002 (3 fields)" in message
+
+
+def test_a_huge_field_is_reported_on_its_own_line(tmp_path, config):
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,2,2024-01-02,2\nc,3,2024-01-03," + "9" * 3_000_000 + "\nd,4,2024-01-04,4\n",
+                header=ORDERS_HEADER)
+    message = _error(path, config)
+    assert "line 4 is 3.0 MB long" in message
+
+
+def test_implausible_amounts_are_bad_rows_not_a_crash(tmp_path, config):
+    path = _csv(tmp_path, "a,1,2024-01-01,1e300\nb,2,2024-01-02,2\nc,3,2024-01-03,-2e12\n", header=ORDERS_HEADER)
+    message = _error(path, config)
+    assert "2 rows that are not plausible amounts" in message and "'1e300'" in message
+    bad = tmp_path / "bad.csv"
+    orders, report = read_orders(path, config, quarantine=bad)
+    assert list(orders["customer_id"]) == ["b"] and report.rows_quarantined == 2
+    assert pd.read_csv(bad)["reason"].str.contains("not a plausible amount").all()
+
+
+def test_bom_and_crlf_csv_read_like_plain_ones(tmp_path, config):
+    text = ORDERS_HEADER + "a,1,2024-01-01,1\nb,2,2024-01-02,2\n"
+    path = tmp_path / "orders.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    orders, report = read_orders(path, config)
+    assert report.rows_used == 2 and sorted(orders["customer_id"]) == ["a", "b"]
+
+
+def test_a_blank_header_line_is_an_error_not_a_lost_row(tmp_path, config):
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,2,2024-01-02,2\n", header="\n")
+    assert "the first line is blank" in _error(path, config)
