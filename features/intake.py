@@ -26,6 +26,7 @@ and the customers table as the `customers` view, one row per customer: `customer
 """
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Callable
@@ -75,10 +76,6 @@ _EXAMPLES = 3
 # DuckDB's CSV reader refuses lines longer than this (its max_line_size default), in bytes.
 _MAX_LINE_BYTES = 2_097_152
 _DELIMITERS = (",", ";", "\t", "|")
-# How a report names DuckDB's reasons for rejecting a CSV line.
-_REJECT_TEXT = {"MISSING COLUMNS": "too few fields", "TOO MANY COLUMNS": "too many fields",
-                "UNQUOTED VALUE": "a quote inside an unquoted field", "INVALID ENCODING": "not valid text",
-                "LINE SIZE OVER MAXIMUM": "too long", "INVALID STATE": "a quote never closed"}
 
 
 class IntakeError(Exception):
@@ -497,7 +494,8 @@ def _header_delimiter(header: str) -> str | None:
 
 def _csv_options(cfg: SourceConfig, delimiter: str | None) -> str:
     delim = f", delim = {_quote_str(delimiter)}" if delimiter else ""
-    return f"all_varchar = true, header = true, encoding = {_quote_str(cfg.encoding)}{delim}"
+    # skip = 0: the sniffer would otherwise skip leading lines it dislikes, and with them rows.
+    return f"all_varchar = true, header = true, skip = 0, encoding = {_quote_str(cfg.encoding)}{delim}"
 
 
 def _csv_sql(con: duckdb.DuckDBPyConnection, files: list[Path], cfg: SourceConfig, folder: bool, shown: Path) -> str:
@@ -599,38 +597,37 @@ def _line_problem(path: Path, cfg: SourceConfig, kind: str) -> str | None:
                             f"in your config (or `utf-16` for UTF-16); otherwise save the file as UTF-8.")
 
 
-def _reject_text(error: str, message: str | None) -> str:
-    """'3 fields' for a row of the wrong width, else DuckDB's kind of error in words."""
-    found = re.search(r"Found: (\d+)", message or "")
-    if error in ("MISSING COLUMNS", "TOO MANY COLUMNS") and found:
-        return f"{found.group(1)} fields"
-    return _REJECT_TEXT.get(error, error.lower())
-
-
 def _ragged_rows(path: Path, cfg: SourceConfig) -> str | None:
-    """Rows DuckDB cannot split into the header's columns (more or fewer fields, a quote never closed)."""
+    """Rows whose field count differs from the header's, read with Python's csv module.
+
+    DuckDB's sniffer gives up on such files (or takes a later row for the header), so they are
+    counted here, on the error path only.
+    """
     delimiter = cfg.delimiter or _header_delimiter(_first_line(path, cfg))
-    # A fresh connection: the intake one may be locked, and this one reads only the user's file.
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"SELECT count(*) FROM read_csv({_files_sql([path])}, {_csv_options(cfg, delimiter)}, "
-                    "store_rejects = true, rejects_table = 'rejects', rejects_scan = 'rejects_scan')").fetchall()
-        count, = con.execute("SELECT count(DISTINCT line) FROM rejects").fetchall()[0]
-        rows = con.execute("SELECT line, min(error_type), min(error_message) FROM rejects GROUP BY line "
-                           f"ORDER BY line LIMIT {_EXAMPLES}").fetchall()
-    except duckdb.Error:
+    if delimiter is None or len(delimiter) != 1:
         return None
-    finally:
-        con.close()
+    csv.field_size_limit(max(csv.field_size_limit(), _MAX_LINE_BYTES + 1))
+    found: list[tuple[int, int]] = []
+    count = 0
+    encoding = "utf-8-sig" if cfg.encoding == "utf-8" else cfg.encoding
+    try:
+        with path.open(encoding=encoding, errors="replace", newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            width = len(next(reader, []))
+            for row in reader:
+                if row and len(row) != width:
+                    count += 1
+                    if len(found) < _EXAMPLES:
+                        found.append((reader.line_num, len(row)))
+    except csv.Error:
+        return None
     if not count:
         return None
-    found = re.search(r"Expected Number of Columns: (\d+)", rows[0][2] or "")
-    header = f" the header's {found.group(1)}" if found else " the header"
-    more = ", ..." if count > len(rows) else ""
-    details = ", ".join(f"{line:,} ({_reject_text(error, message)})" for line, error, message in rows)
+    more = ", ..." if count > len(found) else ""
+    details = ", ".join(f"{line:,} ({fields} fields)" for line, fields in found)
     noun = "line" if count == 1 else "lines"
-    return (f"{count:,} {noun} cannot be split into the columns of{header} ({noun} {details}{more}). A field that "
-            "holds the separator must be in double quotes; fix the export (or set the right delimiter in your config).")
+    return (f"{count:,} {noun} cannot be split into the header's {width} columns ({noun} {details}{more}). A field "
+            "that holds the separator must be in double quotes; fix the export (or set the right delimiter in your config).")
 
 
 def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], types: dict[str, str],

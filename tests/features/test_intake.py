@@ -280,6 +280,12 @@ def test_ragged_rows_are_reported_with_their_lines_not_as_a_missing_column(tmp_p
     assert "2 lines" in message and "lines 3 (3 fields), 4 (5 fields)" in message and "missing" not in message
 
 
+def test_ragged_rows_at_the_end_do_not_become_the_header(tmp_path, config):
+    # DuckDB's sniffer took the last, widest row for the header and read no rows at all.
+    path = _csv(tmp_path, "a,1,2024-01-01,1\nb,2,2024-01-02\nc,3,2024-01-03,3,9\n", header=ORDERS_HEADER)
+    assert "lines 3 (3 fields), 4 (5 fields)" in _error(path, config)
+
+
 def test_a_ragged_row_deep_in_a_large_file_is_reported_with_its_line(tmp_path, config):
     rows = "".join(f"c{i},{i},2024-01-01,1\n" for i in range(60_000))
     path = _csv(tmp_path, rows + "x,1,2024-01-01\n" + rows, header=ORDERS_HEADER)
