@@ -175,8 +175,8 @@ class IntakeReport:
         if self.lines_repeated:
             n = self.lines_repeated
             what = ("dropped (orders.duplicate_lines: drop)" if self.rows_dropped
-                    else "kept (orders.duplicate_lines: drop keeps one of each)")
-            said.append(f"{_count(n, 'line')} {'repeats' if n == 1 else 'repeat'} an earlier line in every column, {what}")
+                    else "kept (orders.duplicate_lines: drop keeps one)")
+            said.append(f"{_count(n, 'line')} {'repeats' if n == 1 else 'repeat'} an earlier line exactly, {what}")
         if self.orders_spread:
             n = self.orders_spread
             said.append(f"{_count(n, 'order')} had lines up to {_duration(self.spread_seconds)} apart, taken at "
@@ -1016,6 +1016,9 @@ def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: 
     checks = [(source.mapping[c.field], _quote_str(c.tag), c.text) for c in _parsed_columns(source, config).checks]
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
+        if source.kind == "orders":
+            minutes = config.orders.order_time_tolerance_minutes
+            text += f" more than {minutes:g} minutes apart (orders.order_time_tolerance_minutes)"
         checks.append((source.mapping[source.conflict_key], reason, text))
     aggs = []
     for mapped, tag, _ in checks:
