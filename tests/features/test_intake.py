@@ -315,3 +315,15 @@ def test_implausibly_large_amounts_are_bad_rows_not_overflows(tmp_path, mapped_c
     orders, _ = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
     assert list(orders["customer_id"]) == ["a"]
     assert features.build(orders, "2024-02-01", mapped_config)["monetary_total"].tolist() == [10]
+
+
+def test_every_row_is_accounted_for_when_repeats_are_dropped_and_bad_rows_quarantined(tmp_path):
+    body = ("a,1,2024-01-01 12:28,10\na,1,2024-01-01 12:28,10\na,1,2024-01-01 12:29,x\na,1,2024-01-01 12:30,5\n"
+            "b,2,2099-01-01,5\n")
+    orders, report = read_orders(_csv(tmp_path, body), _with({"duplicate_lines": "drop"}),
+                                 quarantine=tmp_path / "bad.csv")
+    assert (report.rows_read, report.rows_used, report.rows_quarantined, report.rows_dropped) == (5, 2, 2, 1)
+    assert report.rows_read == report.rows_used + report.rows_quarantined + report.rows_dropped
+    # The bad line is set aside; the order's other lines are one order at its first line's time.
+    assert report.orders_spread == 1 and set(orders["order_ts"]) == {pd.Timestamp("2024-01-01 12:28")}
+    assert pd.read_csv(tmp_path / "bad.csv")["source_row"].tolist() == [3, 5]
