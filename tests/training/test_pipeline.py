@@ -320,7 +320,8 @@ def test_the_default_as_of_is_the_day_after_the_last_order_but_never_in_the_futu
         con.execute("CREATE TABLE past AS SELECT TIMESTAMP '2024-03-05 17:00' AS order_ts")
         assert default_training_as_of(con, "past") == pd.Timestamp("2024-03-06")
         # An order later today (intake allows a day of clock slack) does not move as_of to tomorrow.
-        con.execute("CREATE TABLE later_today AS SELECT ? AS order_ts", [(today + pd.Timedelta(hours=23)).to_pydatetime()])
+        later_today = (today + pd.Timedelta(hours=23)).to_pydatetime()
+        con.execute("CREATE TABLE later_today AS SELECT ? AS order_ts", [later_today])
         assert default_training_as_of(con, "later_today") == today
 
 
