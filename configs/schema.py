@@ -80,9 +80,42 @@ class SourceConfig(_Strict):
         return v
 
 
+def _normalised(values: list[str]) -> list[str]:
+    """Statuses and null ids are matched trimmed and case-insensitively: keep them that way, once each."""
+    return list(dict.fromkeys(v.strip().lower() for v in values))
+
+
 class OrdersConfig(SourceConfig):
     columns: OrderColumns
-    return_statuses: list[str] = Field(default_factory=lambda: ["returned", "cancelled"])
+    # Status values (trimmed, case-insensitive) of money going back, and of a purchase. A status in
+    # neither list makes its line a bad row, so a new status is never counted as a purchase unasked.
+    return_statuses: list[str] = Field(default_factory=lambda: ["returned", "cancelled", "canceled"])
+    purchase_statuses: list[str] = Field(default_factory=lambda: [
+        "completed", "complete", "paid", "shipped", "delivered", "fulfilled", "closed", "ok"])
+    # Id texts (trimmed, case-insensitive) that mean "no id": such a customer_id is an empty one.
+    # Also applied to the customers table, so both tables agree on who is a customer.
+    null_ids: list[str] = Field(default_factory=lambda: ["", "null", "none", "nan", "n/a", "na"])
+    # Lines of one order may carry times this far apart (exports stamp each line); the order is
+    # taken at its first line's time. Further apart, or different customers: a conflicting order.
+    order_time_tolerance_minutes: float = Field(60.0, ge=0)
+    # Lines identical in every source column: keep them all (some exports repeat a line that was
+    # bought twice) or drop the repeats. Counted in the run summary either way.
+    duplicate_lines: Literal["keep", "drop"] = "keep"
+
+    @field_validator("return_statuses", "purchase_statuses", "null_ids")
+    @classmethod
+    def _trimmed_lower(cls, v: list[str]) -> list[str]:
+        return _normalised(v)
+
+    @model_validator(mode="after")
+    def _statuses(self) -> "OrdersConfig":
+        if not self.purchase_statuses:
+            raise ValueError("purchase_statuses must list at least one status (e.g. completed)")
+        both = [s for s in self.purchase_statuses if s in self.return_statuses]
+        if both:
+            raise ValueError(f"a status cannot be both a purchase and a return: {', '.join(both)} "
+                             "(in purchase_statuses and return_statuses)")
+        return self
 
 
 class CustomerColumns(_Columns):

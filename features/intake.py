@@ -31,6 +31,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -88,24 +89,26 @@ class FieldSpec:
 
     sql_type: str
     required: bool = False
-    # "id": blank is bad; "timestamp" / "number": a non-blank value that does not parse is bad
-    # (and, when required, a blank one too); "finite_number" also rejects inf and NaN.
+    # "id": trimmed of surrounding spaces; blank or a null word (orders.null_ids) is bad. "key":
+    # trimmed, blank is NULL. "timestamp" / "number": a non-blank value that does not parse is bad
+    # (and, when required, a blank one too); "finite_number" also rejects inf and NaN. "status":
+    # trimmed and lower-cased; a value in neither orders.purchase_statuses nor return_statuses is bad.
     check: str | None = None
-    # Money: a value beyond ±bound is not a plausible amount (features count it in int64 cents).
-    bound: float | None = None
+    # A timestamp outside 1970 .. a day from now, or money beyond ±_MONEY_LIMIT, is bad.
+    bounded: bool = False
 
 
 ORDER_FIELDS: dict[str, FieldSpec] = {
     "customer_id": FieldSpec("VARCHAR", True, "id"),
-    "order_id": FieldSpec("VARCHAR"),
-    "order_ts": FieldSpec("TIMESTAMP", True, "timestamp"),
-    "amount": FieldSpec("DOUBLE", True, "finite_number", bound=1e12),
+    "order_id": FieldSpec("VARCHAR", False, "key"),
+    "order_ts": FieldSpec("TIMESTAMP", True, "timestamp", bounded=True),
+    "amount": FieldSpec("DOUBLE", True, "finite_number", bounded=True),
     "quantity": FieldSpec("DOUBLE", False, "number"),
     "category": FieldSpec("VARCHAR"),
     "product_id": FieldSpec("VARCHAR"),
-    "discount": FieldSpec("DOUBLE", False, "number", bound=1e12),
+    "discount": FieldSpec("DOUBLE", False, "finite_number", bounded=True),
     "channel": FieldSpec("VARCHAR"),
-    "status": FieldSpec("VARCHAR"),
+    "status": FieldSpec("VARCHAR", False, "status"),
 }
 
 
@@ -147,20 +150,62 @@ class IntakeReport:
     quarantine_path: str | None = None
     ignored_columns: list[str] = field(default_factory=list)  # customers: source columns not declared
     duplicates_merged: int = 0  # customers: identical repeated rows of one customer, kept once
+    lines_repeated: int = 0  # orders: lines identical in every source column to another line
+    rows_dropped: int = 0  # orders: of those, dropped (orders.duplicate_lines: drop)
+    orders_spread: int = 0  # orders whose lines' times differ within the tolerance, taken at the first
+    spread_seconds: float = 0.0  # the widest such difference
+    ids_trimmed: int = 0  # used rows whose ids had surrounding spaces, trimmed
+    lines_without_status: int = 0  # used lines with an empty status, taken as purchases
 
     @property
     def rows_used(self) -> int:
         """Rows that reach the feature engine."""
-        return self.rows_read - self.rows_quarantined
+        return self.rows_read - self.rows_quarantined - self.rows_dropped
 
     def summary(self) -> str:
-        """'read 1,000 = used 990 + quarantined 10 (-> bad.csv)'."""
+        """'read 1,000 = used 990 + quarantined 10 (-> bad.csv)', then what was merged or changed."""
         text = f"read {self.rows_read:,} = used {self.rows_used:,} + quarantined {self.rows_quarantined:,}"
+        if self.rows_dropped:
+            text += f" + dropped {self.rows_dropped:,} repeats"
         if self.quarantine_path and self.rows_quarantined:
             text += f" (-> {self.quarantine_path})"
+        return "; ".join([text, *self.adjustments()])
+
+    def adjustments(self) -> list[str]:
+        """What intake merged or changed in the rows it used, one clause each (nothing is changed silently)."""
+        said = []
         if self.duplicates_merged:
-            text += f"; {self.duplicates_merged:,} repeated identical rows of a customer kept once"
-        return text
+            said.append(f"{self.duplicates_merged:,} repeated identical rows of a customer kept once")
+        if self.lines_repeated:
+            n = self.lines_repeated
+            what = ("dropped (orders.duplicate_lines: drop)" if self.rows_dropped
+                    else "kept (orders.duplicate_lines: drop keeps one)")
+            said.append(f"{_count(n, 'line')} {'repeats' if n == 1 else 'repeat'} an earlier line exactly, {what}")
+        if self.orders_spread:
+            n = self.orders_spread
+            said.append(f"{_count(n, 'order')} had lines up to {_duration(self.spread_seconds)} apart, taken at "
+                        f"{'its' if n == 1 else 'their'} first line's time (orders.order_time_tolerance_minutes)")
+        if self.ids_trimmed:
+            said.append(f"{_count(self.ids_trimmed, 'row')} had ids with surrounding spaces, trimmed")
+        if self.lines_without_status:
+            n = self.lines_without_status
+            said.append(f"{_count(n, 'line')} {'has' if n == 1 else 'have'} an empty status, taken as "
+                        f"{'a purchase' if n == 1 else 'purchases'} (money back when the amount is negative)")
+        return said
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 order', '2,000 orders'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """'45 seconds', '1 minute', '59 minutes' (whole minutes from one minute on)."""
+    if seconds < 60:
+        whole = int(seconds)
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes = int(seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 @dataclass
@@ -750,16 +795,25 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
             quarantine: str | os.PathLike[str] | None) -> IntakeReport:
     """Parse and check every row, report or quarantine the bad ones, create the canonical view."""
     report = source.report
-    _create_parsed_view(con, source, config)
+    if source.kind == "orders":
+        report.lines_repeated = _count_repeats(con, source)
+    drop = report.lines_repeated > 0 and config.orders.duplicate_lines == "drop"
+    _create_parsed_view(con, source, config, drop_repeats=drop)
     if source.has_expressions:
         _evaluate_expressions(con, source)
-    report.rows_read, report.rows_quarantined, conflicts = _count_rows(con, source)
+    tolerance_us = round(config.orders.order_time_tolerance_minutes * 60_000_000)
+    counts = _count_rows(con, source, tolerance_us)
+    if drop:
+        read = con.execute(f"SELECT count(*) FROM {source.prefix}_raw").fetchall()[0][0]
+        report.rows_dropped = int(read) - counts.rows
+    report.rows_read, report.rows_quarantined = counts.rows + report.rows_dropped, counts.bad
+    report.orders_spread, report.spread_seconds = counts.spread_orders, counts.spread_us / 1_000_000
+    report.ids_trimmed, report.lines_without_status = counts.trimmed, counts.no_status
     view = source.kind
-    columns = ", ".join(source.fields)
     good = f"{source.prefix}_parsed"
     if report.rows_quarantined:
-        _create_typed_view(con, source, conflicts)
-        report.problems = _describe_problems(con, source)
+        _create_typed_view(con, source, counts.conflicts, tolerance_us)
+        report.problems = _describe_problems(con, source, config)
         if quarantine is None:
             raise IntakeError(_bad_rows_message(source.label, report.problems))
         _write_quarantine(con, source, Path(quarantine))
@@ -774,9 +828,43 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
         distinct = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
         report.duplicates_merged = report.rows_used - int(distinct)
     else:
-        # Every row is valid: the view reads the parsed source without per-row reasons or joins.
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} FROM {good}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {_orders_sql(con, source, good, counts.spread_orders)}")
     return report
+
+
+def _orders_sql(con: duckdb.DuckDBPyConnection, source: _Source, good: str, spread_orders: int) -> str:
+    """The canonical orders over the valid rows `good`: every line of an order at the order's one time.
+
+    When no order has lines at different times (the common case) the view reads the rows as they
+    are, without per-row reasons or joins; otherwise the few such orders are joined for their first time.
+    """
+    columns = ", ".join(source.fields)
+    if not spread_orders:
+        return f"SELECT {columns} FROM {good}"
+    first = f"{source.prefix}_first_ts"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {first} AS SELECT order_id, min(order_ts) AS first_ts FROM {good} "
+                "WHERE order_id IS NOT NULL GROUP BY order_id HAVING min(order_ts) <> max(order_ts)")
+    picked = ", ".join("coalesce(f.first_ts, p.order_ts) AS order_ts" if c == "order_ts" else f"p.{c}"
+                       for c in source.fields)
+    return f"SELECT {picked} FROM {good} p LEFT JOIN {first} f ON p.order_id = f.order_id"
+
+
+def _count_repeats(con: duckdb.DuckDBPyConnection, source: _Source) -> int:
+    """Rows identical in every source column to another row (each group's rows beyond its first).
+
+    Grouped by a 64-bit hash of the row, which costs half of grouping by every column; two different
+    rows share a hash about once in four billion rows, far beyond what one intake holds.
+    """
+    columns = ", ".join(_quote_ident(c) for c in _row_columns(source))
+    return int(con.execute(
+        f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {source.prefix}_raw "
+        f"GROUP BY hash({columns}) HAVING count(*) > 1)"
+    ).fetchall()[0][0])
+
+
+def _row_columns(source: _Source) -> list[str]:
+    """The source's own columns: what makes two rows the same row (not which file of a folder it came from)."""
+    return [c for c in source.types if c != "filename"]
 
 
 def _evaluate_expressions(con: duckdb.DuckDBPyConnection, source: _Source) -> None:
@@ -799,7 +887,37 @@ def _evaluate_expressions(con: duckdb.DuckDBPyConnection, source: _Source) -> No
         raise
 
 
+# Money is summed as integer cents (features/behaviour.py): no real line comes near this, and a
+# value beyond it (a typo, a broken export) would overflow the sums.
+_MONEY_LIMIT = 1e12
+_STATUS_LISTS = "orders.purchase_statuses or orders.return_statuses"
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One way a row can be bad: SQL true for such a row, its reason, and how a report says it."""
+
+    field: str
+    condition: str
+    tag: str  # the reason, or (when it names the value) its fixed start; also finds the rows of this check
+    text: str  # e.g. 'that are not numbers', after "column 'amount' has 2 rows"
+    reason_sql: str | None = None  # SQL for a reason that names the value
+
+    @property
+    def reason(self) -> str:
+        """SQL for the reason a bad row gets."""
+        return self.reason_sql or _quote_str(self.tag)
+
+
 def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: SourceConfig) -> str:
+    if spec.check in ("id", "key"):
+        text = f"CAST({source} AS VARCHAR)"
+        if _never_blank(source_type):
+            return text
+        # Only a value that starts or ends with a space is trimmed: trimming every id cost a fifth of the check.
+        return f"NULLIF(CASE WHEN {_spaced_sql(text)} THEN trim({text}) ELSE {text} END, '')"
+    if spec.check == "status":
+        return f"NULLIF(lower(trim(CAST({source} AS VARCHAR))), '')"
     if spec.sql_type == "DOUBLE":
         return f"TRY_CAST({source} AS DOUBLE)"
     if spec.sql_type == "TIMESTAMP":
@@ -813,26 +931,50 @@ def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: 
     return f"CAST({source} AS VARCHAR)"
 
 
-def _bad_row_condition(spec: FieldSpec, source: str, source_type: str, typed: str) -> str | None:
+def _never_blank(source_type: str) -> bool:
+    """Numbers and times: their values are never blank text (only NULL)."""
+    return _NUMBER_TYPES.fullmatch(source_type) is not None or _TIME_TYPES.fullmatch(source_type) is not None
+
+
+def _spaced_sql(text: str) -> str:
+    return f"(starts_with({text}, ' ') OR ends_with({text}, ' '))"
+
+
+def _bad_row_condition(spec: FieldSpec, source: str, source_type: str, typed: str, null_ids: list[str]) -> str | None:
     """SQL that is true for a row this field makes unusable; None when no row can fail.
 
     Typed sources (Parquet, DuckDB) skip the text tests their values cannot fail, which saves a
     cast to text per row: a number or time is never blank, and a number always converts to DOUBLE.
     """
-    if spec.check is None:
+    if spec.check in (None, "key", "status"):
         return None
     is_number = _NUMBER_TYPES.fullmatch(source_type) is not None
-    never_blank = is_number or _TIME_TYPES.fullmatch(source_type) is not None
-    is_blank = f"{source} IS NULL" if never_blank else _blank_sql(f"CAST({source} AS VARCHAR)")
+    never_blank = _never_blank(source_type)
     if spec.check == "id":
-        return is_blank
-    if spec.check == "finite_number":
-        return f"{typed} IS NULL OR isinf({typed}) OR isnan({typed})"
+        return f"{source} IS NULL" if never_blank else f"{typed} IS NULL OR {_null_word_sql(typed, null_ids)}"
+    is_blank = f"{source} IS NULL" if never_blank else _blank_sql(f"CAST({source} AS VARCHAR)")
+    not_finite = f"isinf({typed}) OR isnan({typed})" if spec.check == "finite_number" else None
     if spec.required:
-        return f"{typed} IS NULL"
-    if spec.check == "number" and is_number:
-        return None
-    return f"NOT {is_blank} AND {typed} IS NULL"
+        return f"{typed} IS NULL" + (f" OR {not_finite}" if not_finite else "")
+    if is_number:
+        return not_finite
+    return f"(NOT {is_blank} AND {typed} IS NULL)" + (f" OR {not_finite}" if not_finite else "")
+
+
+def _null_word_sql(typed: str, null_ids: list[str]) -> str:
+    """SQL true when an id is one of the words that mean "no id" (any case); ids longer than them skip lower()."""
+    words = [w for w in null_ids if w]
+    if not words:
+        return "false"
+    # Only ids as short as the words are lower-cased; a UTF-8 character takes at most four bytes.
+    longest = max(len(w.encode()) if w.isascii() else 4 * len(w) for w in words)
+    return f"(strlen({typed}) <= {longest} AND {_one_of(f'lower({typed})', words)})"
+
+
+def _one_of(value: str, texts: list[str]) -> str:
+    """SQL true when `value` is one of `texts` (false when NULL). Not `IN (...)` or list_contains:
+    DuckDB turns those into a join, which then runs even for queries that do not read the column."""
+    return f"CASE {value} {' '.join(f'WHEN {_quote_str(t)} THEN true' for t in texts)} ELSE false END"
 
 
 def _blank_sql(text: str) -> str:
@@ -843,13 +985,50 @@ def _blank_sql(text: str) -> str:
     return f"({text} IS NULL OR {text} = '' OR (starts_with({text}, ' ') AND trim({text}) = ''))"
 
 
-def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> None:
-    """`<prefix>_parsed`: canonical columns, the source row number and a `reason` (NULL when valid)."""
+def _bound_checks(name: str, spec: FieldSpec, typed: str) -> list[_Check]:
+    """A time outside 1970 .. a day from now; money beyond ±_MONEY_LIMIT."""
+    if not spec.bounded:
+        return []
+    if spec.sql_type == "TIMESTAMP":
+        # A day of slack for clocks and time zones; a later time is a typo (2099) and would put
+        # the default training date in the future.
+        latest = (datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=1)).replace(microsecond=0)
+        return [
+            _Check(name, f"{typed} > TIMESTAMP '{latest.isoformat(sep=' ')}'", f"{name} is in the future",
+                   f"that are in the future (after {latest:%Y-%m-%d %H:%M} UTC, a day from now)"),
+            _Check(name, f"{typed} < TIMESTAMP '1970-01-01'", f"{name} is before 1970", "that are before 1970"),
+        ]
+    return [_Check(name, f"isfinite({typed}) AND abs({typed}) > {_MONEY_LIMIT:.0f}", f"{name} is implausibly large",
+                   f"that are implausibly large (beyond ±{_MONEY_LIMIT:,.0f})")]
+
+
+def _status_check(typed: str, config: Config) -> _Check:
+    """A status in neither list is a bad row, so a status nobody configured is never taken as a purchase."""
+    known = _one_of(typed, [*config.orders.purchase_statuses, *config.orders.return_statuses])
+    return _Check("status", f"{typed} IS NOT NULL AND NOT {known}", "unknown status",
+                  f"with a status in neither {_STATUS_LISTS.replace(' or ', ' nor ')}",
+                  reason_sql=f"concat('unknown status ''', {typed}, ''': add it to {_STATUS_LISTS}')")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """What the parsed view computes: typed values (`_t_<field>`), canonical columns over them, the
+    checks, whether ids had spaces, retyped columns."""
+
+    typed: list[str]
+    select: list[str]
+    checks: list[_Check]
+    trimmed: str
+    retyped: dict[str, str]
+
+
+def _parsed_columns(source: _Source, config: Config) -> _Parsed:
+    """Canonical columns and row checks as SQL over the source row (`_src` when expressions see retyped columns)."""
     cfg = config.orders if source.kind == "orders" else config.customers
     retyped = {c: t for c, t in source.scope_types.items() if t != source.types[c]} if source.has_expressions else {}
     # Expressions see retyped columns under their own names; plain columns then read the source row.
     row = "_src" if retyped else ""
-    select, checks = [], []
+    typed_values, select, checks, spaced = [], [], [], []
     for name, spec in source.fields.items():
         if name not in source.mapping:
             select.append(f"CAST(NULL AS {spec.sql_type}) AS {name}")
@@ -859,54 +1038,67 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
             value, value_type = f"({mapped.text})", mapped.sql_type or "VARCHAR"
         else:
             value, value_type = _source_expr(mapped.text, row), source.types.get(mapped.text, "VARCHAR")
-        typed = _typed_expr(name, spec, value, value_type, cfg)
+        # Each value is computed once, a step before the checks that read it: DuckDB does not share
+        # an expression repeated within one SELECT, and the id and status checks read theirs twice.
+        typed = f"_t_{name}"
+        typed_values.append(f"{_typed_expr(name, spec, value, value_type, cfg)} AS {typed}")
         select.append(f"{typed} AS {name}")
-        condition = _bad_row_condition(spec, value, value_type, typed)
-        if mapped.is_expression and spec.check in ("timestamp", "number") and not spec.required:
+        if spec.check in ("id", "key") and not _never_blank(value_type):
+            spaced.append(_spaced_sql(f"CAST({value} AS VARCHAR)"))
+        condition = _bad_row_condition(spec, value, value_type, typed, config.orders.null_ids)
+        if mapped.is_expression and spec.check in ("timestamp", "number", "finite_number") and not spec.required:
             # A computed optional date or number that comes out empty while the columns it reads are
             # not (e.g. try_strptime on a malformed date) is a bad value, not a missing one.
             inputs = _referenced(mapped.text, [c for c in source.types if c != "filename"])
             if inputs:
                 blank = " AND ".join(_blank_sql(f"CAST({_source_expr(c, 's._src' if row else 's')} AS VARCHAR)")
                                      for c in inputs)
-                condition = f"{typed} IS NULL AND NOT ({blank})"
+                condition = f"({typed} IS NULL AND NOT ({blank}))"
+                if spec.check == "finite_number":
+                    condition += f" OR isinf({typed}) OR isnan({typed})"
         if condition is not None:
-            checks.append(f"CASE WHEN {condition} THEN {_reason(name, spec)} END")
-        if spec.bound is not None:
-            checks.append(f"CASE WHEN {_beyond_bound(spec, typed)} THEN {_bound_reason(name, spec)} END")
+            text = _CHECK_TEXT[spec.check].format(name=name.replace("_", " "))
+            checks.append(_Check(name, condition, _reason_text(name, spec), text))
+        checks.extend(_bound_checks(name, spec, typed))
+        if spec.check == "status":
+            checks.append(_status_check(typed, config))
+    return _Parsed(typed_values, select, checks, " OR ".join(spaced) or "false", retyped)
+
+
+def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
+                        drop_repeats: bool = False) -> None:
+    """`<prefix>_parsed`: canonical columns, the source row number, a `reason` (NULL when valid) and
+    `_trimmed` (an id had surrounding spaces); with `drop_repeats`, rows repeating an earlier one are left out."""
+    parsed = _parsed_columns(source, config)
+    checks = [f"CASE WHEN {c.condition} THEN {c.reason} END" for c in parsed.checks]
     reason = f"NULLIF(concat_ws('; ', {', '.join(checks)}), '')" if checks else "CAST(NULL AS VARCHAR)"
     raw = f"{source.prefix}_raw"
-    if retyped:
+    if drop_repeats:
+        # Exact (every column compared), and the first of each set of repeats is the one kept.
+        columns = ", ".join(_quote_ident(c) for c in _row_columns(source))
+        raw = f"(SELECT * FROM {raw} QUALIFY row_number() OVER (PARTITION BY {columns} ORDER BY _row) = 1)"
+    if parsed.retyped:
         replace = ", ".join(f"TRY_CAST(NULLIF(trim(t.{_quote_ident(c)}), '') AS {kind}) AS {_quote_ident(c)}"
-                            for c, kind in retyped.items())
+                            for c, kind in parsed.retyped.items())
         inner = f"(SELECT t.* REPLACE ({replace}), t AS _src FROM {raw} t) s"
         src = "s._src"
     else:
         # `_src` keeps the whole source row, so bad rows can be reported and quarantined as they came.
         inner, src = f"{raw} s", "s"
+    typed = "".join(f", {t}" for t in parsed.typed)
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {source.prefix}_parsed AS SELECT {', '.join(select)}, {reason} AS reason, "
-        f"s._row AS _row, {src} AS _src FROM {inner}"
+        f"CREATE OR REPLACE TEMP VIEW {source.prefix}_parsed AS SELECT {', '.join(parsed.select)}, {reason} AS reason, "
+        f"{parsed.trimmed} AS _trimmed, s._row AS _row, s._whole AS _src "
+        f"FROM (SELECT s.*, {src} AS _whole{typed} FROM {inner}) s"
     )
 
 
-def _beyond_bound(spec: FieldSpec, typed: str) -> str:
-    """SQL true for a number beyond the field's bound (inf and NaN too, unless its number check reports them)."""
-    if spec.check == "finite_number":
-        return f"isfinite({typed}) AND abs({typed}) > {spec.bound!r}"
-    return f"NOT isfinite({typed}) OR abs({typed}) > {spec.bound!r}"
-
-
-def _bound_reason(name: str, spec: FieldSpec) -> str:
-    return f"'{name} is not a plausible amount (beyond ±{spec.bound:.0e})'"
-
-
-def _reason(name: str, spec: FieldSpec) -> str:
+def _reason_text(name: str, spec: FieldSpec) -> str:
     if spec.check == "id":
-        return f"'empty {name}'"
+        return f"empty {name}"
     if spec.check == "timestamp":
-        return f"'{name} is not a timestamp'"
-    return f"'{name} is not a number'"
+        return f"{name} is not a timestamp"
+    return f"{name} is not a number"
 
 
 # Per kind of source: the key whose rows must agree, how a report says they do not, the row reason.
@@ -920,54 +1112,86 @@ _CHECK_TEXT = {"id": "with an empty {name}", "timestamp": "that are not timestam
                "number": "that are not numbers", "finite_number": "that are not numbers"}
 
 
-def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source) -> tuple[int, int, bool]:
-    """Rows read, rows that cannot be used, and whether some keys have conflicting rows.
+@dataclass(frozen=True)
+class _Counts:
+    """What one pass over the parsed rows found."""
+
+    rows: int
+    bad: int  # rows that fail a check or belong to a conflicting key
+    conflicts: bool = False
+    spread_orders: int = 0  # orders whose lines' times differ, within the tolerance
+    spread_us: int = 0  # the widest such difference
+    trimmed: int = 0  # used rows whose ids had surrounding spaces
+    no_status: int = 0  # used lines with an empty status (when status is mapped)
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, source: _Source, tolerance_us: int) -> _Counts:
+    """Rows read, rows that cannot be used, conflicting keys, orders taken at their first line's time,
+    trimmed ids and lines without a status.
 
     One scan when every row passes its checks, a second one otherwise.
 
-    Orders whose lines disagree on customer or time cannot be trusted, and neither can a customer
-    whose rows disagree on any value, so all their rows are bad. Only rows that pass the row checks
-    are compared, and min <> max is "more than one distinct value" (both skip NULLs) without keeping
-    per-key sets of values.
+    Orders whose lines disagree on customer, or on time by more than the tolerance, cannot be
+    trusted, and neither can a customer whose rows disagree on any value, so all their rows are bad.
+    Only rows that pass the row checks are compared, and min <> max is "more than one distinct
+    value" (both skip NULLs) without keeping per-key sets of values.
     """
     parsed = f"{source.prefix}_parsed"
     key = source.conflict_key
+    notes = ["_trimmed"] + (["status IS NULL"] if source.kind == "orders" and "status" in source.mapping else [])
     if key not in source.mapping:
-        rows, bad = con.execute(f"SELECT count(*), count(reason) FROM {parsed}").fetchall()[0]
-        return rows, bad, False
+        extra = "".join(f", count(*) FILTER (WHERE reason IS NULL AND {n})" for n in notes)
+        rows, bad, *noted = con.execute(f"SELECT count(*), count(reason){extra} FROM {parsed}").fetchall()[0]
+        return _Counts(rows, bad, trimmed=noted[0], no_status=noted[1] if len(noted) > 1 else 0)
+    span = _span_sql(source, "") if source.kind == "orders" else "0"
+
     # Most sources have no bad row: compare all rows at once (filtering every aggregate on `valid`
     # costs a tenth of the check), and compare valid rows only when some row failed its checks.
-    def count(filtered: bool) -> tuple[int, int, int, int]:
+    def count(filtered: bool) -> tuple[int, ...]:
+        valid = "valid AND " if filtered else ""
+        noted = "".join(f", count(*) FILTER (WHERE {valid}{n}) AS noted_{i}" for i, n in enumerate(notes))
+        sums = "".join(f", coalesce(sum(noted_{i}) FILTER (WHERE NOT conflicting), 0)" for i in range(len(notes)))
+        spread = "keyed AND NOT conflicting AND span_us > 0"
         return con.execute(f"""
             SELECT sum(lines), sum(lines - valid_lines), coalesce(sum(valid_lines) FILTER (WHERE conflicting), 0),
-                   count(*) FILTER (WHERE conflicting)
+                   count(*) FILTER (WHERE conflicting), count(*) FILTER (WHERE {spread}),
+                   coalesce(max(span_us) FILTER (WHERE {spread}), 0){sums}
             FROM (
-                SELECT {key}, count(*) AS lines, count(*) - count(reason) AS valid_lines,
-                       {key} IS NOT NULL AND ({_disagree(source, filtered)}) AS conflicting
+                SELECT {key} IS NOT NULL AS keyed, count(*) AS lines, count(*) - count(reason) AS valid_lines,
+                       {key} IS NOT NULL AND ({_disagree(source, tolerance_us, filtered)}) AS conflicting,
+                       {_span_sql(source, ' FILTER (WHERE valid)') if filtered and span != '0' else span} AS span_us
+                       {noted}
                 FROM (SELECT *, reason IS NULL AS valid FROM {parsed})
                 GROUP BY {key}
             )
         """).fetchall()[0]
 
-    rows, failed_checks, conflicting_rows, conflicting = count(filtered=False)
-    if failed_checks:
-        rows, failed_checks, conflicting_rows, conflicting = count(filtered=True)
-    return rows, failed_checks + conflicting_rows, conflicting > 0
+    counted = count(filtered=False)
+    if counted[1]:
+        counted = count(filtered=True)
+    rows, failed_checks, conflicting_rows, conflicting, spread_orders, spread_us, *noted = counted
+    return _Counts(rows, failed_checks + conflicting_rows, conflicting > 0, spread_orders, int(spread_us),
+                   noted[0], noted[1] if len(noted) > 1 else 0)
 
 
-def _compared(source: _Source) -> list[str]:
-    if source.kind == "orders":
-        return ["order_ts", "customer_id"]
-    return [c for c in source.fields if c != "customer_id" and c in source.mapping]
+def _span_sql(source: _Source, flt: str) -> str:
+    """SQL for how far apart an order's line times are, in microseconds."""
+    return f"epoch_us(max(order_ts){flt}) - epoch_us(min(order_ts){flt})"
 
 
-def _disagree(source: _Source, filtered: bool = True) -> str:
+def _disagree(source: _Source, tolerance_us: int, filtered: bool = True) -> str:
+    """SQL over a key's rows: true when they conflict (orders: two customers, or times further apart
+    than the tolerance; customers: two values of any field)."""
     flt = " FILTER (WHERE valid)" if filtered else ""
-    parts = [f"min({c}){flt} <> max({c}){flt}" for c in _compared(source)]
+    if source.kind == "orders":
+        parts = [f"min(customer_id){flt} <> max(customer_id){flt}", f"{_span_sql(source, flt)} > {tolerance_us}"]
+    else:
+        parts = [f"min({c}){flt} <> max({c}){flt}" for c in source.fields
+                 if c != "customer_id" and c in source.mapping]
     return " OR ".join(parts) or "false"
 
 
-def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflicts: bool) -> None:
+def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflicts: bool, tolerance_us: int) -> None:
     """`<prefix>_typed`: the parsed rows, with rows of conflicting keys given that reason too."""
     parsed, typed, key = f"{source.prefix}_parsed", f"{source.prefix}_typed", source.conflict_key
     if not conflicts:
@@ -975,7 +1199,8 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
         return
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {source.prefix}_conflicts AS SELECT {key} FROM {parsed} "
-        f"WHERE reason IS NULL AND {key} IS NOT NULL GROUP BY {key} HAVING {_disagree(source, filtered=False)}"
+        f"WHERE reason IS NULL AND {key} IS NOT NULL GROUP BY {key} "
+        f"HAVING {_disagree(source, tolerance_us, filtered=False)}"
     )
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {typed} AS SELECT p.* REPLACE (CASE WHEN c.{key} IS NOT NULL "
@@ -984,17 +1209,14 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
     )
 
 
-def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source) -> list[Problem]:
+def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
     """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
-    checks = []
-    for name, spec in source.fields.items():
-        if spec.check and name in source.mapping:
-            text = _CHECK_TEXT[spec.check].format(name=name.replace("_", " "))
-            checks.append((source.mapping[name], _reason(name, spec), text))
-        if spec.bound is not None and name in source.mapping:
-            checks.append((source.mapping[name], _bound_reason(name, spec), f"that are not plausible amounts (beyond ±{spec.bound:,.0f})"))
+    checks = [(source.mapping[c.field], _quote_str(c.tag), c.text) for c in _parsed_columns(source, config).checks]
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
+        if source.kind == "orders":
+            minutes = config.orders.order_time_tolerance_minutes
+            text += f" more than {minutes:g} minutes apart (orders.order_time_tolerance_minutes)"
         checks.append((source.mapping[source.conflict_key], reason, text))
     aggs = []
     for mapped, tag, _ in checks:

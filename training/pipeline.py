@@ -24,7 +24,7 @@ from training.first_purchase import FirstPurchaseResult, fit_first_purchase
 from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
-__all__ = ["TargetResult", "TrainingError", "TrainResult", "fit_bundle", "validation_score"]
+__all__ = ["TargetResult", "TrainingError", "TrainResult", "default_training_as_of", "fit_bundle", "validation_score"]
 
 
 class TrainingError(ValueError):
@@ -98,7 +98,7 @@ def fit_bundle(
         sources = open_sources(con, orders, config, customers, quarantine)
         intake = sources.orders
         table = "customers" if sources.customers is not None else None
-        as_of_ts = as_timestamp(as_of) if as_of is not None else default_as_of(con, "orders")
+        as_of_ts = as_timestamp(as_of) if as_of is not None else default_training_as_of(con, "orders")
         first_order, _ = order_span(con, "orders")
         con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
         store = CutoffStore(con, "_history", config, table)
@@ -130,6 +130,16 @@ def fit_bundle(
                            first_purchase, unmatched)
     finally:
         con.close()
+
+
+def default_training_as_of(con: Any, source: str) -> pd.Timestamp:
+    """The day after the last order, but never after today (UTC): a default as_of is never in the future.
+
+    Intake already refuses orders more than a day ahead; an order later today must not move the
+    training date to tomorrow, where the newest label windows would end in the future.
+    """
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+    return min(default_as_of(con, source), today)
 
 
 def _fingerprint(con: Any, source: str) -> dict[str, Any]:

@@ -464,3 +464,31 @@ def test_the_registered_are_the_sign_ups_before_as_of_with_no_purchase_before_it
         for column in ("region", "age"):
             given_value, tagged = table.loc[row.customer_id, column], getattr(row, column)
             assert tagged == given_value or (pd.isna(tagged) and pd.isna(given_value)), (row.customer_id, column)
+
+
+# --- issue 17: the customers table follows the orders' id rules --------------------------------------
+
+
+def test_customer_ids_are_trimmed_like_the_orders_ones_so_both_tables_match(tmp_path: Path) -> None:
+    orders = _write(tmp_path, "orders.csv", ORDERS_HEADER + "A1 ,1,2024-01-01,10\nb,2,2024-01-02,5\n")
+    customers = _write(tmp_path, "customers.csv", HEADER + " A1,2024-01-01,North,F,30,search,basic\n" + GOOD
+                       + "A1,2024-01-01,North,F,30,search,basic\n")
+    con = connect(CONFIG.engine)
+    try:
+        intake = open_sources(con, orders, CONFIG, customers)
+        joined = con.execute("SELECT o.customer_id, c.region FROM orders o JOIN customers c USING (customer_id) "
+                             "ORDER BY 1").fetchall()
+    finally:
+        con.close()
+    assert joined == [("A1", "North"), ("b", "East")]
+    assert intake.customers.ids_trimmed == 1 and intake.customers.duplicates_merged == 1  # ' A1' is 'A1'
+    assert "1 row had ids with surrounding spaces, trimmed" in intake.customers.summary()
+    assert "1 row had ids with surrounding spaces, trimmed" in intake.orders.summary()
+
+
+def test_null_like_customer_ids_in_the_customers_table_are_empty_ids(tmp_path: Path) -> None:
+    body = "NULL,2024-01-01,North,F,30,search,basic\n" + GOOD + "nan ,2024-01-01,North,F,30,search,basic\n"
+    path = _write(tmp_path, "customers.csv", HEADER + body)
+    assert "'customer_id' has 2 rows with an empty customer id (rows 1, 3: 'NULL', 'nan ')" in _customers_error(path)
+    frame, report = read_customers(path, CONFIG, quarantine=tmp_path / "bad.csv")
+    assert list(frame["customer_id"]) == ["b"] and report.rows_quarantined == 2

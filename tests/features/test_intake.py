@@ -7,6 +7,8 @@ import duckdb
 import pandas as pd
 import pytest
 
+import features
+
 from configs.schema import load_config
 from features.intake import IntakeError, read_orders
 
@@ -300,16 +302,6 @@ def test_a_huge_field_is_reported_on_its_own_line(tmp_path, config):
     assert "line 4 is 3.0 MB long" in message
 
 
-def test_implausible_amounts_are_bad_rows_not_a_crash(tmp_path, config):
-    path = _csv(tmp_path, "a,1,2024-01-01,1e300\nb,2,2024-01-02,2\nc,3,2024-01-03,-2e12\n", header=ORDERS_HEADER)
-    message = _error(path, config)
-    assert "2 rows that are not plausible amounts" in message and "'1e300'" in message
-    bad = tmp_path / "bad.csv"
-    orders, report = read_orders(path, config, quarantine=bad)
-    assert list(orders["customer_id"]) == ["b"] and report.rows_quarantined == 2
-    assert pd.read_csv(bad)["reason"].str.contains("not a plausible amount").all()
-
-
 def test_bom_and_crlf_csv_read_like_plain_ones(tmp_path, config):
     text = ORDERS_HEADER + "a,1,2024-01-01,1\nb,2,2024-01-02,2\n"
     path = tmp_path / "orders.csv"
@@ -321,3 +313,157 @@ def test_bom_and_crlf_csv_read_like_plain_ones(tmp_path, config):
 def test_a_blank_header_line_is_an_error_not_a_lost_row(tmp_path, config):
     path = _csv(tmp_path, "a,1,2024-01-01,1\nb,2,2024-01-02,2\n", header="\n")
     assert "the first line is blank" in _error(path, config)
+
+
+# --- issue 17: lines a minute apart, ids, statuses, repeats, impossible dates and amounts -------------
+
+STATUS_HEADER = "Customer ID,Invoice,InvoiceDate,Amount,Status\n"
+WITH_STATUS = {"orders": {"columns": {**MAPPED["orders"]["columns"], "status": "Status"}}}
+
+
+def _with(overrides: dict) -> object:
+    """The mapped config with `overrides` merged into its orders section."""
+    return load_config(overrides={"orders": {**MAPPED["orders"], **overrides}})
+
+
+def test_lines_of_one_order_a_minute_apart_are_one_order_at_its_first_line_time(tmp_path, mapped_config):
+    path = _csv(tmp_path, "a,1,2024-01-01 12:29,20\na,1,2024-01-01 12:28,10\nb,2,2024-01-02 09:00,5\n")
+    orders, report = read_orders(path, mapped_config)
+    assert (report.rows_used, report.rows_quarantined, report.orders_spread) == (3, 0, 1)
+    first = orders[orders["order_id"] == "1"]["order_ts"]
+    assert list(first) == [pd.Timestamp("2024-01-01 12:28")] * 2
+    assert ("1 order had lines up to 1 minute apart, taken at its first line's time "
+            "(orders.order_time_tolerance_minutes)") in report.summary()
+
+
+def test_order_time_tolerance_boundary_59_minutes_merge_61_conflict(tmp_path, mapped_config):
+    inside = _csv(tmp_path, "a,1,2024-01-01 12:00,1\na,1,2024-01-01 12:59,2\n", name="inside.csv")
+    orders, report = read_orders(inside, mapped_config)
+    assert report.orders_spread == 1 and set(orders["order_ts"]) == {pd.Timestamp("2024-01-01 12:00")}
+    assert "up to 59 minutes apart" in report.summary()
+    outside = _csv(tmp_path, "a,1,2024-01-01 12:00,1\na,1,2024-01-01 13:01,2\n", name="outside.csv")
+    conflict = "'Invoice' has 2 rows whose order has lines with different customers or timestamps"
+    assert f"{conflict} more than 60 minutes apart" in _error(outside, mapped_config)
+    # The tolerance is a setting: 0 restores "any difference conflicts".
+    assert "different customers or timestamps" in _error(inside, _with({"order_time_tolerance_minutes": 0}))
+
+
+def test_lines_a_minute_apart_for_different_customers_still_conflict(tmp_path, mapped_config):
+    path = _csv(tmp_path, "a,1,2024-01-01 12:28,1\nb,1,2024-01-01 12:29,2\nc,2,2024-01-02,3\n")
+    orders, report = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
+    assert (report.rows_used, report.rows_quarantined, report.orders_spread) == (1, 2, 0)
+    assert list(orders["customer_id"]) == ["c"]
+
+
+def test_a_customer_whose_only_order_has_lines_a_minute_apart_keeps_one_whole_order(tmp_path, mapped_config):
+    path = _csv(tmp_path, "a,1,2024-01-01 12:28,10\na,1,2024-01-01 12:29,20\nb,2,2024-01-03,5\n")
+    orders, _ = read_orders(path, mapped_config)
+    # A cut-off between the two lines' times sees the whole order, once: every consumer gets one order.
+    between = features.build(orders, pd.Timestamp("2024-01-01 12:28:30"), mapped_config).set_index("customer_id")
+    assert between.loc["a", "frequency"] == 1 and between.loc["a", "monetary_total"] == 30
+    later = features.build(orders, "2024-01-04", mapped_config).set_index("customer_id")
+    assert later.loc["a", "frequency"] == 1 and later.loc["a", "monetary_total"] == 30
+
+
+def test_ids_are_trimmed_so_a1_and_a1_space_are_one_customer(tmp_path, mapped_config):
+    path = _csv(tmp_path, "A1,1,2024-01-01,10\nA1 ,2,2024-01-02,20\n  A1,3 ,2024-01-03,5\n")
+    orders, report = read_orders(path, mapped_config)
+    assert set(orders["customer_id"]) == {"A1"} and set(orders["order_id"]) == {"1", "2", "3"}
+    assert report.ids_trimmed == 2 and "2 rows had ids with surrounding spaces, trimmed" in report.summary()
+
+
+@pytest.mark.parametrize("word", ["NULL", "null", "nan", "NaN", "None", "N/A", "na", "   ", " NULL "])
+def test_null_like_customer_ids_are_empty_ids_not_customers(tmp_path, mapped_config, word):
+    path = _csv(tmp_path, f"{word},1,2024-01-01,10\nb,2,2024-01-02,20\n")
+    assert "'Customer ID' has 1 row with an empty customer id (row 1" in _error(path, mapped_config)
+    orders, report = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
+    assert list(orders["customer_id"]) == ["b"] and report.rows_quarantined == 1
+    quarantined = pd.read_csv(tmp_path / "bad.csv", dtype=str, keep_default_na=False)
+    assert quarantined["reason"].tolist() == ["empty customer_id"]
+
+
+def test_which_ids_mean_no_id_is_configurable(tmp_path):
+    path = _csv(tmp_path, "NA,1,2024-01-01,10\nnull,2,2024-01-02,20\n")
+    orders, report = read_orders(path, _with({"null_ids": ["null"]}), quarantine=tmp_path / "bad.csv")
+    assert list(orders["customer_id"]) == ["NA"] and report.rows_quarantined == 1  # 'NA' is a customer here
+
+
+def test_unknown_statuses_are_bad_rows_never_purchases(tmp_path):
+    config = _with({"columns": WITH_STATUS["orders"]["columns"]})
+    body = "a,1,2024-01-01,10,completed\na,2,2024-01-02,30,refunded\nb,3,2024-01-03,5,pending\n"
+    path = _csv(tmp_path, body, header=STATUS_HEADER)
+    message = _error(path, config)
+    assert ("'Status' has 2 rows with a status in neither orders.purchase_statuses nor orders.return_statuses "
+            "(rows 2, 3: 'refunded', 'pending')") in message
+    orders, report = read_orders(path, config, quarantine=tmp_path / "bad.csv")
+    assert list(orders["order_id"]) == ["1"] and report.rows_quarantined == 2
+    reasons = pd.read_csv(tmp_path / "bad.csv", dtype=str)["reason"].tolist()
+    assert reasons[0] == "unknown status 'refunded': add it to orders.purchase_statuses or orders.return_statuses"
+    # Added to the list it belongs to, the status is used as that.
+    orders, report = read_orders(path, _with({"columns": WITH_STATUS["orders"]["columns"],
+                                              "return_statuses": ["returned", "refunded"],
+                                              "purchase_statuses": ["completed", "pending"]}))
+    assert report.rows_quarantined == 0 and len(orders) == 3
+
+
+def test_statuses_match_trimmed_and_in_any_case(tmp_path):
+    config = _with({"columns": WITH_STATUS["orders"]["columns"]})
+    body = ("a,1,2024-01-01,30,Completed\na,2,2024-01-02,10,cancelled \na,3,2024-01-02,10,CANCELLED\n"
+            "a,4,2024-01-03,5,\n")
+    orders, report = read_orders(_csv(tmp_path, body, header=STATUS_HEADER), config)
+    assert report.rows_quarantined == 0 and report.lines_without_status == 1
+    assert "1 line has an empty status, taken as a purchase" in report.summary()
+    built = features.build(orders, "2024-02-01", config).set_index("customer_id")
+    # Two cancellations net 20 out of 35 bought: a cancelled line is never a purchase.
+    assert built.loc["a", "frequency"] == 2 and built.loc["a", "monetary_total"] == 35 - 20
+
+
+def test_a_status_in_both_lists_is_a_config_error():
+    from configs.schema import ConfigError
+    with pytest.raises(ConfigError, match="both a purchase and a return: returned"):
+        load_config(overrides={"orders": {"purchase_statuses": ["completed", " Returned"]}})
+
+
+def test_identical_repeated_lines_are_counted_and_kept_or_dropped(tmp_path, mapped_config):
+    body = "a,1,2024-01-01,10\na,1,2024-01-01,10\na,1,2024-01-01,10\na,1,2024-01-01,20\nb,2,2024-01-02,5\n"
+    path = _csv(tmp_path, body)
+    orders, report = read_orders(path, mapped_config)
+    assert (report.rows_read, report.rows_used, report.lines_repeated, report.rows_dropped) == (5, 5, 2, 0)
+    assert "2 lines repeat an earlier line exactly, kept (orders.duplicate_lines: drop keeps one)" in report.summary()
+    orders, report = read_orders(path, _with({"duplicate_lines": "drop"}))
+    assert (report.rows_read, report.rows_used, report.rows_dropped) == (5, 3, 2)
+    assert report.summary().startswith("read 5 = used 3 + quarantined 0 + dropped 2 repeats; 2 lines repeat")
+    assert sorted(orders["amount"]) == [5, 10, 20]
+
+
+def test_orders_in_the_future_or_before_1970_are_bad_rows(tmp_path, mapped_config):
+    tomorrow = (pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(hours=12)).strftime("%Y-%m-%d %H:%M")
+    body = f"a,1,2024-01-01,10\nb,2,2099-01-01,20\nc,3,1969-12-31,5\nd,4,{tomorrow},1\n"
+    message = _error(_csv(tmp_path, body), mapped_config)
+    assert "'InvoiceDate' has 1 row that are in the future (after " in message and "(row 2: '2099-01-01')" in message
+    assert "'InvoiceDate' has 1 row that are before 1970 (row 3: '1969-12-31')" in message
+    orders, report = read_orders(_csv(tmp_path, body), mapped_config, quarantine=tmp_path / "bad.csv")
+    assert sorted(orders["customer_id"]) == ["a", "d"]  # half a day ahead is clock slack, not a typo
+    reasons = pd.read_csv(tmp_path / "bad.csv")["reason"].tolist()
+    assert reasons == ["order_ts is in the future", "order_ts is before 1970"]
+
+
+def test_implausibly_large_amounts_are_bad_rows_not_overflows(tmp_path, mapped_config):
+    path = _csv(tmp_path, "a,1,2024-01-01,10\nb,2,2024-01-02,1e300\nc,3,2024-01-03,-2e12\n")
+    message = _error(path, mapped_config)
+    assert "'Amount' has 2 rows that are implausibly large (beyond ±1,000,000,000,000) (rows 2, 3" in message
+    orders, _ = read_orders(path, mapped_config, quarantine=tmp_path / "bad.csv")
+    assert list(orders["customer_id"]) == ["a"]
+    assert features.build(orders, "2024-02-01", mapped_config)["monetary_total"].tolist() == [10]
+
+
+def test_every_row_is_accounted_for_when_repeats_are_dropped_and_bad_rows_quarantined(tmp_path):
+    body = ("a,1,2024-01-01 12:28,10\na,1,2024-01-01 12:28,10\na,1,2024-01-01 12:29,x\na,1,2024-01-01 12:30,5\n"
+            "b,2,2099-01-01,5\n")
+    orders, report = read_orders(_csv(tmp_path, body), _with({"duplicate_lines": "drop"}),
+                                 quarantine=tmp_path / "bad.csv")
+    assert (report.rows_read, report.rows_used, report.rows_quarantined, report.rows_dropped) == (5, 2, 2, 1)
+    assert report.rows_read == report.rows_used + report.rows_quarantined + report.rows_dropped
+    # The bad line is set aside; the order's other lines are one order at its first line's time.
+    assert report.orders_spread == 1 and set(orders["order_ts"]) == {pd.Timestamp("2024-01-01 12:28")}
+    assert pd.read_csv(tmp_path / "bad.csv")["source_row"].tolist() == [3, 5]

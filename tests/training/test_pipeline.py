@@ -308,3 +308,27 @@ def test_retraining_on_the_same_data_is_no_worse_and_takes_over_the_champion(
 
     assert second.promotion.promoted, second.promotion.reason
     assert registry.champion_version().version == 2
+
+
+def test_the_default_as_of_is_the_day_after_the_last_order_but_never_in_the_future() -> None:
+    import duckdb
+
+    from training.pipeline import default_training_as_of
+
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE past AS SELECT TIMESTAMP '2024-03-05 17:00' AS order_ts")
+        assert default_training_as_of(con, "past") == pd.Timestamp("2024-03-06")
+        # An order later today (intake allows a day of clock slack) does not move as_of to tomorrow.
+        later_today = (today + pd.Timedelta(hours=23)).to_pydatetime()
+        con.execute("CREATE TABLE later_today AS SELECT ? AS order_ts", [later_today])
+        assert default_training_as_of(con, "later_today") == today
+
+
+def test_a_typo_date_in_the_future_stops_training_before_it_sets_as_of(config: Config, tmp_path: Path) -> None:
+    from features.intake import IntakeError
+
+    path = tmp_path / "orders.csv"
+    path.write_text("customer_id,order_id,order_ts,amount\na,1,2024-01-01,10\nb,2,2099-01-01,20\n")
+    with pytest.raises(IntakeError, match=r"'order_ts' has 1 row that are in the future .*\(row 2: '2099-01-01'\)"):
+        fit_bundle(path, config)
