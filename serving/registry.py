@@ -108,7 +108,31 @@ def configure() -> str:
         _written["MLFLOW_REGISTRY_URI"] = registry_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri)
+    _create_store_once(uri, registry_uri)
     return uri
+
+
+_created: set[tuple[str, str]] = set()
+
+
+def _create_store_once(uri: str, registry_uri: str) -> None:
+    """Open (creating and migrating if new) a SQLite store under a file lock, once per process and store.
+
+    MLflow creates a new SQLite store's tables and runs its schema migrations on first use, with
+    nothing to stop two processes doing it at once: two first trainings on a fresh LIFETAG_HOME
+    then fail one of them after training ("duplicate column name: step") and lose its model. The
+    lock beside the database makes the second wait until the first has finished the migration.
+    """
+    if (uri, registry_uri) in _created or not uri.startswith("sqlite:///"):
+        return
+    from serving.locks import store_lock
+
+    database = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    with store_lock(database.parent):
+        client = MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _created.add((uri, registry_uri))
 
 
 def start_run(run_name: str | None = None, tags: dict[str, Any] | None = None) -> mlflow.ActiveRun:

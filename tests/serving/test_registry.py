@@ -226,6 +226,39 @@ def test_the_champion_loads_in_a_fresh_process_from_any_working_directory(home: 
     assert list(elsewhere.iterdir()) == []
 
 
+# Each process imports lifetag, says it is ready, waits for the others, then logs its first run.
+RACE = """
+import sys, time
+from pathlib import Path
+from serving import registry
+import mlflow
+ready = Path(sys.argv[1])
+(ready / sys.argv[2]).touch()
+deadline = time.monotonic() + 120
+while len(list(ready.iterdir())) < int(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.001)
+with registry.start_run(run_name="race " + sys.argv[2]):
+    mlflow.log_metric("m", 1.0)
+"""
+
+
+@pytest.mark.slow
+def test_first_runs_of_several_processes_on_a_fresh_home_all_succeed(fresh_home: Path, tmp_path: Path) -> None:
+    # Without the store lock, MLflow's schema migration runs in each process at once and all but
+    # one fail ("duplicate column name: step", or alembic finding another's version row).
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update({"PYTHONPATH": str(REPO), "LIFETAG_HOME": str(fresh_home)})
+    runs = [subprocess.Popen([sys.executable, "-c", RACE, str(ready), str(i), "3"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(3)]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+
+    assert [code for code, _ in outcomes] == [0, 0, 0], [err[-400:] for _, err in outcomes]
+    registry.configure()
+    assert len(MlflowClient().search_runs([registry._experiment_id()])) == 3
+
+
 def test_load_bundle_without_a_champion_says_how_to_get_one(home: Path) -> None:
     _register()
 
