@@ -139,7 +139,7 @@ def test_each_registration_is_a_new_version_and_the_first_becomes_champion(home:
         promoted=True,
         version="1",
         previous=None,
-        reason="version 1 is now champion: there was no champion yet (validation score 0.800)",
+        reason="version 1 is now champion: there was no champion yet (validation score 0.8000)",
     )
     assert registry.champion_version().version == 1
     tags = MlflowClient().get_model_version(registry.MODEL_NAME, "1").tags
@@ -167,6 +167,19 @@ def test_a_worse_version_is_registered_but_the_champion_stays_unless_forced(home
         "version 2 is now champion (forced with --promote): validation score 0.780 < champion v1's 0.799"
     )
     assert registry.champion_version().version == 2
+
+
+def test_a_version_below_the_baselines_or_chance_is_not_promoted_even_on_an_empty_registry(home: Path) -> None:
+    losing = registry.decide_and_promote(_register(), 0.74, None, force=False, baseline_score=0.75, chance_score=0.5)
+    chance = registry.decide_and_promote(_register(), -0.128, None, force=False, baseline_score=-0.2, chance_score=0.0)
+
+    assert not losing.promoted and not chance.promoted and registry.champion_version() is None
+    assert losing.reason == ("version 1 registered but not promoted: there is no champion yet, but its validation "
+                             "score 0.7400 loses to the baselines' 0.7500; use --promote to force")
+    assert chance.reason == ("version 2 registered but not promoted: there is no champion yet, but its validation "
+                             "score -0.1280 is no better than chance (0.0000); use --promote to force")
+    forced = registry.decide_and_promote("1", 0.74, None, force=True, baseline_score=0.75, chance_score=0.5)
+    assert forced.promoted and registry.champion_version().version == 1
 
 
 def test_a_better_or_equal_version_takes_over_the_champion(home: Path) -> None:
