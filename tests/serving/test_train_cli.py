@@ -106,7 +106,7 @@ def test_train_prints_the_validation_table_with_every_baseline_and_where_the_mod
     assert "fallback" not in out
     assert RUN_LINE.search(out).group(2) == "1"
     assert out.rstrip().endswith("version 1 is now champion: there was no champion yet "
-                                 f"(validation score {trained.result.score:.3f})")
+                                 f"(validation score {trained.result.score:.4f})")
 
 
 @pytest.mark.slow
