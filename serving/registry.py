@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,7 +109,31 @@ def configure() -> str:
         _written["MLFLOW_REGISTRY_URI"] = registry_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri)
+    _create_store_once(uri, registry_uri)
     return uri
+
+
+_created: set[tuple[str, str]] = set()
+
+
+def _create_store_once(uri: str, registry_uri: str) -> None:
+    """Open (creating and migrating if new) a SQLite store under a file lock, once per process and store.
+
+    MLflow creates a new SQLite store's tables and runs its schema migrations on first use, with
+    nothing to stop two processes doing it at once: two first trainings on a fresh LIFETAG_HOME
+    then fail one of them after training ("duplicate column name: step") and lose its model. The
+    lock beside the database makes the second wait until the first has finished the migration.
+    """
+    if (uri, registry_uri) in _created or not uri.startswith("sqlite:///"):
+        return
+    from serving.locks import store_lock
+
+    database = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    with store_lock(database.parent):
+        client = MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _created.add((uri, registry_uri))
 
 
 def start_run(run_name: str | None = None, tags: dict[str, Any] | None = None) -> mlflow.ActiveRun:
@@ -183,16 +208,21 @@ def register_bundle(
     ``context.artifacts`` at load time. Returns the new `ModelVersion` (``.version`` is its number).
     """
     _require_active_run("register_bundle")
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=python_model,
-        artifacts=artifacts,
-        code_paths=code_paths,
-        input_example=input_example,
-        signature=signature,
-        metadata=metadata,
-        pip_requirements=_pinned_requirements(),
-    )
+    with warnings.catch_warnings():
+        if signature is not None and input_example is None:
+            # A signature is enough for MLflow and the service to check requests; an input example
+            # would store real customers' rows in the registry, so lifetag does not log one.
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=python_model,
+            artifacts=artifacts,
+            code_paths=code_paths,
+            input_example=input_example,
+            signature=signature,
+            metadata=metadata,
+            pip_requirements=_pinned_requirements(),
+        )
     # Registering separately from log_model only so its two progress lines ("Successfully
     # registered model ...", "Created version ...", printed, not logged) can be silenced: the
     # caller reports the outcome in its own words. Warnings from log_model stay visible.
@@ -230,23 +260,33 @@ def decide_and_promote(
     champion_score: float | None,
     force: bool,
     tolerance: float = 0.0,
+    *,
+    validation_score: float | None = None,
+    baseline_score: float | None = None,
+    chance_score: float | None = None,
+    compared_on: str = "",
 ) -> Promotion:
-    """Move ``champion`` to ``version`` if it is no worse on validation than the current champion.
+    """Move ``champion`` to ``version`` if it beats the baselines and is no worse than the current champion.
 
-    Scores are "higher is better" (negate a loss). ``champion_score`` is the current champion
-    scored on the *same* validation data as the new version; None when it could not be scored.
-    Promotes when there is no champion yet, when ``force`` is set, or when
-    ``new_score >= champion_score - tolerance``. A champion that could not be scored is kept
-    unless forced. Tags the version with ``validation_score`` and ``promotion_reason``.
+    Scores are "higher is better" (negate a loss). ``validation_score`` is the version's own
+    validation score (the one the training table shows; default ``new_score``); it must be above
+    ``chance_score`` and at least ``baseline_score`` (the best baselines on the same examples), or
+    the version is not promoted, even on an empty registry. ``new_score`` and ``champion_score``
+    are both models scored alike on rows neither was trained on (``compared_on`` says which);
+    ``champion_score`` is None when there are no such rows or the champion could not be scored,
+    and the champion is then kept. ``force`` (--promote) promotes whatever the scores. Tags the
+    version with ``validation_score`` and ``promotion_reason``.
     """
     version = str(version)
     current = champion_version()
     previous = None if current is None else str(current.version)
-    promoted, reason = _decide(version, new_score, previous, champion_score, force, tolerance)
+    own = new_score if validation_score is None else validation_score
+    gate = _baseline_gate(own, baseline_score, chance_score)
+    promoted, reason = _decide(version, new_score, previous, champion_score, force, tolerance, own, gate, compared_on)
     client = MlflowClient()
     if promoted:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
-    client.set_model_version_tag(MODEL_NAME, version, "validation_score", repr(float(new_score)))
+    client.set_model_version_tag(MODEL_NAME, version, "validation_score", repr(float(own)))
     client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
     return Promotion(promoted=promoted, version=version, previous=previous, reason=reason)
 
@@ -284,6 +324,17 @@ def version_of(uri: str) -> str:
         return uri
 
 
+def _baseline_gate(score: float, baseline: float | None, chance: float | None) -> str:
+    """Why a validation score may not be promoted on its own merits ("" when it may)."""
+    if not np.isfinite(score):
+        return "its validation score could not be computed"
+    if chance is not None and score <= chance:
+        return f"its validation score {score:.4f} is no better than chance ({chance:.4f})"
+    if baseline is not None and np.isfinite(baseline) and score < baseline:
+        return f"its validation score {score:.4f} loses to the baselines' {baseline:.4f}"
+    return ""
+
+
 def _decide(
     version: str,
     new_score: float,
@@ -291,28 +342,33 @@ def _decide(
     champion_score: float | None,
     force: bool,
     tolerance: float,
+    own: float,
+    gate: str,
+    compared_on: str,
 ) -> tuple[bool, str]:
     if previous is None:
-        return True, (
-            f"version {version} is now champion: there was no champion yet "
-            f"(validation score {new_score:.3f})"
-        )
-    if champion_score is None:
-        comparison = f"champion v{previous} could not be scored on this validation data"
+        if gate:
+            comparison, passes = f"there is no champion yet, but {gate}", False
+        else:
+            comparison, passes = f"there was no champion yet (validation score {own:.4f})", True
+    elif gate:
+        comparison, passes = gate, False
+    elif champion_score is None:
+        comparison = compared_on or f"champion v{previous} could not be scored on this validation data"
         passes = False
     else:
         new_text, old_text = _distinct(new_score, champion_score)
         passes = new_score >= champion_score - tolerance
         sign = ">=" if new_score >= champion_score else "<"
         margin = f" within tolerance {tolerance:g}" if sign == "<" and passes else ""
-        comparison = f"validation score {new_text} {sign} champion v{previous}'s {old_text}{margin}"
+        comparison = f"{new_text} {sign} champion v{previous}'s {old_text}{margin}"
+        comparison = (f"on {compared_on}, score {comparison} (validation score {own:.4f})" if compared_on
+                      else f"validation score {comparison}")
     if passes:
         return True, f"version {version} is now champion: {comparison}"
     if force:
         return True, f"version {version} is now champion (forced with --promote): {comparison}"
-    return False, (
-        f"version {version} registered but not promoted: {comparison}; use --promote to force"
-    )
+    return False, f"version {version} registered but not promoted: {comparison}; use --promote to force"
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:

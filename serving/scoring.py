@@ -7,9 +7,10 @@ merged in customer order, so the output is identical whatever the partition coun
 from __future__ import annotations
 
 import os
+import glob
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from features.output import OutputError, write_relation
 from features.scenarios import rebuy_intervals_sql, scenario_features_sql
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
 from serving.bundle import Bundle, BundleError
+from serving.locks import LockHeld, output_lock, scratch_folder
 
 __all__ = [
     "OUTPUT_DOCS", "ScoreResult", "ScoringError", "check_scenarios", "lifecycle_stage", "load_model", "output_docs",
@@ -134,9 +136,80 @@ def _expected_next_order(repurchase_prob: np.ndarray, horizon_days: int, as_of: 
     return pd.Series(dates, dtype="datetime64[ns]").dt.date.astype("object").where(~np.isnan(days), None)
 
 
-# Words for what drives churn risk; each takes the rows' values and returns one phrase per row.
-def _fmt(template: str, values: np.ndarray) -> list[str]:
-    return [template.format(v) for v in values]
+# Words for what drives churn risk. Every model feature has an entry: a phrase of its value, and the
+# phrase for an empty value (e.g. no gap between orders with a single order). A `{n}` key stands for
+# every window or horizon (orders_30d, bg_ltv_365d, ...); customers-table attributes are worded from
+# their own name and value ("membership level: gold", "age 55"). A test checks every feature is here.
+PhraseOf = Callable[[float, int], str]
+
+
+def _count(n: float, noun: str) -> str:
+    return f"{n:,.0f} {noun}{'' if round(n) == 1 else 's'}"
+
+
+def _number(value: float) -> str:
+    """A value as people write it: 55, 1,250, 3.5 (no trailing zeros)."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def _share(p: float) -> str:
+    """A probability in words; never a flat 0% or 100% for what is only unlikely or likely."""
+    return "under 1%" if 0 < p < 0.005 else "over 99%" if 0.995 < p < 1 else f"{p:.0%}"
+
+
+REASON_PHRASES: dict[str, tuple[PhraseOf, str]] = {
+    "recency_days": (lambda v, n: f"no order for {v:,.0f} days", "no order yet"),
+    "overdue_ratio": (lambda v, n: f"{v:.1f}x later than their usual gap between orders", "only one order so far"),
+    "last_gap_days": (lambda v, n: f"{v:,.0f} days between their last two orders", "only one order so far"),
+    "tenure_days": (lambda v, n: f"first order {v:,.0f} days ago", "no order yet"),
+    "active_span_days": (lambda v, n: f"ordered over {v:,.0f} days" if v > 0 else "all orders on one day",
+                         "no order yet"),
+    "frequency": (lambda v, n: f"{_count(v, 'order')} so far", "no order yet"),
+    "repeat_orders": (lambda v, n: f"{_count(v, 'repeat order')} so far" if v > 0 else "no repeat order yet",
+                      "no order yet"),
+    "monetary_total": (lambda v, n: f"spent {v:,.0f} in total", "no spend yet"),
+    "monetary_mean": (lambda v, n: f"average order {v:,.0f}", "no order yet"),
+    "monetary_std": (lambda v, n: f"order values vary by {v:,.0f}", "only one order so far"),
+    "monetary_max": (lambda v, n: f"largest order {v:,.0f}", "no order yet"),
+    "first_order_amount": (lambda v, n: f"first order worth {v:,.0f}", "no order yet"),
+    "gap_mean_days": (lambda v, n: f"orders every {v:,.0f} days on average", "only one order so far"),
+    "gap_median_days": (lambda v, n: f"usually orders every {v:,.0f} days", "only one order so far"),
+    "gap_std_days": (lambda v, n: f"irregular gaps between orders (spread {v:,.0f} days)", "fewer than three orders so far"),
+    "orders_{n}d": (lambda v, n: f"no order in the last {n} days" if v == 0 else f"{_count(v, 'order')} in the last {n} days",
+                    "no order yet"),
+    "spend_{n}d": (lambda v, n: f"spent {v:,.0f} in the last {n} days", "no spend yet"),
+    "trend_orders": (lambda v, n: ("as many orders as in the period before" if v == 0 else
+                                   f"{_count(abs(v), 'order')} {'more' if v > 0 else 'fewer'} than in the period before"),
+                     "no order yet"),
+    "trend_spend": (lambda v, n: ("spent as much as in the period before" if v == 0 else
+                                  f"spent {abs(v):,.0f} {'more' if v > 0 else 'less'} than in the period before"),
+                    "no spend yet"),
+    "distinct_categories": (lambda v, n: "bought in one category" if v == 1 else f"bought in {v:,.0f} categories",
+                            "no product categories recorded"),
+    "top_category_share": (lambda v, n: f"{v:.0%} of purchases in one category", "no product categories recorded"),
+    "discount_share": (lambda v, n: f"{v:.0%} of orders with a discount", "no discounts recorded"),
+    "discount_total": (lambda v, n: f"received {v:,.0f} in discounts", "no discounts recorded"),
+    "return_count": (lambda v, n: f"{_count(v, 'return')} or cancellations" if v != 1 else "1 return or cancellation",
+                     "no returns recorded"),
+    "return_rate": (lambda v, n: f"returned {v:.0%} of what they bought (by value)", "no returns recorded"),
+    "weekend_share": (lambda v, n: f"{v:.0%} of orders at weekends", "no order yet"),
+    "novdec_share": (lambda v, n: f"{v:.0%} of orders in November-December", "no order yet"),
+    "signup_days": (lambda v, n: f"signed up {v:,.0f} days ago", "no sign-up date on record"),
+    "bg_p_alive": (lambda v, n: f"purchase pattern gives {_share(v)} chance of still being a customer",
+                   "too little history for a purchase-pattern estimate"),
+    "gg_order_value": (lambda v, n: f"expected order value {v:,.0f} by purchase pattern",
+                       "too little history for a purchase-pattern estimate"),
+    "bg_orders_{n}d": (lambda v, n: f"purchase pattern expects {v:.1f} orders in the next {n} days",
+                       "too little history for a purchase-pattern estimate"),
+    "bg_p_none_{n}d": (lambda v, n: f"purchase pattern gives {_share(1 - v)} chance of any order in the next {n} days",
+                       "too little history for a purchase-pattern estimate"),
+    "bg_ltv_{n}d": (lambda v, n: f"purchase pattern expects {v:,.0f} spend in the next {n} days",
+                    "too little history for a purchase-pattern estimate"),
+}
+# Text features of the orders (not customers-table attributes): phrase of the value, phrase when empty.
+TEXT_PHRASES: dict[str, tuple[str, str]] = {
+    "first_order_channel": ("first order via {}", "first order's channel not recorded"),
+}
 
 
 def _window_days(column: str) -> int:
@@ -145,19 +218,61 @@ def _window_days(column: str) -> int:
     return int(tail[:-1]) if tail.endswith("d") and tail[:-1].isdigit() else 0
 
 
-def _phrases(feature: str, rows: pd.DataFrame) -> list[str]:
-    """One phrase per row saying what `feature` is for this customer."""
-    value = pd.to_numeric(rows[feature], errors="coerce").to_numpy(dtype=float) if feature in rows and feature != "first_order_channel" else None
+def _phrase_key(feature: str) -> str:
+    """The REASON_PHRASES key of a feature: itself, or its `{n}` pattern for a window/horizon column."""
+    days = _window_days(feature)
+    return feature[: -len(f"{days}d")] + "{n}d" if days else feature
+
+
+def _attribute_phrases(name: str, kind: str, values: pd.Series) -> list[str]:
+    """An attribute in words with the customer's own value: "membership level: gold", "age 55"."""
+    label = name.replace("_", " ")
+    out = []
+    for value in values.astype("object"):
+        if value is None or (isinstance(value, float) and not np.isfinite(value)) or value is pd.NA \
+                or (isinstance(value, str) and not value.strip()):
+            out.append(f"no {label} on record")
+        elif kind == "numeric":
+            number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+            out.append(f"{label} {_number(number)}" if np.isfinite(number) else f"{label}: {str(value).strip()}")
+        else:
+            out.append(f"{label}: {str(value).strip()}")
+    return out
+
+
+def _text_phrases(feature: str, values: pd.Series) -> list[str]:
+    known, empty = TEXT_PHRASES[feature]
+    return [empty if v is None or v is pd.NA or (isinstance(v, float) and not np.isfinite(v)) or not str(v).strip()
+            else known.format(str(v).strip()) for v in values.astype("object")]
+
+
+def _value_phrases(feature: str, rows: pd.DataFrame) -> list[str]:
+    """Each row's value of a numeric feature in words, from REASON_PHRASES."""
+    rule = REASON_PHRASES.get(_phrase_key(feature))
+    if rule is None:  # a feature without words (a test keeps this from happening); say nothing untrue
+        return ["another feature of their purchase history"] * len(rows)
+    known, empty = rule
+    days = _window_days(feature)
+    values = pd.to_numeric(rows[feature], errors="coerce").to_numpy(dtype=float) if feature in rows \
+        else np.full(len(rows), np.nan)
+    return [known(v, days) if np.isfinite(v) else empty for v in values]
+
+
+def _phrases(feature: str, rows: pd.DataFrame, attributes: dict[str, str] | None = None) -> list[str]:
+    """One phrase per row saying what `feature` is for this customer (`attributes`: name -> categorical/numeric)."""
+    attributes = attributes or {}
+    if feature in attributes:
+        values = rows[feature] if feature in rows else pd.Series([None] * len(rows), dtype="object")
+        return _attribute_phrases(feature, attributes[feature], values)
+    if feature in TEXT_PHRASES:
+        return _text_phrases(feature, rows[feature] if feature in rows else pd.Series([None] * len(rows)))
     if feature.startswith(("bg_", "gg_")):
         # The chance of any order over the longest horizon speaks for all pattern columns; p_alive
         # would not (BG/NBD takes a one-order customer to be alive, however long ago they bought).
         horizons = sorted((_window_days(c), c) for c in rows.columns if c.startswith("bg_p_none_") and _window_days(c))
         if horizons:
-            days_ahead, column = horizons[-1]
-            p_none = rows[column].to_numpy(dtype=float)
-            return [f"purchase pattern gives {1 - q:.0%} chance of any order in the next {days_ahead} days"
-                    if np.isfinite(q) else "purchase pattern unknown" for q in p_none]
-        return [feature.replace("_", " ")] * len(rows)
+            return _value_phrases(horizons[-1][1], rows)
+        return _value_phrases(feature, rows)
     if _window_days(feature) and feature.startswith(("orders_", "spend_")):
         # All look-back windows are one driver: say the shortest window that saw an order, or the longest.
         windows = sorted({_window_days(c) for c in rows.columns
@@ -169,50 +284,31 @@ def _phrases(feature: str, rows: pd.DataFrame) -> list[str]:
             out = []
             for i, w in enumerate(first):
                 n, spent, d = counts[i, w], spends[i, w], windows[w]
+                if not np.isfinite(n):
+                    out.append(REASON_PHRASES["orders_{n}d"][1])
+                    continue
+                spent_text = f"{spent:,.0f} spent" if spent >= 0 else f"net {spent:,.0f} after returns"
                 out.append(f"no order in the last {d} days" if n == 0
-                           else f"only {n:.0f} order{'s' if n != 1 else ''} ({spent:,.0f} spent) in the last {d} days")
+                           else f"only {_count(n, 'order')} ({spent_text}) in the last {d} days")
             return out
-    if feature in ("recency_days", "overdue_ratio", "last_gap_days"):
+    if feature in ("recency_days", "overdue_ratio", "last_gap_days") and "recency_days" in rows:
         recency = rows["recency_days"].to_numpy(dtype=float)
-        ratio = pd.to_numeric(rows["overdue_ratio"], errors="coerce").to_numpy(dtype=float)
-        return [f"no order for {r:.0f} days, {q:.1f}x their usual gap" if np.isfinite(q)
-                else f"no order for {r:.0f} days after a single order" for r, q in zip(recency, ratio)]
-    if feature == "first_order_channel":
-        return [f"first order via {v}" for v in rows[feature].astype(str)]
-    if value is None:
-        return [feature.replace("_", " ")] * len(rows)
-    days = feature.rsplit("_", 1)[-1][:-1] if feature.endswith("d") and feature.rsplit("_", 1)[-1][:-1].isdigit() else ""
-    if feature.startswith("orders_") and days:
-        return _fmt(f"{{:.0f}} orders in the last {days} days", value)
-    if feature.startswith("spend_") and days:
-        return _fmt(f"spent {{:,.0f}} in the last {days} days", value)
-    if feature.startswith("bg_orders_") and days:
-        return _fmt(f"{{:.2f}} orders expected in the next {days} days", value)
-    if feature.startswith("bg_p_none_") and days:
-        return _fmt(f"{{:.0%}} chance of no order in {days} days by purchase pattern", value)
-    if feature.startswith("bg_ltv_") and days:
-        return _fmt(f"{{:,.0f}} expected spend in {days} days by purchase pattern", value)
-    templates = {
-        "trend_orders": "{:+.0f} orders vs the previous period",
-        "trend_spend": "{:+,.0f} spend vs the previous period",
-        "gap_mean_days": "orders every {:.0f} days on average",
-        "gap_median_days": "usually orders every {:.0f} days",
-        "gap_std_days": "irregular gaps between orders (spread {:.0f} days)",
-        "bg_p_alive": "purchase pattern gives {:.0%} chance of still being a customer",
-        "gg_order_value": "expected order value {:,.0f}",
-        "return_rate": "returned {:.0%} of orders",
-        "discount_share": "{:.0%} of spend came with a discount",
-        "monetary_mean": "average order {:,.0f}",
-        "monetary_std": "order values vary by {:,.0f}",
-        "monetary_max": "largest order {:,.0f}",
-        "first_order_amount": "first order worth {:,.2f}",
-        "distinct_categories": "bought in {:.0f} categories",
-        "top_category_share": "{:.0%} of orders in one category",
-        "weekend_share": "{:.0%} of orders at weekends",
-        "novdec_share": "{:.0%} of orders in November-December",
-    }
-    template = templates.get(feature, feature.replace("_", " ") + " {:,.2f}")
-    return [template.format(v) if np.isfinite(v) else f"{feature.replace('_', ' ')} unknown" for v in value]
+        ratio = pd.to_numeric(rows.get("overdue_ratio", pd.Series(np.nan, index=rows.index)),
+                              errors="coerce").to_numpy(dtype=float)
+        orders = pd.to_numeric(rows.get("frequency", pd.Series(np.nan, index=rows.index)),
+                               errors="coerce").to_numpy(dtype=float)
+        out = []
+        for r, q, f in zip(recency, ratio, orders):
+            if not np.isfinite(r):
+                out.append(REASON_PHRASES["recency_days"][1])
+            elif np.isfinite(q):
+                out.append(f"no order for {r:,.0f} days, {q:.1f}x their usual gap")
+            elif f == 1:
+                out.append(f"no order for {r:,.0f} days after a single order")
+            else:  # several orders but no usual gap: they were placed together
+                out.append(f"no order for {r:,.0f} days")
+        return out
+    return _value_phrases(feature, rows)
 
 
 def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: int = 3) -> list[str]:
@@ -228,6 +324,7 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: i
         return []
     if model is None or "explain" not in model.boosters:
         return _phrases("recency_days", enriched)
+    attributes = _attributes_of(bundle)
     contributions = model.booster("explain").predict(matrix, pred_contrib=True)[:, :-1]
     names = list(matrix.columns)
     # Features that say the same thing in words are one driver: pool their contributions into the
@@ -246,12 +343,20 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: i
     slots = np.full((n, k), "", dtype=object)
     for j in np.unique(best):
         rows = np.nonzero((best == j).any(axis=1))[0]
-        words = np.asarray(_phrases(names[j], enriched.iloc[rows]), dtype=object)
+        words = np.asarray(_phrases(names[j], enriched.iloc[rows], attributes), dtype=object)
         for slot in range(k):
             hit = best[rows, slot] == j
             slots[rows[hit], slot] = words[hit]
     slots[chosen <= 0] = ""
-    return ["; ".join(p for p in row if p) for row in slots]
+    # Two drivers can read the same (a single order has neither a gap nor a spread): say it once.
+    return ["; ".join(dict.fromkeys(p for p in row if p)) for row in slots]
+
+
+def _attributes_of(bundle: Bundle) -> dict[str, str]:
+    """The customers-table attributes the bundle was trained with: name -> categorical / numeric."""
+    declared = (bundle.config.get("customers") or {}).get("attributes") or {}
+    return {name: (spec.get("type") if isinstance(spec, dict) else str(spec)) or "categorical"
+            for name, spec in declared.items()}
 
 
 def tag_frame(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: pd.Timestamp, model_version: str,
@@ -498,6 +603,18 @@ def score(
     out_format = output_target(out)
     if partitions < 1:
         raise ScoringError(f"--partitions must be at least 1, got {partitions}.")
+    with _one_run_per_output(out):
+        return _score_locked(orders, as_of, out, out_format, config, model_uri, quarantine, partitions, progress,
+                             bundle, model_version, customers)
+
+
+def _score_locked(
+    orders: str | os.PathLike[str], as_of: str | pd.Timestamp, out: str | os.PathLike[str], out_format: str,
+    config: Config, model_uri: str | None, quarantine: str | os.PathLike[str] | None, partitions: int,
+    progress: Progress | None, bundle: Bundle | None, model_version: str | None,
+    customers: str | os.PathLike[str] | None,
+) -> ScoreResult:
+    """`score`, once this run holds the output's lock."""
     if bundle is None:
         bundle, model_version = load_model(model_uri)
     as_of_ts = as_timestamp(as_of)
@@ -517,7 +634,7 @@ def score(
         registered_total = registered_relation(con, "orders", table, as_of_ts, config).count("*").fetchall()[0][0] \
             if table else 0
         advance = progress("Scoring customers", int(customers_total + registered_total)) if progress else (lambda n: None)
-        scratch = Path(tempfile.mkdtemp(prefix="lifetag-score-", dir=_scratch_parent(out)))
+        scratch = scratch_folder("score")
         try:
             parts = []
             for index in range(partitions):
@@ -585,9 +702,31 @@ def _empty_scored(tags: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return scored
 
 
-def _scratch_parent(out: str | os.PathLike[str]) -> str | None:
-    parent = Path(str(out).split("::")[0]).resolve().parent
-    return str(parent) if parent.exists() else None
+def _output_file(out: str | os.PathLike[str]) -> Path:
+    """The file an output is written to (the database file of a FILE.duckdb::TABLE output)."""
+    return Path(str(out).split("::")[0]).resolve()
+
+
+@contextmanager
+def _one_run_per_output(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the output's lock for the run, refusing a second run to the same output; clear a dead run's leftovers.
+
+    Partial results live in LIFETAG_HOME/scratch (serving.locks.scratch_folder), never beside the
+    output; only the final temporary file is written there, for an atomic rename, named
+    `.NAME.<id>.tmp` so that no `*.parquet` / `*.csv` glob matches it. With the lock held, such a
+    file can only be a killed run's, and is removed.
+    """
+    target = _output_file(out)
+    try:
+        with output_lock(str(target)):
+            for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if target.parent.is_dir() else []:
+                stale.unlink(missing_ok=True)
+            yield
+    except LockHeld as held:
+        raise ScoringError(
+            f"{out}: another `lifetag score` is writing this output right now ({held.holder}); two runs to one "
+            "output would race. Wait for it to finish (or stop it), or pass another --out. Nothing was written."
+        ) from None
 
 
 

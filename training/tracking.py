@@ -1,13 +1,16 @@
 """One MLflow run per training: params, config, data fingerprint, metrics, plots, the registered bundle
-and the champion decision (the champion is re-scored on this run's validation data to compare)."""
+and the champion decision (both models scored on validation rows neither was trained on)."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature, infer_signature
 
 from serving.bundle import Bundle, BundleError, LifetagPyfunc
 from serving import registry
@@ -21,9 +24,12 @@ from training.evaluate import (
 )
 from training.pipeline import TargetResult, TrainResult, validation_score
 
-__all__ = ["Recorded", "bundle_score_on", "champion_score_on", "record_training"]
+__all__ = ["Comparison", "Recorded", "baseline_score", "chance_score", "compare_with_champion", "model_signature",
+           "record_training"]
 
 _BASELINES = {"classifier": ("recency_heuristic", "bgnbd"), "regressor": ("run_rate", "bgnbd_gg")}
+_KEY = {"classifier": "roc_auc", "regressor": "gini_normalised"}  # the metric validation_score takes
+_CHANCE = {"classifier": 0.5, "regressor": 0.0}
 
 
 @dataclass
@@ -37,13 +43,12 @@ class Recorded:
 
 
 def record_training(result: TrainResult, promote: bool, trials: int, tolerance: float = 0.0) -> Recorded:
-    """Log the run, register the bundle as a new `lifetag` version, and move `champion` if it is no worse.
+    """Log the run, register the bundle as a new `lifetag` version, and move `champion` if it earns it.
 
-    Both sides of the comparison are scored alike: each bundle as it will serve (final calibrators)
-    on this training's validation examples.
+    The version must beat the baselines on its validation examples, and the current champion on
+    the validation rows neither model was trained on (see `compare_with_champion`).
     """
-    champion_score = champion_score_on(result.results)
-    new_score = bundle_score_on(result.bundle, result.results) if champion_score is not None else result.score
+    comparison = compare_with_champion(result.results)
     with registry.start_run(run_name=f"train as_of {result.as_of.date()}") as run:
         _log_params(result, trials)
         _log_metrics(result)
@@ -52,42 +57,118 @@ def record_training(result: TrainResult, promote: bool, trials: int, tolerance: 
             result.bundle.save(folder)
             version = registry.register_bundle(
                 LifetagPyfunc(), artifacts={"bundle": folder}, code_paths=None, input_example=None,
+                signature=model_signature(result),
                 metadata={"as_of": result.bundle.as_of, "validation_score": result.score},
             )
-        if champion_score is not None:
-            mlflow.log_metrics({"promotion.new_score": new_score, "promotion.champion_score": champion_score})
-        promotion = registry.decide_and_promote(str(version.version), new_score, champion_score, promote, tolerance)
+        if comparison is not None and comparison.champion_score is not None:
+            mlflow.log_metrics({"promotion.new_score": comparison.new_score,
+                                "promotion.champion_score": comparison.champion_score})
+        promotion = registry.decide_and_promote(
+            str(version.version), comparison.new_score if comparison else result.score,
+            comparison.champion_score if comparison else None, promote, tolerance,
+            validation_score=result.score, baseline_score=baseline_score(result.results),
+            chance_score=chance_score(result.results), compared_on=comparison.compared_on if comparison else "",
+        )
         mlflow.set_tags({"model_version": version.version, "promoted": str(promotion.promoted)})
-    return Recorded(run.info.run_id, str(version.version), promotion, champion_score)
+    return Recorded(run.info.run_id, str(version.version), promotion,
+                    comparison.champion_score if comparison else None)
 
 
-def champion_score_on(results: dict[str, TargetResult]) -> float | None:
-    """The current champion's validation score on this training's validation examples (None: no champion or incompatible)."""
-    if registry.champion_version() is None:
+@dataclass
+class Comparison:
+    """The new version and the champion scored alike on validation rows neither was trained on."""
+
+    new_score: float | None
+    champion_score: float | None
+    compared_on: str  # which rows, in words (or why there are none)
+
+
+def compare_with_champion(results: dict[str, TargetResult]) -> Comparison | None:
+    """Score both on this training's validation rows whose cut-off is on or after the champion's as_of.
+
+    Those rows' outcomes lie after everything the champion was trained (and calibrated) on, and
+    the new version only validated on them. The new version's predictions are the cross-fitted
+    ones its validation table shows; the champion's are as it serves. None without a champion.
+    """
+    current = registry.champion_version()
+    if current is None:
         return None
     try:
         champion = registry.load_bundle().unwrap_python_model().bundle
-    except registry.RegistryError:
-        return None
-    return bundle_score_on(champion, results)
-
-
-def bundle_score_on(bundle: Bundle, results: dict[str, TargetResult]) -> float | None:
-    """A bundle's validation score (as it would serve) on the validation examples of `results`; None if incompatible."""
-    scored: dict[str, TargetResult] = {}
-    for name, result in results.items():
-        if result.valid_features is None or name not in bundle.models:
-            return None
+    except registry.RegistryError as error:
+        return Comparison(None, None, f"champion v{current.version} could not be loaded ({error})")
+    seen_until = pd.Timestamp(champion.as_of)
+    new, old, described = {}, {}, []
+    for name, r in results.items():
+        if r.valid is None or r.valid_features is None or "model" not in r.metrics or name not in champion.models:
+            continue
+        unseen = (r.valid["cutoff"] >= seen_until).to_numpy()
+        if not unseen.any():
+            continue
         try:
-            matrix = bundle.spec.matrix(result.valid_features)
-            predicted = bundle.models[name].predict(matrix, result.valid_features)
+            predicted = _served(champion, name, r.valid_features[unseen])
         except (BundleError, KeyError, ValueError):
-            return None
-        labels = result.valid_features["label"]
-        metric = classifier_metrics if result.target.kind == "classifier" else ltv_metrics
-        scored[name] = TargetResult(result.target, bundle.models[name], result.cutoffs,
-                                    metrics={"model": metric(labels, predicted)})
-    return validation_score(scored)
+            return Comparison(None, None, f"champion v{current.version} cannot score these features")
+        metric = classifier_metrics if r.target.kind == "classifier" else ltv_metrics
+        labels = r.valid.loc[unseen, "label"]
+        new[name] = replace(r, metrics={"model": metric(labels, r.valid.loc[unseen, "model"])})
+        old[name] = replace(r, metrics={"model": metric(labels, predicted)})
+        described.append(f"{name} {r.target.horizon_days}d: {int(unseen.sum()):,} examples")
+    if not new:
+        return Comparison(None, None, f"no validation example comes after champion v{current.version}'s as_of "
+                                      f"{champion.as_of} (it was trained on all of them), so the two cannot be "
+                                      "compared on data neither has seen")
+    return Comparison(validation_score(new), validation_score(old),
+                      f"rows neither model was trained on ({', '.join(described)})")
+
+
+def _served(bundle: Bundle, target: str, features: pd.DataFrame) -> np.ndarray:
+    """One target's predictions of `bundle` as it serves, for validation examples (their bg_* columns rebuilt)."""
+    base = features.drop(columns=[c for c in features.columns if c.startswith(("bg_", "gg_"))])
+    enriched = bundle.bg_columns(base)
+    return bundle.models[target].predict(bundle.spec.matrix(enriched), enriched)
+
+
+def baseline_score(results: dict[str, TargetResult]) -> float | None:
+    """The best baseline per target, averaged as `validation_score` averages the models (None: no baseline)."""
+    best = {}
+    for name, r in results.items():
+        scored = [validation_score({name: replace(r, metrics={"model": r.metrics[b]})})
+                  for b in _BASELINES[r.target.kind] if b in r.metrics]
+        scored = [v for v in scored if np.isfinite(v)]
+        if scored:
+            best[name] = replace(r, metrics={"model": {_KEY[r.target.kind]: max(scored)}})
+    return validation_score(best) if best else None
+
+
+def chance_score(results: dict[str, TargetResult]) -> float:
+    """What `validation_score` gives predictions that know nothing (ROC AUC 0.5, Gini 0)."""
+    return validation_score({name: replace(r, metrics={"model": {_KEY[r.target.kind]: _CHANCE[r.target.kind]}})
+                             for name, r in results.items()})
+
+
+# Columns of a training example that are not features: the cut-off, the outcome, and the BG/NBD and
+# Gamma-Gamma columns the bundle computes itself from its stored parameters.
+_NOT_INPUTS = ("cutoff", "label", "future_orders", "future_spend")
+
+
+def model_signature(result: TrainResult) -> ModelSignature:
+    """The pyfunc's signature: a features frame (`lifetag features` columns) in, the three predictions out.
+
+    Taken from the validation examples' features, so the types are those the bundle was trained on;
+    the service and MLflow check requests against it.
+    """
+    examples = next((r.valid_features for r in result.results.values() if r.valid_features is not None), None)
+    if examples is None or not len(examples):
+        raise ValueError("no validation examples to take the model's input columns from")
+    inputs = examples[[c for c in examples.columns
+                       if c not in _NOT_INPUTS and not c.startswith(("bg_", "gg_"))]].head(500).reset_index(drop=True)
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: the counts are never missing
+        # for a customer with an order (the only rows the model scores), and `lifetag features`
+        # writes them as integers, which a double column would refuse.
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column")
+        return infer_signature(inputs, result.bundle.predict(inputs))
 
 
 def _log_params(result: TrainResult, trials: int) -> None:

@@ -273,3 +273,53 @@ def test_features_with_a_bad_customers_file_exits_2_with_one_paragraph(shop: Pat
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert str(bad) in lines[0] and "column 'age' has 1 row that are not numbers (row 1: 'abc')" in lines[0]
     assert "Traceback" not in done.output and not out.exists()
+
+
+# --- reasons: true of the customer, in words ---------------------------------------------------------
+
+
+def _phrases_of(tags: pd.DataFrame) -> pd.DataFrame:
+    """One row per (customer, reason phrase) of the customers who were given reasons."""
+    given = tags[tags["reasons"].notna() & (tags["reasons"] != "")]
+    return given.assign(phrase=given["reasons"].str.split("; ")).explode("phrase")
+
+
+@pytest.mark.slow
+def test_reasons_about_an_attribute_name_the_customers_own_value(tags: pd.DataFrame) -> None:
+    phrases = _phrases_of(tags)
+    about_attributes = 0
+    for name in ATTRIBUTES:
+        label = name.replace("_", " ")
+        said = phrases[phrases["phrase"].str.startswith(label) | phrases["phrase"].str.endswith(f"{label} on record")]
+        about_attributes += len(said)
+        for value, phrase in zip(said[name], said["phrase"]):
+            if value is None or value != value:
+                assert phrase == f"no {label} on record"
+            elif name == "age":
+                assert phrase == f"age {value:,.0f}" if float(value).is_integer() else phrase.startswith("age ")
+            else:
+                assert phrase == f"{label}: {str(value).strip()}"
+    # The check above must have something to check: the churn explainer uses the attributes here.
+    assert about_attributes > 0
+
+
+@pytest.mark.slow
+def test_reasons_are_words_without_raw_names_or_unknowns(tags: pd.DataFrame) -> None:
+    phrases = _phrases_of(tags)["phrase"]
+
+    assert len(phrases) > 0
+    assert not phrases.str.contains("_").any(), phrases[phrases.str.contains("_")].unique()[:5]
+    for word in ("unknown", "nan", "None", ".00"):
+        assert not phrases.str.contains(word, regex=False).any(), (word, phrases[phrases.str.contains(word)].unique()[:5])
+
+
+@pytest.mark.slow
+def test_recency_reasons_state_the_customers_own_recency_and_order_count(tags: pd.DataFrame) -> None:
+    phrases = _phrases_of(tags)
+    recency = phrases[phrases["phrase"].str.startswith("no order for ")]
+
+    assert len(recency) > 0
+    said_days = recency["phrase"].str.extract(r"^no order for ([\d,]+) days")[0].str.replace(",", "").astype(float)
+    np.testing.assert_array_equal(said_days.to_numpy(), recency["recency_days"].round().to_numpy(dtype=float))
+    single = recency["phrase"].str.endswith("after a single order")
+    assert (recency.loc[single, "frequency"] == 1).all()

@@ -139,7 +139,7 @@ def test_each_registration_is_a_new_version_and_the_first_becomes_champion(home:
         promoted=True,
         version="1",
         previous=None,
-        reason="version 1 is now champion: there was no champion yet (validation score 0.800)",
+        reason="version 1 is now champion: there was no champion yet (validation score 0.8000)",
     )
     assert registry.champion_version().version == 1
     tags = MlflowClient().get_model_version(registry.MODEL_NAME, "1").tags
@@ -167,6 +167,19 @@ def test_a_worse_version_is_registered_but_the_champion_stays_unless_forced(home
         "version 2 is now champion (forced with --promote): validation score 0.780 < champion v1's 0.799"
     )
     assert registry.champion_version().version == 2
+
+
+def test_a_version_below_the_baselines_or_chance_is_not_promoted_even_on_an_empty_registry(home: Path) -> None:
+    losing = registry.decide_and_promote(_register(), 0.74, None, force=False, baseline_score=0.75, chance_score=0.5)
+    chance = registry.decide_and_promote(_register(), -0.128, None, force=False, baseline_score=-0.2, chance_score=0.0)
+
+    assert not losing.promoted and not chance.promoted and registry.champion_version() is None
+    assert losing.reason == ("version 1 registered but not promoted: there is no champion yet, but its validation "
+                             "score 0.7400 loses to the baselines' 0.7500; use --promote to force")
+    assert chance.reason == ("version 2 registered but not promoted: there is no champion yet, but its validation "
+                             "score -0.1280 is no better than chance (0.0000); use --promote to force")
+    forced = registry.decide_and_promote("1", 0.74, None, force=True, baseline_score=0.75, chance_score=0.5)
+    assert forced.promoted and registry.champion_version().version == 1
 
 
 def test_a_better_or_equal_version_takes_over_the_champion(home: Path) -> None:
@@ -224,6 +237,39 @@ def test_the_champion_loads_in_a_fresh_process_from_any_working_directory(home: 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[6.0]"
     assert list(elsewhere.iterdir()) == []
+
+
+# Each process imports lifetag, says it is ready, waits for the others, then logs its first run.
+RACE = """
+import sys, time
+from pathlib import Path
+from serving import registry
+import mlflow
+ready = Path(sys.argv[1])
+(ready / sys.argv[2]).touch()
+deadline = time.monotonic() + 120
+while len(list(ready.iterdir())) < int(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.001)
+with registry.start_run(run_name="race " + sys.argv[2]):
+    mlflow.log_metric("m", 1.0)
+"""
+
+
+@pytest.mark.slow
+def test_first_runs_of_several_processes_on_a_fresh_home_all_succeed(fresh_home: Path, tmp_path: Path) -> None:
+    # Without the store lock, MLflow's schema migration runs in each process at once and all but
+    # one fail ("duplicate column name: step", or alembic finding another's version row).
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env.update({"PYTHONPATH": str(REPO), "LIFETAG_HOME": str(fresh_home)})
+    runs = [subprocess.Popen([sys.executable, "-c", RACE, str(ready), str(i), "3"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(3)]
+    outcomes = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+
+    assert [code for code, _ in outcomes] == [0, 0, 0], [err[-400:] for _, err in outcomes]
+    registry.configure()
+    assert len(MlflowClient().search_runs([registry._experiment_id()])) == 3
 
 
 def test_load_bundle_without_a_champion_says_how_to_get_one(home: Path) -> None:

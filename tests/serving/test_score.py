@@ -271,6 +271,28 @@ def test_reasons_are_given_for_medium_and_high_churn_tiers_only(tags: pd.DataFra
     assert worded.str.contains("no order for").any()
 
 
+def test_every_model_feature_has_words_for_a_value_and_for_an_empty_value(config: Config) -> None:
+    from features.behaviour import customer_columns, feature_columns
+    from features.clv import bg_feature_columns
+    from serving.scoring import REASON_PHRASES, TEXT_PHRASES, _phrase_key, _phrases
+
+    attributes = {name: a.type for name, a in config.customers.attributes.items()}
+    features = [c for c in feature_columns(config) + customer_columns(config) if c != "customer_id"]
+    features += bg_feature_columns([30, 90, 365])
+    rows = pd.DataFrame({c: [2.0, np.nan] for c in features})
+    for name in [*TEXT_PHRASES, *(n for n, kind in attributes.items() if kind == "categorical")]:
+        rows[name] = pd.Series(["gold", None], dtype="object")
+
+    for feature in features:
+        assert feature in attributes or feature in TEXT_PHRASES or _phrase_key(feature) in REASON_PHRASES, feature
+        known, empty = _phrases(feature, rows, attributes)
+        for phrase in (known, empty):
+            assert "_" not in phrase and "unknown" not in phrase and "nan" not in phrase, (feature, phrase)
+        assert known != empty, feature
+    assert _phrases("membership_level", rows, attributes) == ["membership level: gold", "no membership level on record"]
+    assert _phrases("age", rows.assign(age=[55.0, np.nan]), attributes) == ["age 55", "no age on record"]
+
+
 @pytest.mark.slow
 def test_the_closing_summary_counts_what_was_written(scored) -> None:
     result, tags, _ = scored

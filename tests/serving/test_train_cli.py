@@ -107,7 +107,7 @@ def test_train_prints_the_validation_table_with_every_baseline_and_where_the_mod
     assert "fallback" not in out
     assert RUN_LINE.search(out).group(2) == "1"
     assert out.rstrip().endswith("version 1 is now champion: there was no champion yet "
-                                 f"(validation score {trained.result.score:.3f})")
+                                 f"(validation score {trained.result.score:.4f})")
 
 
 @pytest.mark.slow
@@ -162,10 +162,10 @@ def test_train_says_when_a_worse_model_is_registered_but_not_promoted_and_when_p
 
     assert [done.exit_code for done in (first, kept, forced)] == [0, 0, 0]
     assert "version 1 is now champion: there was no champion yet" in first.stdout
-    assert re.search(r"^version 2 registered but not promoted: validation score 0\.333 < champion v1's 0\.\d{3}; "
-                     r"use --promote to force$", kept.stdout, re.MULTILINE), kept.stdout
-    assert re.search(r"^version 3 is now champion \(forced with --promote\): validation score 0\.333 < "
-                     r"champion v1's 0\.\d{3}$", forced.stdout, re.MULTILINE), forced.stdout
+    assert re.search(r"^version 2 registered but not promoted: its validation score 0\.3333 is no better than "
+                     r"chance \(0\.3333\); use --promote to force$", kept.stdout, re.MULTILINE), kept.stdout
+    assert re.search(r"^version 3 is now champion \(forced with --promote\): its validation score 0\.3333 is no "
+                     r"better than chance \(0\.3333\)$", forced.stdout, re.MULTILINE), forced.stdout
     assert registry.champion_version().version == 3
 
 

@@ -198,9 +198,15 @@ def test_a_saved_bundle_loads_and_predicts_identically(
 
 @pytest.mark.slow
 def test_the_registered_champion_predicts_like_the_bundle_through_mlflow_pyfunc(
-    trained: TrainResult, features_at_as_of: pd.DataFrame, mlflow_home: Path
+    trained: TrainResult, features_at_as_of: pd.DataFrame, mlflow_home: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     recorded = record_training(trained, promote=False, trials=TRIALS)
+    logged = capfd.readouterr()
+    signature = mlflow.models.get_model_info(f"models:/{registry.MODEL_NAME}/{recorded.version}").signature
+
+    assert "signature" not in logged.err + logged.out and "input example" not in logged.err + logged.out
+    assert signature.inputs.input_names() == [c for c in features_at_as_of.columns]
+    assert signature.outputs.input_names() == ["customer_id", "churn_risk", "repurchase_prob", "ltv"]
 
     champion = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}")
 
@@ -272,42 +278,106 @@ def test_too_little_history_is_refused_with_the_minimum_it_needs(config: Config,
 # --- promotion -------------------------------------------------------------------------------------------
 
 
+def _trained_earlier(result: TrainResult) -> TrainResult:
+    """The same models, recorded as trained at the earliest validation cut-off: every validation row of a
+    training at the real as_of then lies after everything this one saw."""
+    import copy
+    import dataclasses
+
+    first_cutoff = min(r.valid["cutoff"].min() for r in result.results.values() if r.valid is not None)
+    bundle = copy.deepcopy(result.bundle)
+    bundle.as_of = str(first_cutoff.date())
+    return dataclasses.replace(result, bundle=bundle)
+
+
 @pytest.mark.slow
-def test_the_first_training_becomes_champion_and_a_worse_one_only_when_forced(
+def test_a_worse_version_loses_to_an_older_champion_on_rows_neither_saw_unless_forced(
     trained: TrainResult, mlflow_home: Path, degrade
 ) -> None:
     worse = degrade(trained)
-    better = trained  # the real model, better than the degraded champion
-
-    first = record_training(trained, promote=False, trials=TRIALS)
+    first = record_training(_trained_earlier(trained), promote=False, trials=TRIALS)
     kept = record_training(worse, promote=False, trials=TRIALS)
-    kept_champion = registry.champion_version().version
     forced = record_training(worse, promote=True, trials=TRIALS)
-    overtaken = record_training(better, promote=False, trials=TRIALS)
+    overtaken = record_training(trained, promote=False, trials=TRIALS)
 
     assert (first.version, first.promotion.promoted, first.champion_score) == ("1", True, None)
-    assert "there was no champion yet" in first.promotion.reason
-    assert (kept.version, kept.promotion.promoted, kept_champion) == ("2", False, 1)
-    assert kept.champion_score > worse.score
-    assert kept.promotion.reason.endswith("use --promote to force")
+    assert first.promotion.reason == f"version 1 is now champion: there was no champion yet (validation score {trained.score:.4f})"
+    assert (kept.version, kept.promotion.promoted) == ("2", False)
+    assert kept.promotion.reason == (f"version 2 registered but not promoted: its validation score {worse.score:.4f} "
+                                     f"is no better than chance ({worse.score:.4f}); use --promote to force")
     assert (forced.version, forced.promotion.promoted, forced.promotion.previous) == ("3", True, "1")
     assert "forced with --promote" in forced.promotion.reason
-    assert (overtaken.version, overtaken.promotion.promoted, overtaken.promotion.previous) == ("4", True, "3")
-    assert registry.champion_version().version == 4
+    # The real models against the forced, degraded champion (same as_of): no row is unseen by both.
+    assert (overtaken.version, overtaken.promotion.promoted) == ("4", False)
+    assert "no validation example comes after champion v3's as_of" in overtaken.promotion.reason
     tags = MlflowClient().get_model_version(registry.MODEL_NAME, "2").tags
     assert tags["promotion_reason"] == kept.promotion.reason
+    assert float(tags["validation_score"]) == worse.score
 
 
 @pytest.mark.slow
-def test_retraining_on_the_same_data_is_no_worse_and_takes_over_the_champion(
+def test_a_version_is_compared_with_an_older_champion_on_rows_neither_saw_with_one_score_per_model(
+    trained: TrainResult, retrained: TrainResult, mlflow_home: Path
+) -> None:
+    record_training(_trained_earlier(trained), promote=False, trials=TRIALS)
+
+    second = record_training(retrained, promote=False, trials=TRIALS)
+
+    # Every validation row is after the champion's recorded as_of, so the new version's comparison
+    # score is its validation score, the number the training table shows. (Which side wins is not the
+    # point here: this champion's calibrators did see these rows, its as_of being moved for the test.)
+    reason = second.promotion.reason
+    assert reason.startswith("version 2 ")
+    assert ": on rows neither model was trained on (churn 90d: " in reason
+    assert f", score {retrained.score:.3f}" in reason
+    assert f"champion v1's {second.champion_score:.3f}" in reason
+    assert reason.split("; use")[0].endswith(f"(validation score {retrained.score:.4f})")
+
+
+@pytest.mark.slow
+def test_retraining_at_the_same_as_of_keeps_the_champion_there_being_no_row_neither_saw(
     trained: TrainResult, retrained: TrainResult, mlflow_home: Path
 ) -> None:
     record_training(trained, promote=False, trials=TRIALS)
 
     second = record_training(retrained, promote=False, trials=TRIALS)
 
-    assert second.promotion.promoted, second.promotion.reason
-    assert registry.champion_version().version == 2
+    assert not second.promotion.promoted
+    assert second.champion_score is None
+    assert second.promotion.reason == (
+        f"version 2 registered but not promoted: no validation example comes after champion v1's as_of "
+        f"{trained.bundle.as_of} (it was trained on all of them), so the two cannot be compared on data neither has "
+        "seen; use --promote to force"
+    )
+
+
+@pytest.mark.slow
+def test_a_model_that_loses_to_the_baselines_is_not_promoted_even_on_an_empty_registry(
+    trained: TrainResult, mlflow_home: Path
+) -> None:
+    import dataclasses
+
+    from training.tracking import baseline_score
+
+    best = baseline_score(trained.results)
+    # The real bundle, with validation figures just under the best baseline of every target.
+    keys = {"classifier": "roc_auc", "regressor": "gini_normalised"}
+    below = {}
+    for name, r in trained.results.items():
+        key = keys[r.target.kind]
+        baseline = max(r.metrics[b][key] for b in r.metrics if b != "model")
+        below[name] = dataclasses.replace(r, metrics={**r.metrics, "model": {**r.metrics["model"], key: baseline - 0.02}})
+    losing = dataclasses.replace(trained, results=below)
+
+    recorded = record_training(losing, promote=False, trials=TRIALS)
+
+    assert not recorded.promotion.promoted and registry.champion_version() is None
+    assert recorded.promotion.reason == (
+        f"version 1 registered but not promoted: there is no champion yet, but its validation score "
+        f"{losing.score:.4f} loses to the baselines' {best:.4f}; use --promote to force"
+    )
+    forced = record_training(losing, promote=True, trials=TRIALS)
+    assert forced.promotion.promoted and registry.champion_version().version == 2
 
 
 def test_the_default_as_of_is_the_day_after_the_last_order_but_never_in_the_future() -> None:
@@ -332,3 +402,4 @@ def test_a_typo_date_in_the_future_stops_training_before_it_sets_as_of(config: C
     path.write_text("customer_id,order_id,order_ts,amount\na,1,2024-01-01,10\nb,2,2099-01-01,20\n")
     with pytest.raises(IntakeError, match=r"'order_ts' has 1 row that are in the future .*\(row 2: '2099-01-01'\)"):
         fit_bundle(path, config)
+
