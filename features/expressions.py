@@ -10,13 +10,12 @@ only then does the caller compile the expression (for its type) on an empty tabl
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import duckdb
 
-from configs.schema import ConfigError
-
-__all__ = ["ALLOWED_FUNCTIONS", "ExpressionSyntaxError", "check_expression", "sandbox"]
+__all__ = ["ALLOWED_FUNCTIONS", "ExpressionRefused", "ExpressionSyntaxError", "check_expression", "sandbox"]
 
 # Pure scalar functions (and the operators DuckDB parses into functions): their result depends on
 # their arguments only. Nothing that reads files, settings, variables, sequences, the catalog, the
@@ -75,6 +74,15 @@ RULE = ("Expressions may only compute from the row's own columns: column names, 
         "round, lower, trim, regexp_replace, strptime, try_strptime and date_diff")
 
 
+class ExpressionRefused(ValueError):
+    """The expression could do more than compute from the row's own columns.
+
+    The message says what and where, then the rule, e.g. "it calls read_text(), which is not one of
+    the plain functions expressions may use (at 'read_text('x')'). Expressions may only compute from
+    the row's own columns: ..."; callers put the config entry and the columns around it.
+    """
+
+
 class ExpressionSyntaxError(ValueError):
     """The text is not one SQL expression; the message is DuckDB's parser error ('Parser Error: ...')."""
 
@@ -89,18 +97,15 @@ def sandbox(**settings: Any) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:", config=config)
 
 
-def check_expression(text: str, columns: dict[str, str], entry: str) -> None:
-    """Refuse (ConfigError naming `entry`) an expression that could do more than compute from `columns`
-    (name -> DuckDB type, as the expression sees them).
-
-    Raises ExpressionSyntaxError when `text` does not parse as one SQL expression; nothing is run.
-    """
-    available = dict(columns)
+def check_expression(text: str, columns: Iterable[str]) -> None:
+    """Raise ExpressionRefused when `text` could do more than compute from `columns`, ExpressionSyntaxError
+    when it does not parse as one SQL expression. Nothing is run."""
+    available = list(columns)
     con = sandbox()
     try:
         statements = _statements(con, text)
         if len(statements) != 1:
-            _refuse(entry, text, available, "it holds ';', which ends a SQL statement: an expression is one value "
+            _refuse(text, "it holds ';', which ends a SQL statement: an expression is one value "
                     "and may not run statements of its own", None)
         in_row = _parse(con, f"{_PREFIX}{text}) FROM {_ROW_TABLE}")
         alone = _parse(con, f"{_PREFIX}{text}) AS _lifetag_value")
@@ -110,9 +115,9 @@ def check_expression(text: str, columns: dict[str, str], entry: str) -> None:
     # Parsed with two different endings, the same one expression: nothing in the text (a comment,
     # a closing parenthesis) reaches past it when it is placed inside a larger statement.
     if expression is None or _shape(expression) != _shape(_single_select(alone, "EMPTY")):
-        _refuse(entry, text, available, "it is not one expression (it closes its parentheses or comments out "
+        _refuse(text, "it is not one expression (it closes its parentheses or comments out "
                 "what follows it)", None)
-    _walk(expression, {c.lower() for c in available}, entry, text, available)
+    _walk(expression, {c.lower() for c in available}, text)
 
 
 def _statements(con: duckdb.DuckDBPyConnection, text: str) -> list[Any]:
@@ -170,21 +175,21 @@ def _without_positions(node: Any) -> Any:
     return node
 
 
-def _walk(node: Any, columns: set[str], entry: str, text: str, available: dict[str, str]) -> None:
+def _walk(node: Any, columns: set[str], text: str) -> None:
     """Check every expression node under `node` against the allowlist (parents before children)."""
     if isinstance(node, list):
         for item in node:
-            _walk(item, columns, entry, text, available)
+            _walk(item, columns, text)
         return
     if not isinstance(node, dict):
         return
     if "class" in node:
         why = _refusal(node, columns)
         if why is not None:
-            _refuse(entry, text, available, why, node)
+            _refuse(text, why, node)
     for value in node.values():
         if isinstance(value, (dict, list)):
-            _walk(value, columns, entry, text, available)
+            _walk(value, columns, text)
 
 
 def _refusal(node: dict[str, Any], columns: set[str]) -> str | None:
@@ -216,13 +221,10 @@ def _refusal(node: dict[str, Any], columns: set[str]) -> str | None:
     return "it holds " + _WHAT_NODES.get(kind, f"a {kind.lower().replace('_', ' ')} expression")
 
 
-def _refuse(entry: str, text: str, columns: dict[str, str], why: str, node: dict[str, Any] | None) -> None:
+def _refuse(text: str, why: str, node: dict[str, Any] | None) -> None:
     part = _part(text, node)
-    at = f" (at {part!r})" if part and part != text.strip() else ""
-    listed = ", ".join(f"{c} ({t})" for c, t in list(columns.items())[:80]) + (", ..." if len(columns) > 80 else "")
-    raise ConfigError(
-        f"{entry}: the expression {text!r} cannot be used: {why}{at}. {RULE}. The columns are: {listed}."
-    )
+    at = f" (at {part!r})" if part and part != " ".join(text.split()) else ""
+    raise ExpressionRefused(f"{why}{at}. {RULE}.")
 
 
 def _part(text: str, node: dict[str, Any] | None) -> str:

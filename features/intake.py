@@ -37,7 +37,7 @@ import pandas as pd
 
 from configs.schema import Config, ConfigError, SourceConfig
 from features.engine import connect, is_locked, lock_external_access, repr_ident
-from features.expressions import ExpressionSyntaxError, check_expression, sandbox
+from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.output import write_relation
 
 __all__ = [
@@ -484,7 +484,10 @@ def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], t
         elif _IDENTIFIER.fullmatch(mapped.text):
             missing.append(name)
         else:
-            sql_type, error = _compile_expression(mapped.text, scope_types, mapped.entry)
+            try:
+                sql_type, error = _compile_expression(mapped.text, scope_types)
+            except ExpressionRefused as refused:
+                _raise_expression_error(mapped, str(refused), scope_types, refused=True)
             if error is None:
                 mapping[name] = _Mapped(mapped.text, True, mapped.entry, sql_type)
             elif _PLAIN_NAME.fullmatch(mapped.text) and error.startswith("Parser Error"):
@@ -548,39 +551,42 @@ def _referenced(expression: str, columns: list[str]) -> list[str]:
     return found
 
 
-def _compile_expression(expression: str, scope_types: dict[str, str], entry: str) -> tuple[str | None, str | None]:
+def _compile_expression(expression: str, scope_types: dict[str, str]) -> tuple[str | None, str | None]:
     """(result type, None) when `expression` compiles over the source columns; else (None, the engine's
     first line of error).
 
     First the parsed expression is checked (features.expressions: only the row's own columns,
-    constants, operators and plain functions; ConfigError naming `entry` otherwise); only then is it
-    compiled, never run, on an empty table in a sandbox with file and network access off.
+    constants, operators and plain functions; ExpressionRefused otherwise); only then is it bound,
+    never run, over an empty table in a sandbox with file and network access off.
     """
     columns = {c: t for c, t in scope_types.items() if c != "filename"}
     try:
-        check_expression(expression, columns, entry)
+        check_expression(expression, columns)
     except ExpressionSyntaxError as exc:
         return None, str(exc)
     con = sandbox(old_implicit_casting=True)
     try:
         con.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
         try:
-            return str(con.execute(f"SELECT ({expression}) FROM source LIMIT 0").description[0][1]), None
+            # Bound, not executed: the relation gives the result type without reading a row.
+            return str(con.sql(f"SELECT ({expression}) FROM source").types[0]), None
         except duckdb.Error as exc:
             return None, str(exc).strip().splitlines()[0]
     finally:
         con.close()
 
 
-def _raise_expression_error(mapped: _Mapped, message: str, scope_types: dict[str, str]) -> None:
-    if "disabled by configuration" in message or "Permission Error" in message:
+def _raise_expression_error(mapped: _Mapped, message: str, scope_types: dict[str, str], refused: bool = False) -> None:
+    if refused:
+        why = message  # what the expression may not do, and the rule (features.expressions)
+    elif "disabled by configuration" in message or "Permission Error" in message:
         why = ("it tries to read a file or the network, which mapping expressions may not do: they can only "
                "compute values from the source's own columns")
     else:
         why = f"it does not compile over the source columns ({message})"
     listed = ", ".join(f"{c} ({t})" for c, t in scope_types.items() if c != "filename")
     raise ConfigError(
-        f"{mapped.entry}: the expression {mapped.text!r} cannot be used: {why}. The source columns (as "
+        f"{mapped.entry}: the expression {mapped.text!r} cannot be used: {why.rstrip('.')}. The source columns (as "
         f"expressions see them) are: {listed}. Write a column name or a SQL expression over those columns, "
         "e.g. \"Quantity * UnitPrice\"."
     )
