@@ -10,6 +10,7 @@ only then does the caller compile the expression (for its type) on an empty tabl
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -101,16 +102,13 @@ def check_expression(text: str, columns: Iterable[str]) -> None:
     """Raise ExpressionRefused when `text` could do more than compute from `columns`, ExpressionSyntaxError
     when it does not parse as one SQL expression. Nothing is run."""
     available = list(columns)
-    con = sandbox()
-    try:
-        statements = _statements(con, text)
-        if len(statements) != 1:
-            _refuse(text, "it holds ';', which ends a SQL statement: an expression is one value "
-                    "and may not run statements of its own", None)
-        in_row = _parse(con, f"{_PREFIX}{text}) FROM {_ROW_TABLE}")
-        alone = _parse(con, f"{_PREFIX}{text}) AS _lifetag_value")
-    finally:
-        con.close()
+    con = _parser()
+    statements = _statements(con, text)
+    if len(statements) != 1:
+        _refuse(text, "it holds ';', which ends a SQL statement: an expression is one value "
+                "and may not run statements of its own", None)
+    in_row = _parse(con, f"{_PREFIX}{text}) FROM {_ROW_TABLE}")
+    alone = _parse(con, f"{_PREFIX}{text}) AS _lifetag_value")
     expression = _single_select(in_row, "BASE_TABLE")
     # Parsed with two different endings, the same one expression: nothing in the text (a comment,
     # a closing parenthesis) reaches past it when it is placed inside a larger statement.
@@ -118,6 +116,17 @@ def check_expression(text: str, columns: Iterable[str]) -> None:
         _refuse(text, "it is not one expression (it closes its parentheses or comments out "
                 "what follows it)", None)
     _walk(expression, {c.lower() for c in available}, text)
+
+
+_PARSERS = threading.local()
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """This thread's sandbox for parsing (it only parses; opening one costs more than 30 checks)."""
+    con = getattr(_PARSERS, "con", None)
+    if con is None:
+        con = _PARSERS.con = sandbox()
+    return con
 
 
 def _statements(con: duckdb.DuckDBPyConnection, text: str) -> list[Any]:
