@@ -291,10 +291,41 @@ class ScoringConfig(_Strict):
         return self
 
 
+# A DuckDB memory size: a number and a unit (1000- or 1024-based), or a share of the machine's memory.
+_MEMORY_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)", re.IGNORECASE)
+_MEMORY_EXAMPLES = "e.g. 2GB, 512MiB, 1.5GB or 60% (of the machine's memory)"
+
+
 class EngineConfig(_Strict):
+    """DuckDB resources. Every value is checked here and handed to DuckDB as a setting, never as SQL text."""
+
     memory_limit: str = "2GB"
-    threads: int | None = None
-    temp_directory: str | None = None
+    threads: int | None = Field(None, gt=0)  # None = all cores
+    temp_directory: str | None = None  # where DuckDB spills; None = $LIFETAG_HOME/tmp
+
+    @field_validator("memory_limit", mode="before")
+    @classmethod
+    def _memory_size(cls, v: Any) -> str:
+        text = str(v).strip() if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
+        match = _MEMORY_SIZE.fullmatch(text or "")
+        if match is None or float(match.group(1)) <= 0 or (match.group(2) == "%" and float(match.group(1)) > 100):
+            raise ValueError(f"{v!r} is not a memory size; write a positive number and a unit, {_MEMORY_EXAMPLES}")
+        return f"{match.group(1)}{match.group(2)}"
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _whole_count(cls, v: Any) -> Any:
+        # YAML `threads: yes` would otherwise pass as 1 thread.
+        if isinstance(v, bool) or (v is not None and not isinstance(v, int) and not str(v).strip().isdigit()):
+            raise ValueError(f"{v!r} is not a thread count; write a positive whole number (e.g. 4), or null for all cores")
+        return v
+
+    @field_validator("temp_directory")
+    @classmethod
+    def _a_path(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\0" in v):
+            raise ValueError(f"{v!r} is not a folder path; write a folder for DuckDB to spill to, or null for $LIFETAG_HOME/tmp")
+        return v
 
 
 class Config(_Strict):

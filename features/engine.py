@@ -1,14 +1,16 @@
-"""The embedded feature engine: one configured DuckDB connection per job."""
+"""The embedded feature engine: one configured DuckDB connection per job, and the lock for connections that read user input."""
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 
 from configs.schema import EngineConfig
 
-__all__ = ["connect", "is_locked", "lifetag_home", "lock_external_access"]
+__all__ = ["connect", "is_locked", "lifetag_home", "lock_external_access", "repr_ident", "repr_sql"]
 
 
 def lifetag_home() -> Path:
@@ -17,35 +19,59 @@ def lifetag_home() -> Path:
 
 
 def connect(engine: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection with lifetag's time zone and resource limits."""
+    """A fresh in-memory DuckDB connection with lifetag's time zone and resource limits.
+
+    The limits are validated values (configs.schema.EngineConfig) handed to DuckDB as settings, never
+    pasted into SQL. DuckDB spills to a folder of its own inside the configured temp folder: DuckDB
+    always lets a connection read its spill folder, even with external access off, so that folder
+    must hold nothing but DuckDB's spill files (DuckDB creates it when it first spills and removes
+    it on close).
+    """
     engine = engine or EngineConfig()
-    con = duckdb.connect(":memory:")
+    settings: dict[str, str | int] = {
+        "memory_limit": engine.memory_limit,
+        "temp_directory": str(_spill_directory(engine)),
+    }
+    if engine.threads:
+        settings["threads"] = int(engine.threads)
+    con = duckdb.connect(":memory:", config=settings)
     # Every timestamp lifetag handles is UTC; naive input is read as UTC.
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{engine.memory_limit}'")
-    if engine.threads:
-        con.execute(f"SET threads = {int(engine.threads)}")
-    con.execute(f"SET temp_directory = '{_sql_str(str(_temp_directory(engine)))}'")
     return con
 
 
-def _temp_directory(engine: EngineConfig) -> Path:
-    return Path(engine.temp_directory) if engine.temp_directory else lifetag_home() / "tmp"
+def _spill_directory(engine: EngineConfig) -> Path:
+    base = Path(engine.temp_directory) if engine.temp_directory else lifetag_home() / "tmp"
+    return base.resolve() / f"duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
-def lock_external_access(con: duckdb.DuckDBPyConnection, inputs: list[Path], engine: EngineConfig | None = None) -> None:
-    """Switch off file and network access on `con`, except reading `inputs` and spilling to the temp folder.
+def lock_external_access(con: duckdb.DuckDBPyConnection, inputs: list[Path],
+                         patterns: Sequence[tuple[str, bool]] = ()) -> None:
+    """Switch off file and network access on `con`, except reading `inputs` (files or folders).
 
-    For connections that evaluate SQL from a config (mapping expressions): they may compute values
-    but read nothing but their inputs. Irreversible for the connection; outputs are then written
-    through a separate connection (features.output.write_relation does this by itself).
+    For every connection that touches user input: mapping expressions from a config and views in a
+    DuckDB database given as input may compute values but read nothing but the inputs. Irreversible
+    for the connection; outputs are then written through a separate connection
+    (features.output.write_relation does this by itself). DuckDB's own spill folder stays usable
+    (DuckDB allows it by itself; `connect` makes it a private, empty folder).
     """
-    files = [str(p) for p in inputs if not p.is_dir()]
-    folders = [str(p) + os.sep for p in inputs if p.is_dir()]
-    temp = _temp_directory(engine or EngineConfig()).resolve()
-    folders.append(str(temp) + os.sep)
-    con.execute(f"SET allowed_paths = [{', '.join(repr_sql(f) for f in files)}]")
-    con.execute(f"SET allowed_directories = [{', '.join(repr_sql(f) for f in folders)}]")
+    files, folders = [], []
+    for path in inputs:
+        # Both spellings: the path as given (relative paths are read as given) and its real location.
+        forms = {os.path.abspath(path), str(Path(path).resolve())}
+        if Path(path).is_dir():
+            folders += [f.rstrip(os.sep) + os.sep for f in sorted(forms)]
+        else:
+            files += sorted(forms)
+    # Exact file patterns DuckDB is given instead of a path (glob characters escaped): (pattern, is a folder).
+    for pattern, is_folder in patterns:
+        if is_folder:
+            folders.append(pattern.rstrip(os.sep) + os.sep)
+        else:
+            files.append(pattern)
+    # Lists of strings as bound parameters: no path becomes SQL text.
+    con.execute("SET allowed_paths = ?", [files])
+    con.execute("SET allowed_directories = ?", [folders])
     con.execute("SET enable_external_access = false")
 
 
@@ -55,9 +81,14 @@ def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def repr_sql(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + _sql_str(value) + "'"
+    """A SQL string literal holding `value` (for the few statements that take no bound parameters, e.g. COPY TO, ATTACH)."""
+    if "\0" in value:
+        raise ValueError("a NUL character cannot be part of a SQL string")
+    return "'" + value.replace("'", "''") + "'"
 
 
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
+def repr_ident(name: str) -> str:
+    """A quoted SQL identifier naming `name` exactly."""
+    if "\0" in name:
+        raise ValueError("a NUL character cannot be part of a SQL name")
+    return '"' + name.replace('"', '""') + '"'

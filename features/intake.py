@@ -38,7 +38,8 @@ import duckdb
 import pandas as pd
 
 from configs.schema import Config, ConfigError, SourceConfig
-from features.engine import connect, lock_external_access
+from features.engine import connect, is_locked, lock_external_access, repr_ident
+from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.output import write_relation
 
 __all__ = [
@@ -285,6 +286,8 @@ def open_sources(
     (the customers table's to the same name with `.customers` before the extension). Raises
     ConfigError for a mapping expression that does not compile over the source columns.
     """
+    _lock_to_inputs(con, [(Path(orders), config.orders)]
+                    + ([(Path(customers), config.customers)] if customers is not None else []))
     read = [(Path(orders), config.orders, "orders")]
     if customers is not None:
         read.append((Path(customers), config.customers, "customers"))
@@ -319,6 +322,7 @@ def open_customers(
     quarantine: str | os.PathLike[str] | None = None,
 ) -> IntakeReport:
     """Validate a customers table and create the `customers` view (one row per customer) in `con`."""
+    _lock_to_inputs(con, [(Path(source), config.customers)])
     try:
         return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
     except duckdb.Error as exc:
@@ -331,11 +335,29 @@ def open_customers(
 def _validate(con: duckdb.DuckDBPyConnection, sources: list["_Source"], config: Config,
               quarantines: list[str | os.PathLike[str] | None]) -> list[IntakeReport]:
     """Check every row of the prepared sources (each with its quarantine path) and create their views."""
-    if any(s.has_expressions for s in sources):
-        # From here on the connection reads nothing but the inputs and its spill folder.
-        lock_external_access(con, [p for s in sources for p in s.inputs], config.engine)
-        con.execute("SET lock_configuration = true")
+    # The connection already reads nothing but the inputs (_lock_to_inputs); from here on no setting
+    # changes either, whatever the expressions and views evaluated on it hold.
+    con.execute("SET lock_configuration = true")
     return [_finish(con, source, config, target) for source, target in zip(sources, quarantines)]
+
+
+def _lock_to_inputs(con: duckdb.DuckDBPyConnection, sources: list[tuple[Path, SourceConfig]]) -> None:
+    """Switch off file and network access on `con` except for reading the sources, before anything reads them.
+
+    Always, not only for mapping expressions: a DuckDB database given as input can hold a view
+    that reads any file. A connection that is already locked stays as it is (it reads no more).
+    """
+    if is_locked(con):
+        return
+    inputs, patterns = [], []
+    for path, cfg in sources:
+        db_path, _ = _split_duckdb_source(path, cfg)
+        # DuckDB looks for a database's write-ahead log beside it, even read-only.
+        inputs += [path] if db_path is None else [db_path, db_path.with_name(db_path.name + ".wal")]
+        if db_path is None and _literal_path(path.resolve()) != str(path.resolve()):
+            # DuckDB checks the escaped pattern it is given for a name with glob characters (_literal_path).
+            patterns.append((_literal_path(path.resolve()), path.is_dir()))
+    lock_external_access(con, inputs, patterns)
 
 
 def read_orders(
@@ -490,8 +512,11 @@ def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, db_p
         if not db_path.exists():
             raise IntakeError(f"{db_path}: cannot read the {kind}: no such DuckDB database.")
         alias = f"{prefix}_src"
-        con.execute(f"ATTACH IF NOT EXISTS {_quote_str(str(db_path))} AS {alias} (READ_ONLY)")
-        return f"SELECT *, row_number() OVER () AS _row FROM {alias}.{_quote_ident(table)}"
+        # The path is a bound parameter: no file name becomes SQL text.
+        con.execute(f"ATTACH IF NOT EXISTS ? AS {alias} (READ_ONLY)", [str(db_path)])
+        source = f"{alias}.{repr_ident(table)}"
+        _check_reads_nothing_else(con, source, db_path, table, kind)
+        return f"SELECT *, row_number() OVER () AS _row FROM {source}"
     folder = path.is_dir()
     if files[0].suffix.lower() == ".parquet":
         if folder:
@@ -502,6 +527,22 @@ def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, db_p
     if not folder and files[0].stat().st_size == 0:
         raise IntakeError(f"{path}: the file is empty (0 bytes). Check that the export finished writing.")
     return _csv_sql(con, files, cfg, folder, files[0] if folder else path)
+
+
+def _check_reads_nothing_else(con: duckdb.DuckDBPyConnection, source: str, db_path: Path, table: str, kind: str) -> None:
+    """Refuse a table of an input database that is a view reading other files (the locked connection stops it)."""
+    try:
+        con.execute(f"SELECT * FROM {source} LIMIT 0")
+    except duckdb.PermissionException as exc:
+        detail = str(exc).strip().splitlines()[0]
+        raise IntakeError(
+            f"{db_path}: the {kind} table '{table}' cannot be read: it is a view that reads another file "
+            f"({detail}), and lifetag reads nothing but the inputs it is given. Store the rows in the database "
+            f"as a table (in DuckDB: CREATE TABLE {kind}_rows AS SELECT * FROM {repr_ident(table)}; then name "
+            f"that table), or pass the file the view reads as the input itself."
+        ) from None
+    except duckdb.Error:
+        pass  # any other problem (no such table, ...) is reported where the source is first read
 
 
 def _whitespace_sql(path_sql: str, header: list[str], cfg: SourceConfig) -> str:
@@ -691,7 +732,10 @@ def _resolve_mapping(fields: dict[str, FieldSpec], wanted: dict[str, _Mapped], t
         elif _IDENTIFIER.fullmatch(mapped.text):
             missing.append(name)
         else:
-            sql_type, error = _compile_expression(mapped.text, scope_types)
+            try:
+                sql_type, error = _compile_expression(mapped.text, scope_types)
+            except ExpressionRefused as refused:
+                _raise_expression_error(mapped, str(refused), scope_types, refused=True)
             if error is None:
                 mapping[name] = _Mapped(mapped.text, True, mapped.entry, sql_type)
             elif _PLAIN_NAME.fullmatch(mapped.text) and error.startswith("Parser Error"):
@@ -756,32 +800,41 @@ def _referenced(expression: str, columns: list[str]) -> list[str]:
 
 
 def _compile_expression(expression: str, scope_types: dict[str, str]) -> tuple[str | None, str | None]:
-    """(result type, None) when `expression` compiles over the source columns with file and network
-    access off; else (None, the engine's first line of error)."""
-    con = duckdb.connect(":memory:")
+    """(result type, None) when `expression` compiles over the source columns; else (None, the engine's
+    first line of error).
+
+    First the parsed expression is checked (features.expressions: only the row's own columns,
+    constants, operators and plain functions; ExpressionRefused otherwise); only then is it bound,
+    never run, over an empty table in a sandbox with file and network access off.
+    """
+    columns = {c: t for c, t in scope_types.items() if c != "filename"}
     try:
-        con.execute("SET old_implicit_casting = true")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-        columns = {c: t for c, t in scope_types.items() if c != "filename"}
+        check_expression(expression, columns)
+    except ExpressionSyntaxError as exc:
+        return None, str(exc)
+    con = sandbox(old_implicit_casting=True)
+    try:
         con.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
         try:
-            return str(con.execute(f"SELECT ({expression}) FROM source LIMIT 0").description[0][1]), None
+            # Bound, not executed: the relation gives the result type without reading a row.
+            return str(con.sql(f"SELECT ({expression}) FROM source").types[0]), None
         except duckdb.Error as exc:
             return None, str(exc).strip().splitlines()[0]
     finally:
         con.close()
 
 
-def _raise_expression_error(mapped: _Mapped, message: str, scope_types: dict[str, str]) -> None:
-    if "disabled by configuration" in message or "Permission Error" in message:
+def _raise_expression_error(mapped: _Mapped, message: str, scope_types: dict[str, str], refused: bool = False) -> None:
+    if refused:
+        why = message  # what the expression may not do, and the rule (features.expressions)
+    elif "disabled by configuration" in message or "Permission Error" in message:
         why = ("it tries to read a file or the network, which mapping expressions may not do: they can only "
                "compute values from the source's own columns")
     else:
         why = f"it does not compile over the source columns ({message})"
     listed = ", ".join(f"{c} ({t})" for c, t in scope_types.items() if c != "filename")
     raise ConfigError(
-        f"{mapped.entry}: the expression {mapped.text!r} cannot be used: {why}. The source columns (as "
+        f"{mapped.entry}: the expression {mapped.text!r} cannot be used: {why.rstrip('.')}. The source columns (as "
         f"expressions see them) are: {listed}. Write a column name or a SQL expression over those columns, "
         "e.g. \"Quantity * UnitPrice\"."
     )

@@ -41,17 +41,19 @@ def write_relation(con: duckdb.DuckDBPyConnection, relation: duckdb.DuckDBPyRela
     options = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
     try:
         if is_locked(con):
-            # The connection may not write files (it evaluates SQL from a config): stream the rows
-            # to a fresh connection that writes them with the same writer.
+            # The connection may not write files (it evaluates SQL from a config or an input database):
+            # stream the rows to a fresh connection that writes them with the same writer. The writer
+            # runs only this COPY; the rows are computed on the locked connection.
             writer = duckdb.connect(":memory:")
             try:
                 writer.execute("SET TimeZone = 'UTC'")
                 writer.register("_lifetag_rows", relation.to_arrow_reader(batch_size=100_000))
-                writer.execute(f"COPY (SELECT * FROM _lifetag_rows) TO '{_sql_str(str(tmp))}' ({options})")
+                writer.execute(f"COPY (SELECT * FROM _lifetag_rows) TO ? ({options})", [str(tmp)])
             finally:
                 writer.close()
         else:
-            con.execute(f"COPY ({relation.sql_query()}) TO '{_sql_str(str(tmp))}' ({options})")
+            # The target is a bound parameter: no path becomes SQL text.
+            con.execute(f"COPY ({relation.sql_query()}) TO ? ({options})", [str(tmp)])
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -73,7 +75,3 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError
 from features.behaviour import as_timestamp, build_relation, registered_relation, unmatched_customers
-from features.engine import connect
+from features.engine import connect, repr_ident, repr_sql
+from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
 from features.scenarios import rebuy_intervals_sql, scenario_features_sql
@@ -456,10 +457,8 @@ def _empty_column(n: int, sql_type: str) -> np.ndarray:
 
 
 def _sandbox() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
+    # No file or network access, no spill folder, settings locked (features.expressions.sandbox).
+    return sandbox()
 
 
 def _scenario_select(scenarios: dict[str, str]) -> str:
@@ -468,7 +467,12 @@ def _scenario_select(scenarios: dict[str, str]) -> str:
 
 
 def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
-    """Fail with a clear config error naming the tag when an expression does not compile over `columns`."""
+    """Fail with a clear config error naming the tag when an expression is not a condition over `columns`.
+
+    Each expression is checked as parsed SQL first (only the row's own columns, constants, operators
+    and plain functions; features.expressions), then typed by binding it, never running it, over an
+    empty table in a sandbox: config text never executes here.
+    """
     if not scenarios:
         return
     con = _sandbox()
@@ -484,8 +488,13 @@ def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
                 raise ConfigError(f"scoring.scenarios: the tag name {name!r} is already a scored column; "
                                   "give the tag a name of its own.")
             try:
-                kinds = [str(d[1]) for d in con.execute(f"SELECT ({expr}) FROM scored LIMIT 0").description]
-            except duckdb.Error as exc:
+                check_expression(expr, columns)
+                # Bound, not executed: the relation gives the result type without reading a row.
+                kinds = [str(t) for t in con.sql(f"SELECT ({expr}) FROM scored").types]
+            except ExpressionRefused as refused:
+                raise ConfigError(f"scoring.scenarios.{name}: the expression {expr!r} cannot be used: {refused} "
+                                  f"Columns available: {', '.join(columns)}.") from None
+            except (ExpressionSyntaxError, duckdb.Error) as exc:
                 message = str(exc).splitlines()[0]
                 raise ConfigError(
                     f"scoring.scenarios.{name}: the expression {expr!r} is not a valid boolean SQL expression over "
@@ -504,8 +513,16 @@ def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
 
 
 def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
+    """One true/false column per scenario tag, for the scored rows of `frame` (expressions checked first)."""
     if not scenarios:
         return pd.DataFrame(index=frame.index)
+    # check_scenarios has typed them; the parsed check runs again here (cheap: no data) so that no
+    # caller can evaluate an unchecked expression.
+    for name, expr in scenarios.items():
+        try:
+            check_expression(expr, [str(c) for c in frame.columns])
+        except (ExpressionRefused, ExpressionSyntaxError) as exc:
+            raise ConfigError(f"scoring.scenarios.{name}: the expression {expr!r} cannot be used: {exc}") from None
     con = _sandbox()
     try:
         con.register("scored", frame)
@@ -776,22 +793,31 @@ def output_target(out: str | os.PathLike[str]) -> str:
 
 
 def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.PathLike[str], fmt: str) -> int:
-    """Write the parts as one output ordered by customer_id, atomically (temporary name, then rename)."""
+    """Write the parts as one output ordered by customer_id, atomically (temporary name, then rename).
+
+    `con` is a writer: it reads lifetag's own part files and runs no SQL from a config. File names
+    are bound parameters and the table name a quoted identifier: no path becomes SQL text.
+    """
     # By name: registered customers' parts leave order-based columns empty (typed NULL in Parquet).
-    source = "read_parquet([" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts) + "], union_by_name = true)"
-    query = f"SELECT * FROM {source} ORDER BY customer_id"
+    query = "SELECT * FROM read_parquet(?, union_by_name = true) ORDER BY customer_id"
+    files = [str(p) for p in parts]
     text = str(out)
     if fmt == "duckdb":
         path, table = text.split("::", 1)
-        con.execute(f"ATTACH '{path}' AS _lifetag_out")
+        con.execute("ATTACH ? AS _lifetag_out", [path])
         try:
+            target = f"_lifetag_out.{repr_ident(table)}"
             con.execute("BEGIN")
-            con.execute(f"CREATE OR REPLACE TABLE _lifetag_out.{table} AS {query}")
+            con.execute(f"CREATE OR REPLACE TABLE {target} AS {query}", [files])
             con.execute("COMMIT")
-            return int(con.execute(f"SELECT count(*) FROM _lifetag_out.{table}").fetchall()[0][0])
+            return int(con.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0])
         finally:
             con.execute("DETACH _lifetag_out")
-    target = write_relation(con, con.sql(query), text)
+    # A relation carries no bound parameters and a view may not hold them: the part files (lifetag's
+    # own scratch names) are quoted literals.
+    listed = "[" + ", ".join(repr_sql(f) for f in files) + "]"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_parts AS SELECT * FROM read_parquet({listed}, union_by_name = true)")
+    target = write_relation(con, con.sql("SELECT * FROM _lifetag_parts ORDER BY customer_id"), text)
     reader = "read_parquet" if fmt == "parquet" else "read_csv"
     return int(con.execute(f"SELECT count(*) FROM {reader}(?)", [str(target)]).fetchall()[0][0])
 
@@ -799,24 +825,26 @@ def _merge(con: duckdb.DuckDBPyConnection, parts: list[Path], out: str | os.Path
 def _summaries(con: duckdb.DuckDBPyConnection, out: str | os.PathLike[str], fmt: str,
                config: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     text = str(out)
+    params: list[str] = []
     if fmt == "duckdb":
         path, table = text.split("::", 1)
-        con.execute(f"ATTACH '{path}' AS _lifetag_read (READ_ONLY)")
-        source = f"_lifetag_read.{table}"
+        con.execute("ATTACH ? AS _lifetag_read (READ_ONLY)", [path])
+        source = f"_lifetag_read.{repr_ident(table)}"
     else:
-        source = f"{'read_parquet' if fmt == 'parquet' else 'read_csv'}('{text.replace(chr(39), chr(39) * 2)}')"
+        source, params = f"{'read_parquet' if fmt == 'parquet' else 'read_csv'}(?)", [text]
     try:
         def by(column: str) -> pd.DataFrame:
             return con.execute(
                 f"SELECT {column}, count(*) AS customers, sum(monetary_total) / sum(sum(monetary_total)) OVER () AS revenue_share, "
                 f"avg(churn_risk) AS mean_churn_risk, avg(ltv) AS mean_ltv, sum(ltv) AS ltv_total "
-                f"FROM {source} GROUP BY {column} ORDER BY customers DESC, {column}"
+                f"FROM {source} GROUP BY {column} ORDER BY customers DESC, {column}", params
             ).df()
 
         by_segment, by_stage = by("rfm_segment"), by("lifecycle_stage")
         counts = {}
         for name in config.scoring.scenarios:
-            counts[name] = int(con.execute(f"SELECT count(*) FILTER (WHERE {_quote(name)}) FROM {source}").fetchall()[0][0])
+            counts[name] = int(con.execute(f"SELECT count(*) FILTER (WHERE {_quote(name)}) FROM {source}",
+                                           params).fetchall()[0][0])
     finally:
         if fmt == "duckdb":
             con.execute("DETACH _lifetag_read")

@@ -214,7 +214,7 @@ def test_an_unknown_model_exits_2_naming_it(model: str, says: str, shop: Path, e
     ("scoring:\n  scenarios:\n    vip_lapsed: \"rfm_segment = 'important_value' AND recency_dayz > 60\"\n",
      ["scoring.scenarios.vip_lapsed", "recency_dayz", "Columns available: customer_id, recency_days"]),
     ("scoring:\n  scenarios:\n    sneaky: \"(SELECT count(*) FROM read_csv('/etc/passwd')) > 0\"\n",
-     ["scoring.scenarios.sneaky", "disabled"]),
+     ["scoring.scenarios.sneaky", "subquery", "may only compute from the row's own columns"]),
 ])
 def test_a_config_that_does_not_fit_exits_2_before_writing(yaml_text: str, says: list[str], shop: Path,
                                                           bundle_dir: Path, empty_home: Path, tmp_path: Path) -> None:
