@@ -310,6 +310,23 @@ def test_retraining_on_the_same_data_is_no_worse_and_takes_over_the_champion(
     assert registry.champion_version().version == 2
 
 
+# --- out-of-time rounds (how much of the boosting from the BG/NBD offset is kept) --------------------
+
+
+@pytest.mark.slow
+def test_the_rounds_kept_out_of_time_are_reported_and_logged_per_classifier(
+    trained: TrainResult, mlflow_home: Path
+) -> None:
+    recorded = record_training(trained, promote=False, trials=TRIALS)
+
+    logged = MlflowClient().get_run(recorded.run_id).data.metrics
+    for name in ("churn", "repurchase"):
+        check = trained.results[name].rounds_check
+        assert check["folds"] >= 1 and check["min_gap_days"] >= trained.results[name].target.horizon_days
+        assert logged[f"{name}.rounds_check.rounds_kept"] == check["rounds_kept"] <= check["rounds_tuned"]
+        assert check["loss_kept"] <= min(check["loss_offset"], check["loss_tuned"])
+
+
 def _offset_examples(signal: float, seed: int = 3, per_cutoff: int = 3_000) -> pd.DataFrame:
     """Churn examples at four monthly cut-offs: BG/NBD's p(no order) is the truth's starting point, and
     `x` moves the true log-odds by `signal` (0: the offset is already the truth, `x` is noise)."""
