@@ -359,9 +359,11 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
     mean = np.mean(curves, axis=0)
     kept = int(np.argmin(mean))
     gaps = [(v["cutoff"].iloc[0] - t["cutoff"].max()).days for t, v in folds]
-    return kept, {"folds": float(len(folds)), "min_gap_days": float(min(gaps)), "rounds_tuned": float(rounds),
-                  "rounds_kept": float(kept), "loss_offset": float(mean[0]), "loss_kept": float(mean[kept]),
-                  "loss_tuned": float(mean[-1])}
+    check = {"folds": float(len(folds)), "min_gap_days": float(min(gaps)), "rounds_tuned": float(rounds),
+             "rounds_kept": float(kept), "loss_kept": float(mean[kept]), "loss_tuned": float(mean[-1])}
+    if offset != "none":
+        check["loss_offset"] = float(mean[0])
+    return kept, check
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
