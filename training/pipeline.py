@@ -21,7 +21,7 @@ from training.baselines import RecencyBaseline
 from training.dataset import CutoffStore, Target, cross_fitted, default_as_of, order_span, plan_cutoffs, targets
 from training.evaluate import classifier_metrics, ltv_metrics
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
-from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features
+from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features, train_booster
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
 __all__ = ["TargetResult", "TrainingError", "TrainResult", "default_training_as_of", "fit_bundle", "validation_score"]
@@ -48,6 +48,7 @@ class TargetResult:
     level: str = ""  # LTV: "model" keeps the model's own level, "bgnbd" takes BG/NBD's total at as_of
     level_check: dict[str, float] = field(default_factory=dict)  # LTV: the long-gap totals behind `level`
     chosen: str = ""  # the winning candidate, e.g. "binary_bgnbd_offset" or "hurdle/default_params"
+    rounds_check: dict[str, float] = field(default_factory=dict)  # classifiers: rounds kept out of time (_gap_rounds)
     explainer_r2: float | None = None  # churn: how much of the model's log-odds the reasons' additive model explains
 
 
@@ -305,21 +306,86 @@ def _parameter_sets(tuning: TuningResult) -> dict[str, tuple[dict[str, Any], int
 
 def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                        tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
-    """Fit the plain and the BG/NBD-offset classifier (tuned and default parameters); keep the lowest
-    validation log loss, then calibrate."""
+    """Fit the plain and the BG/NBD-offset classifier (tuned and default parameters), each with the rounds
+    that still help a horizon out of time (_gap_rounds); keep the lowest validation log loss, then calibrate."""
     seed = config.training.seed
     variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"}
-    candidates = {name + suffix: fit_target_model(target, "lgbm", spec, train, valid, params, rounds, seed, offset,
-                                                  config.engine.threads or 0)
-                  for name, offset in variants.items() for suffix, (params, rounds) in _parameter_sets(tuning).items()}
+    candidates: dict[str, FittedModel] = {}
+    checks: dict[str, dict[str, float]] = {}
+    for name, offset in variants.items():
+        for suffix, (params, rounds) in _parameter_sets(tuning).items():
+            kept, checks[name + suffix] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config)
+            candidates[name + suffix] = (
+                fit_target_model(target, "lgbm", spec, train, valid, params, kept, seed, offset,
+                                 config.engine.threads or 0)
+                if kept > 0 else _offset_only(target, valid))
     outcome = valid["label"].to_numpy()
     scores = {name: classifier_metrics(outcome, fitted.valid_raw) for name, fitted in candidates.items()}
     best = min(scores, key=lambda k: scores[k]["log_loss"])
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
-                          candidates=scores, chosen=best)
+                          candidates=scores, chosen=best, rounds_check=checks[best])
     _calibrate(result, chosen, valid, seed)
     return result
+
+
+def _gap_folds(examples: pd.DataFrame, horizon_days: int) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Out-of-time folds as at as_of: each later cut-off validates a model of the cut-offs whose label
+    window ended by then (at least one horizon earlier), so no outcome is shared between the two."""
+    cutoffs = sorted(examples["cutoff"].unique())
+    folds = []
+    for later in cutoffs:
+        earlier = [c for c in cutoffs if c + pd.Timedelta(days=horizon_days) <= later]
+        if earlier:
+            folds.append((examples[examples["cutoff"].isin(earlier)], examples[examples["cutoff"] == later]))
+    return folds
+
+
+def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
+                params: dict[str, Any], rounds: int, config: Config) -> tuple[int, dict[str, float]]:
+    """How many of the tuned boosting rounds still lower the log loss a horizon or more out of time.
+
+    Tuning and the validation cut-off measure the next cut-off, whose outcome window overlaps the
+    training ones; the shipped model is used a horizon or more after its latest training label
+    window. Refitted on the gap folds (_gap_folds), the loss is read after every round: the round
+    with the lowest mean loss is kept (never more than tuned). For a model boosted from the BG/NBD
+    offset, round 0 is the offset itself: when no round beats it, 0 is returned and the offset kept.
+    """
+    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days)
+    if not folds:
+        return rounds, {}
+    curves = []
+    for fold_train, fold_valid in folds:
+        model = TargetModel(target.name, target.horizon_days, "lgbm", offset=offset)
+        start = model.init_score(fold_valid)
+        y = fold_valid["label"].to_numpy(dtype=float)
+        record: dict[str, dict[str, list[float]]] = {}
+        train_booster(params, "binary", config.training.seed, spec.matrix(fold_train),
+                      fold_train["label"].to_numpy(dtype=float), rounds,
+                      valid=(spec.matrix(fold_valid), y), init_score=(model.init_score(fold_train), start),
+                      threads=config.engine.threads or 0, record=record)
+        at_start = _log_loss(y, 1 / (1 + np.exp(-start))) if start is not None else np.inf
+        curves.append([at_start, *record["valid_0"]["binary_logloss"]])
+    mean = np.mean(curves, axis=0)
+    kept = int(np.argmin(mean))
+    gaps = [(v["cutoff"].iloc[0] - t["cutoff"].max()).days for t, v in folds]
+    check = {"folds": float(len(folds)), "min_gap_days": float(min(gaps)), "rounds_tuned": float(rounds),
+             "rounds_kept": float(kept), "loss_kept": float(mean[kept]), "loss_tuned": float(mean[-1])}
+    if offset != "none":
+        check["loss_offset"] = float(mean[0])
+    return kept, check
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _offset_only(target: Target, valid: pd.DataFrame) -> FittedModel:
+    """The BG/NBD prediction itself, kept when boosting from it does not beat it out of time."""
+    model = TargetModel(target.name, target.horizon_days, "bgnbd",
+                        note="boosting from the BG/NBD offset did not beat the offset a horizon out of time")
+    return FittedModel(model, model.raw_predict(pd.DataFrame(index=valid.index), valid), pd.Series(dtype=float))
 
 
 def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,

@@ -212,6 +212,7 @@ def _log_metrics(result: TrainResult) -> None:
         for candidate, values in r.candidates.items():
             metrics.update({f"{name}.candidate.{candidate}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
         metrics.update({f"{name}.level_check.{k}": float(v) for k, v in r.level_check.items()})
+        metrics.update({f"{name}.rounds_check.{k}": float(v) for k, v in r.rounds_check.items()})
         if r.explainer_r2 is not None:
             metrics[f"{name}.reasons_explainer_r2"] = r.explainer_r2
         if r.tuning:

@@ -403,3 +403,72 @@ def test_a_typo_date_in_the_future_stops_training_before_it_sets_as_of(config: C
     with pytest.raises(IntakeError, match=r"'order_ts' has 1 row that are in the future .*\(row 2: '2099-01-01'\)"):
         fit_bundle(path, config)
 
+
+
+# --- out-of-time rounds (how much of the boosting from the BG/NBD offset is kept) --------------------
+
+
+@pytest.mark.slow
+def test_the_rounds_kept_out_of_time_are_reported_and_logged_per_classifier(
+    trained: TrainResult, mlflow_home: Path
+) -> None:
+    recorded = record_training(trained, promote=False, trials=TRIALS)
+
+    logged = MlflowClient().get_run(recorded.run_id).data.metrics
+    for name in ("churn", "repurchase"):
+        check = trained.results[name].rounds_check
+        assert check["folds"] >= 1 and check["min_gap_days"] >= trained.results[name].target.horizon_days
+        assert logged[f"{name}.rounds_check.rounds_kept"] == check["rounds_kept"] <= check["rounds_tuned"]
+        assert check["loss_kept"] <= min(check.get("loss_offset", np.inf), check["loss_tuned"])
+
+
+def _offset_examples(signal: float, seed: int = 3, per_cutoff: int = 3_000) -> pd.DataFrame:
+    """Churn examples at four monthly cut-offs: BG/NBD's p(no order) is the truth's starting point, and
+    `x` moves the true log-odds by `signal` (0: the offset is already the truth, `x` is noise)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k, cutoff in enumerate(pd.date_range("2024-01-01", periods=4, freq="30D")):
+        p_bg = rng.uniform(0.2, 0.9, per_cutoff)
+        x = rng.normal(size=per_cutoff)
+        logit = np.log(p_bg / (1 - p_bg)) + signal * x
+        label = (rng.uniform(size=per_cutoff) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+        parts.append(pd.DataFrame({"customer_id": np.arange(per_cutoff) + k * per_cutoff, "cutoff": cutoff,
+                                   "x": x, "noise": rng.normal(size=per_cutoff), "bg_p_none_90d": p_bg,
+                                   "label": label}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _gap_check(examples: pd.DataFrame, config: Config) -> tuple[int, dict[str, float]]:
+    from serving.bundle import FeatureSpec
+    from training.dataset import Target
+    from training.models import DEFAULT_PARAMS
+    from training.pipeline import _gap_rounds
+
+    spec = FeatureSpec.fit(examples, ["x", "noise"], [])
+    last = examples["cutoff"].max()
+    train, valid = examples[examples["cutoff"] < last], examples[examples["cutoff"] == last]
+    return _gap_rounds(Target("churn", 90, "classifier"), "bgnbd", spec, train, valid, dict(DEFAULT_PARAMS), 150,
+                       config)
+
+
+def test_gap_folds_never_share_an_outcome_window_between_training_and_validation() -> None:
+    from training.pipeline import _gap_folds
+
+    examples = _offset_examples(0.0, per_cutoff=10)
+    cutoffs = sorted(examples["cutoff"].unique())
+    churn = _gap_folds(examples, 90)  # cut-offs 30 days apart: only the first is a horizon before the last
+    assert [(sorted(t["cutoff"].unique()), v["cutoff"].iloc[0]) for t, v in churn] == [([cutoffs[0]], cutoffs[3])]
+    repurchase = _gap_folds(examples, 30)
+    assert [len(t["cutoff"].unique()) for t, _ in repurchase] == [1, 2, 3]
+
+
+def test_boosting_that_cannot_beat_its_bgnbd_offset_out_of_time_keeps_the_offset(config: Config) -> None:
+    kept, check = _gap_check(_offset_examples(signal=0.0), config)
+    assert kept == 0
+    assert check["rounds_tuned"] == 150 and check["loss_kept"] == check["loss_offset"] < check["loss_tuned"]
+
+
+def test_boosting_keeps_the_rounds_that_beat_its_offset_out_of_time(config: Config) -> None:
+    kept, check = _gap_check(_offset_examples(signal=1.0), config)
+    assert 0 < kept <= 150
+    assert check["loss_kept"] < check["loss_offset"]
