@@ -25,7 +25,7 @@ demo: venv $(DEMO)/trained
 
 # The customers table (static attributes, sign-ups who never bought) comes with the shop.
 $(DEMO)/shop/customers.parquet: | venv
-	$(BIN)/lifetag generate --customers 20000 --out $(DEMO)/shop --seed 7
+	$(BIN)/lifetag generate --n-customers 20000 --out $(DEMO)/shop --seed 7
 
 $(DEMO)/trained: $(DEMO)/shop/customers.parquet
 	$(BIN)/lifetag features --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --out $(DEMO)/features.parquet --summary

@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def shop_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shop")
-    done = run("generate", "--customers", "1500", "--out", str(out), "--seed", "3")
+    done = run("generate", "--n-customers", "1500", "--out", str(out), "--seed", "3")
     assert done.returncode == 0, done.stderr
     return out
 
