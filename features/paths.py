@@ -44,27 +44,27 @@ def check_outputs_apart(inputs: Mapping[str, PathArg], outputs: Mapping[str, Pat
     `inputs` and `outputs` map a name for the user (the option, e.g. "--orders") to a path or None
     (not given). Nothing is read or created: paths that do not exist yet are compared by name.
     """
-    given_inputs = {name: file_part(path) for name, path in inputs.items() if path is not None}
-    given_outputs = {name: file_part(path) for name, path in outputs.items() if path is not None}
-    for out_name, out_path in given_outputs.items():
-        for in_name, in_path in given_inputs.items():
+    given_inputs = {name: (os.fspath(path), file_part(path)) for name, path in inputs.items() if path is not None}
+    given_outputs = {name: (os.fspath(path), file_part(path)) for name, path in outputs.items() if path is not None}
+    for out_name, (out_text, out_path) in given_outputs.items():
+        for in_name, (in_text, in_path) in given_inputs.items():
             if _same_file(out_path, in_path):
                 raise ConfigError(
-                    f"{out_name} {out_path} is the same file as {in_name} {in_path}: writing it would destroy "
+                    f"{out_name} {out_text} is the same file as {in_name} {in_text}: writing it would destroy "
                     f"the input. Give {out_name} another file name."
                 )
             if in_path.is_dir() and _inside(out_path, in_path):
                 raise ConfigError(
-                    f"{out_name} {out_path} is inside the {in_name} folder {in_path}: lifetag reads every file "
+                    f"{out_name} {out_text} is inside the {in_name} folder {in_text}: lifetag reads every file "
                     f"there, so the output would change the input of this and the next run. Write {out_name} "
                     "outside that folder."
                 )
     names = list(given_outputs)
     for i, first in enumerate(names):
         for second in names[i + 1:]:
-            if _same_file(given_outputs[first], given_outputs[second]):
+            if _same_file(given_outputs[first][1], given_outputs[second][1]):
                 raise ConfigError(
-                    f"{first} {given_outputs[first]} and {second} {given_outputs[second]} are the same file: "
+                    f"{first} {given_outputs[first][0]} and {second} {given_outputs[second][0]} are the same file: "
                     f"one would overwrite the other. Give {second} another file name."
                 )
 

@@ -105,11 +105,13 @@ class PlainProgress:
     """Progress for logs and CI, where rich's live display shows nothing: plain lines on stderr.
 
     A line when a stage starts or changes, at most every `every_s` seconds while it runs, and when
-    it completes, e.g. `[12 s] Tuning churn_risk (binary): 3/8`. Thread-safe (targets train side by side).
+    it completes, e.g. `[12 s] Tuning churn_risk (binary): 3/8`. Nothing in the first `quiet_s`
+    seconds, so a quick run (or a quick error) prints only its result. Thread-safe (targets train
+    side by side).
     """
 
-    def __init__(self, unit: str = "", every_s: float = 5.0) -> None:
-        self.unit, self.every_s = unit, every_s
+    def __init__(self, unit: str = "", every_s: float = 5.0, quiet_s: float = 2.0) -> None:
+        self.unit, self.every_s, self.quiet_s = unit, every_s, quiet_s
         self.began = time.perf_counter()
         self.tasks: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -142,6 +144,8 @@ class PlainProgress:
 
     def _line(self, task_id: int) -> None:
         task = self.tasks[task_id]
+        if time.perf_counter() - self.began < self.quiet_s:
+            return
         task["shown"] = time.perf_counter()
         count = f": {task['completed']:,.0f}/{task['total']:,.0f}{self.unit}" if task["total"] else ""
         console.print(f"[{task['shown'] - self.began:.0f} s] {task['description']}{count}", markup=False, highlight=False)
