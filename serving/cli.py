@@ -77,7 +77,7 @@ def _main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print lifetag's version and exit.")] = False,
 ) -> None:
-    """Predictive customer tags (churn risk, repurchase, LTV, RFM, lifecycle) from order histories."""
+    """Options given before the command (--version); the app's help text is set on `app`."""
 
 
 def friendly_errors(command: F) -> F:
@@ -105,7 +105,7 @@ class PlainProgress:
     """Progress for logs and CI, where rich's live display shows nothing: plain lines on stderr.
 
     A line when a stage starts or changes, at most every `every_s` seconds while it runs, and when
-    it completes, e.g. `[12 s] Tuning churn_risk (binary): 3/8`. Nothing in the first `quiet_s`
+    it completes, e.g. `[12 s] Tuning churn (binary): 3/8`. Nothing in the first `quiet_s`
     seconds, so a quick run (or a quick error) prints only its result. Thread-safe (targets train
     side by side).
     """
