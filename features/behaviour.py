@@ -17,7 +17,7 @@ from features.engine import connect
 from features.intake import CANONICAL_TYPES
 
 __all__ = [
-    "FEATURE_DOCS", "as_timestamp", "build", "build_relation", "customer_columns", "feature_columns", "feature_docs",
+    "FEATURE_DOCS", "as_timestamp", "require_orders_before", "build", "build_relation", "customer_columns", "feature_columns", "feature_docs",
     "customer_select_sql", "customers_view", "feature_table_markdown", "orders_view", "registered", "registered_relation",
     "unmatched_customers",
 ]
@@ -102,6 +102,23 @@ def as_timestamp(as_of: str | date | datetime | pd.Timestamp) -> pd.Timestamp:
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts
+
+
+def require_orders_before(con: duckdb.DuckDBPyConnection, source: str, as_of, label: str,
+                          option: str = "--as-of") -> None:
+    """Raise ConfigError when view `source` has no order before `as_of`: every output would be empty.
+
+    One min() over the validated orders, run right after intake and before anything is written.
+    """
+    cut = as_timestamp(as_of)
+    first = con.execute(f"SELECT min(order_ts) FROM {source}").fetchall()[0][0]
+    if first is None:
+        raise ConfigError(f"{label}: no usable orders, so there is nothing before {option} {cut.date()} to work on.")
+    if pd.Timestamp(first) >= cut:
+        raise ConfigError(
+            f"{label}: no orders before {option} {cut.date()}: the first order is on {pd.Timestamp(first).date()}; "
+            f"pick a later {option}."
+        )
 
 
 def _ts_sql(ts: pd.Timestamp) -> str:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -16,28 +18,66 @@ from rich.table import Table
 
 from configs.schema import ConfigError, load_config
 
+# Heavy libraries (pandas, DuckDB, LightGBM, MLflow, scikit-learn, Optuna, matplotlib) are imported
+# inside the commands that need them: `--help`, `--version` and a bad input answer in well under a second.
+
+EXIT_CODES = ("Exit codes: 0 done; 2 bad input or config (one paragraph on stderr saying what to fix); "
+              "1 a bug in lifetag (please report it with the traceback).")
+
 app = typer.Typer(
     name="lifetag",
     help="Predictive customer tags (churn risk, repurchase, LTV, RFM, lifecycle) from order histories.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+
+# Width rich uses when a stream is a file or a pipe (CI logs, `> run.log`): wide enough that no table
+# column is cut; tables only take the width they need. COLUMNS, when set, still decides.
+_PIPED_WIDTH = 400
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = stream.isatty()
+    wide = not terminal and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=_PIPED_WIDTH if wide else None, soft_wrap=not terminal)
+
+
+console = _console(stderr=True)
+out = _console(stderr=False)
 
 EXIT_BAD_INPUT = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
+# lifetag's own error classes, by module: an exception can only be one of them if its module was
+# imported, so checking sys.modules keeps a failed command from importing MLflow and LightGBM
+# just to recognise the error.
+_USER_ERRORS = (
+    ("configs.schema", "ConfigError"), ("features.intake", "IntakeError"), ("features.output", "OutputError"),
+    ("serving.scoring", "ScoringError"), ("serving.bundle", "BundleError"), ("training.pipeline", "TrainingError"),
+)
+
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from features.intake import IntakeError
-    from features.output import OutputError
-    from serving.bundle import BundleError
-    from serving.scoring import ScoringError
-    from training.pipeline import TrainingError  # evaluated only when a command has failed
+    return tuple(getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules)
 
-    return (IntakeError, ConfigError, OutputError, TrainingError, ScoringError, BundleError)
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"lifetag {version('lifetag')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print lifetag's version and exit.")] = False,
+) -> None:
+    """Options given before the command (--version); the app's help text is set on `app`."""
 
 
 def friendly_errors(command: F) -> F:
@@ -61,11 +101,79 @@ def _parse_day(value: str, option: str) -> datetime:
         raise ConfigError(f"{option} '{value}' is not a date; write it as YYYY-MM-DD, e.g. 2025-01-01.") from None
 
 
-def _steps(total: int) -> Progress:
+class PlainProgress:
+    """Progress for logs and CI, where rich's live display shows nothing: plain lines on stderr.
+
+    A line when a stage starts or changes, at most every `every_s` seconds while it runs, and when
+    it completes, e.g. `[12 s] Tuning churn (binary): 3/8`. Nothing in the first `quiet_s`
+    seconds, so a quick run (or a quick error) prints only its result. Thread-safe (targets train
+    side by side).
+    """
+
+    def __init__(self, unit: str = "", every_s: float = 5.0, quiet_s: float = 2.0) -> None:
+        self.unit, self.every_s, self.quiet_s = unit, every_s, quiet_s
+        self.began = time.perf_counter()
+        self.tasks: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        with self.lock:
+            self.tasks.append({"description": description, "total": total, "completed": 0, "shown": 0.0})
+            self._line(len(self.tasks) - 1)
+            return len(self.tasks) - 1
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def update(self, task_id: int, advance: float = 0, description: str | None = None) -> None:
+        with self.lock:
+            task = self.tasks[task_id]
+            task["completed"] += advance
+            renamed = description is not None and description != task["description"]
+            if renamed:
+                task["description"] = description
+            done = bool(task["total"]) and task["completed"] >= task["total"]
+            if renamed or done or time.perf_counter() - task["shown"] >= self.every_s:
+                self._line(task_id)
+
+    def _line(self, task_id: int) -> None:
+        task = self.tasks[task_id]
+        if time.perf_counter() - self.began < self.quiet_s:
+            return
+        task["shown"] = time.perf_counter()
+        count = f": {task['completed']:,.0f}/{task['total']:,.0f}{self.unit}" if task["total"] else ""
+        console.print(f"[{task['shown'] - self.began:.0f} s] {task['description']}{count}", markup=False, highlight=False)
+
+
+def _progress(unit: str = "") -> Progress | PlainProgress:
+    """A live progress bar on a terminal; plain lines when stderr is a file or a pipe."""
+    if not console.is_terminal:
+        return PlainProgress(unit)
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=True,
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}" + unit), TimeElapsedColumn(), console=console, transient=True,
     )
+
+
+def _check_paths(orders: Path, customers: Path | None, customers_option: str, config_path: Path | None,
+                 quarantine: Path | None, out_path: str | Path | None = None, model: str | None = None) -> None:
+    """Refuse, before anything is read, any output that would overwrite or sit inside an input."""
+    from features.paths import check_outputs_apart, customers_quarantine
+
+    inputs: dict[str, Any] = {"--orders": orders, customers_option: customers, "--config": config_path}
+    if model is not None and ":/" not in model:  # a bundle folder, not a models:/ or runs:/ URI
+        inputs["--model"] = model
+    outputs: dict[str, Any] = {"--quarantine": quarantine}
+    if quarantine is not None and customers is not None:
+        outputs["--quarantine (its customers file)"] = customers_quarantine(quarantine)
+    outputs["--out"] = out_path
+    check_outputs_apart(inputs, outputs)
 
 
 # Options several commands share.
@@ -77,10 +185,10 @@ QuarantineOption = Annotated[Path | None, typer.Option(
     "--quarantine", help="Write bad rows here (with a reason) instead of stopping.")]
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @friendly_errors
 def generate(
-    customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers to simulate.")],
+    n_customers: Annotated[int, typer.Option("--n-customers", min=1, help="Number of customers to simulate.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for orders.parquet, customers.parquet and shop.json.")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same shop.")] = 0,
     start: Annotated[str, typer.Option(help="First day of the shop's history (YYYY-MM-DD).")] = "2022-01-01",
@@ -92,8 +200,8 @@ def generate(
     _parse_day(start, "--start")
     _parse_day(end, "--end")
     began = time.perf_counter()
-    with console.status(f"Simulating {customers:,} customers"):
-        summary = write_shop(out_dir, n_customers=customers, seed=seed, start=start, end=end)
+    with console.status(f"Simulating {n_customers:,} customers"):
+        summary = write_shop(out_dir, n_customers=n_customers, seed=seed, start=start, end=end)
     out.print(
         f"Wrote {out_dir / 'orders.parquet'}: {summary['customers']:,} customers, "
         f"{summary['orders']:,} orders, {summary['lines']:,} lines; "
@@ -102,7 +210,7 @@ def generate(
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @friendly_errors
 def features(
     orders: OrdersOption,
@@ -118,7 +226,7 @@ def features(
     With a customers table, buyers also get signup_days and the attributes, and registered customers
     who have not ordered before as_of get a row too (frequency 0, order features empty).
     """
-    from features.behaviour import build_relation, registered_relation, unmatched_customers
+    from features.behaviour import build_relation, registered_relation, require_orders_before, unmatched_customers
     from features.engine import connect
     from features.intake import open_sources
     from features.output import output_format, write_relation
@@ -126,12 +234,15 @@ def features(
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of")
     output_format(out_path)
+    customers_option = _customers_option(customers)
     customers = _customers_source(customers, config)
+    _check_paths(orders, customers, customers_option, config_path, quarantine, out_path)
     began = time.perf_counter()
     con = connect(config.engine)
-    with _steps(3) as progress:
+    with _progress() as progress:
         task = progress.add_task("Reading and validating orders" + (" and customers" if customers else ""), total=3)
         intake = open_sources(con, orders, config, customers, quarantine)
+        require_orders_before(con, "orders", cut, str(orders))
         table = "customers" if intake.customers is not None else None
         progress.update(task, advance=1, description="Computing features")
         relation = build_relation(con, "orders", cut, config, table)
@@ -152,7 +263,7 @@ def features(
         _print_rfm_summary(out_path, config)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @friendly_errors
 def train(
     orders: OrdersOption,
@@ -170,14 +281,17 @@ def train(
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of") if as_of else None
     trials = config.training.trials if trials is None else trials
+    customers_option = _customers_option(customers)
+    customers = _customers_source(customers, config)
+    _check_paths(orders, customers, customers_option, config_path, quarantine)
     began = time.perf_counter()
-    with _steps(0) as progress:
+    with _progress() as progress:
         def stage(description: str, total: int) -> Callable[[], None]:
             task = progress.add_task(description, total=total)
             return lambda: progress.advance(task)
 
         result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage,
-                            customers=_customers_source(customers, config))
+                            customers=customers)
         task = progress.add_task("Logging to MLflow and registering", total=1)
         recorded = record_training(result, promote, trials, config.training.promote_tolerance)
         progress.advance(task)
@@ -207,7 +321,7 @@ def train(
     out.print(recorded.promotion.reason)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @friendly_errors
 def score(
     orders: OrdersOption,
@@ -228,16 +342,17 @@ def score(
     output_target(out_path)
     if engine != "local":
         raise ConfigError(f"--engine {engine!r} is not available; the engines are: local.")
+    customers_option = _customers_option(customers)
+    customers = _customers_source(customers, config)
+    _check_paths(orders, customers, customers_option, config_path, quarantine, out_path, model)
     began = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:,}/{task.total:,} customers"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with _progress(" customers") as progress:
         def stage(description: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(description, total=total)
             return lambda n: progress.advance(task, n)
 
         result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
-                           partitions=partitions, progress=stage, customers=_customers_source(customers, config))
+                           partitions=partitions, progress=stage, customers=customers)
     out.print(f"Orders: {result.intake.summary()}")
     if result.customers_intake is not None:
         out.print(f"Customers: {result.customers_intake.summary()}; {result.registered:,} registered without an "
@@ -286,6 +401,11 @@ def _print_training_table(result: Any) -> None:
             cells = [f"{metrics[k]:.3f}" if k in metrics else "" for k in keys]
             table.add_row(f"{name} {r.target.horizon_days}d", label, *cells)
     out.print(table)
+
+
+def _customers_option(customers: Path | None) -> str:
+    """How the user named the customers table, for messages."""
+    return "--customers" if customers is not None else "customers.source (in --config)"
 
 
 def _customers_source(customers: Path | None, config: Any) -> Path | None:

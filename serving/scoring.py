@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError
-from features.behaviour import as_timestamp, build_relation, registered_relation, unmatched_customers
+from features.behaviour import (as_timestamp, build_relation, registered_relation, require_orders_before,
+                                unmatched_customers)
 from features.engine import connect, repr_ident, repr_sql
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.intake import IntakeReport, open_sources
@@ -638,6 +639,7 @@ def _score_locked(
     con = connect(config.engine)
     try:
         sources = open_sources(con, orders, config, customers, quarantine)
+        require_orders_before(con, "orders", as_of_ts, str(orders))
         table = "customers" if sources.customers is not None else None
         features_at = build_relation(con, "orders", as_of_ts, config, table)
         _check_feature_schema(features_at, bundle, has_customers=table is not None)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from configs.schema import Config
-from features.behaviour import as_timestamp, unmatched_customers
+from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
 from features.engine import connect
 from features.intake import Intake, IntakeReport, open_sources
 from features.segments import RfmCutPoints
@@ -100,6 +100,7 @@ def fit_bundle(
         intake = sources.orders
         table = "customers" if sources.customers is not None else None
         as_of_ts = as_timestamp(as_of) if as_of is not None else default_training_as_of(con, "orders")
+        require_orders_before(con, "orders", as_of_ts, str(orders))
         first_order, _ = order_span(con, "orders")
         con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
         store = CutoffStore(con, "_history", config, table)

@@ -1,6 +1,7 @@
 """The `lifetag` command end to end, as a user runs it: real processes, real files, exit codes."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def shop_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shop")
-    done = run("generate", "--customers", "1500", "--out", str(out), "--seed", "3")
+    done = run("generate", "--n-customers", "1500", "--out", str(out), "--seed", "3")
     assert done.returncode == 0, done.stderr
     return out
 
@@ -103,3 +104,77 @@ def test_the_readme_invoice_lines_example_runs_as_documented(tmp_path):
     assert frame.loc["16321", "monetary_total"] == pytest.approx(-0.30)
     assert frame.loc["16321", "return_count"] == 1
     assert frame.loc["13085", "frequency"] == 4 and frame.loc["13085", "monetary_total"] == pytest.approx(362.10)
+
+
+ORDERS_CSV = "customer_id,order_ts,amount\na,2022-01-03,5\nb,2022-02-01,abc\nb,2022-03-01,7\n"
+
+
+@pytest.mark.parametrize("outputs, says", [
+    (["--out", "{orders}"], "--out {orders} is the same file as --orders {orders}"),
+    (["--out", "{tmp}/f.csv", "--quarantine", "{orders}"], "--quarantine {orders} is the same file as --orders {orders}"),
+    (["--out", "{tmp}/kept.csv", "--quarantine", "{tmp}/kept.csv"], "--quarantine {tmp}/kept.csv and --out {tmp}/kept.csv are the same file"),
+], ids=["out-is-orders", "quarantine-is-orders", "quarantine-is-out"])
+def test_an_output_on_an_input_or_another_output_is_refused_and_every_file_survives(outputs, says, tmp_path):
+    orders, kept = tmp_path / "orders.csv", tmp_path / "kept.csv"
+    orders.write_text(ORDERS_CSV)
+    kept.write_text("an earlier run's output\n")
+    args = [a.format(orders=orders, tmp=tmp_path) for a in outputs]
+
+    done = run("features", "--orders", str(orders), "--as-of", "2023-01-01", *args)
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = done.stderr.strip()
+    assert message.startswith("error: " + says.format(orders=orders, tmp=tmp_path)) and "\n" not in message
+    assert orders.read_text() == ORDERS_CSV and kept.read_text() == "an earlier run's output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.csv", "orders.csv"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_as_of_before_the_first_order_exits_2_saying_when_the_first_order_is(suffix, tmp_path):
+    orders = tmp_path / "orders.csv"
+    orders.write_text(ORDERS_CSV.replace("abc", "6"))
+    out = tmp_path / f"features{suffix}"
+
+    done = run("features", "--orders", str(orders), "--as-of", "2019-01-01", "--out", str(out))
+
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (f"error: {orders}: no orders before --as-of 2019-01-01: the first order is on "
+                                   "2022-01-03; pick a later --as-of.")
+    assert not out.exists()
+
+
+def test_version_and_exit_codes_in_help():
+    from importlib.metadata import version
+
+    assert run("--version").stdout.strip() == f"lifetag {version('lifetag')}"
+    for command in ([], ["features"], ["score"]):
+        helped = " ".join(run(*command, "--help").stdout.split())
+        assert "Exit codes: 0 done; 2 bad input or config" in helped and "1 a bug in lifetag" in helped, command
+
+
+def test_piped_output_keeps_long_lines_whole(tmp_path):
+    folder = tmp_path / ("a-folder-with-a-long-name-as-ci-runners-make-them-" * 2)
+    folder.mkdir()
+    orders = folder / "orders.csv"
+    orders.write_text(ORDERS_CSV.replace("abc", "6"))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    with (tmp_path / "stdout.txt").open("w") as stdout:
+        done = subprocess.run([*LIFETAG, "features", "--orders", str(orders), "--as-of", "2023-01-01",
+                               "--out", str(folder / "features.csv")], stdout=stdout, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"-> {folder / 'features.csv'} in " in (tmp_path / "stdout.txt").read_text()
+
+
+def test_a_failing_command_does_not_import_the_model_libraries(tmp_path):
+    """Start-up: a bad input is answered without loading MLflow, LightGBM, scikit-learn or Optuna."""
+    empty = tmp_path / "empty.csv"
+    empty.write_text("customer_id,order_ts,amount\n")
+    probe = ("import sys\nfrom serving.cli import main\n"
+             f"sys.argv = ['lifetag', 'features', '--orders', {str(empty)!r}, '--as-of', '2024-01-01', "
+             f"'--out', {str(tmp_path / 'f.csv')!r}]\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+             "heavy = ('mlflow', 'lightgbm', 'sklearn', 'optuna', 'matplotlib')\n"
+             "print(code, sorted(m for m in heavy if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "2 []", done.stdout + done.stderr

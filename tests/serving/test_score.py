@@ -419,7 +419,7 @@ def test_a_failed_run_leaves_the_previous_output_untouched(
 def test_scoring_before_the_first_order_is_an_error_not_an_empty_file(
     orders_path: Path, trained: TrainResult, tag_config: Config, tmp_path: Path
 ) -> None:
-    with pytest.raises(ScoringError, match="no customer has a purchase before as_of 2021-01-01"):
+    with pytest.raises(ConfigError, match="no orders before --as-of 2021-01-01: the first order is on 2022-01-0"):
         score(orders_path, "2021-01-01", tmp_path / "tags.parquet", tag_config, bundle=trained.bundle)
     assert list(tmp_path.iterdir()) == []
 

@@ -236,7 +236,8 @@ def test_a_config_that_does_not_fit_exits_2_before_writing(yaml_text: str, says:
     (["--out", "{tmp}/tags.json"], "unknown output format '.json'"),
     (["--out", "{tmp}/tags.duckdb::customer-tags"], "FILE.duckdb::TABLE"),
     (["--out", "{tmp}/tags.parquet", "--engine", "spark"], "--engine 'spark' is not available"),
-    (["--out", "{tmp}/tags.parquet", "--as-of", "2021-01-01"], "nothing to score"),
+    (["--out", "{tmp}/tags.parquet", "--as-of", "2021-01-01"],
+     "no orders before --as-of 2021-01-01: the first order is on 2022-01-"),
     (["--out", "{tmp}/tags.parquet", "--as-of", "01/01/2025"], "is not a date"),
 ])
 def test_bad_options_exit_2_before_writing(args: list[str], says: str, shop: Path, bundle_dir: Path,
@@ -269,3 +270,59 @@ def test_a_bad_tag_expression_in_a_real_process_is_one_paragraph_on_stderr(shop:
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert done.stderr.strip().startswith("error: scoring.scenarios.lapsed: the expression 'recency_days >>> 60'")
     assert not out.exists()
+
+
+# --- no output may be an input --------------------------------------------------------------------
+
+
+def test_out_on_the_orders_or_inside_the_model_folder_is_refused_and_both_survive(
+    shop: Path, bundle_dir: Path, empty_home: Path
+) -> None:
+    before = {p: p.read_bytes() for p in [shop, *sorted(bundle_dir.rglob("*"))] if p.is_file()}
+
+    on_orders = _score("--orders", str(shop), "--model", str(bundle_dir), "--as-of", AS_OF, "--out", str(shop))
+    in_model = _score("--orders", str(shop), "--model", str(bundle_dir), "--as-of", AS_OF,
+                      "--out", str(bundle_dir / "tags.parquet"))
+
+    assert _one_paragraph_error(on_orders).startswith(f"error: --out {shop} is the same file as --orders {shop}")
+    assert _one_paragraph_error(in_model).startswith(
+        f"error: --out {bundle_dir / 'tags.parquet'} is inside the --model folder {bundle_dir}")
+    assert {p: p.read_bytes() for p in [shop, *sorted(bundle_dir.rglob("*"))] if p.is_file()} == before
+
+
+def test_a_duckdb_output_into_the_input_database_is_refused(shop: Path, bundle_dir: Path, empty_home: Path,
+                                                            tmp_path: Path) -> None:
+    database = tmp_path / "shop.duckdb"
+    con = duckdb.connect(str(database))
+    con.execute("CREATE TABLE orders AS SELECT * FROM read_parquet(?)", [str(shop)])
+    con.close()
+
+    done = _score("--orders", f"{database}:orders", "--model", str(bundle_dir), "--as-of", AS_OF,
+                  "--out", f"{database}::customer_tags")
+
+    assert _one_paragraph_error(done).startswith(
+        f"error: --out {database}::customer_tags is the same file as --orders {database}:orders")
+    con = duckdb.connect(str(database), read_only=True)
+    assert [row[0] for row in con.execute("SHOW TABLES").fetchall()] == ["orders"]
+    con.close()
+
+
+@pytest.mark.slow
+def test_summary_tables_piped_to_a_file_keep_every_row_on_one_line(shop: Path, bundle_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """CI logs and `> run.log`: rich must not wrap table cells at 80 columns when stdout is not a terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"LIFETAG_HOME": str(tmp_path / "home")}
+    log = tmp_path / "run.log"
+    with log.open("w") as stdout:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("lifetag")), "score", "--orders", str(shop), "--as-of", AS_OF,
+             "--out", str(tmp_path / "tags.parquet"), "--model", str(bundle_dir)],
+            stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+
+    rows = [line.split("│")[1:-1] for line in log.read_text().splitlines() if line.startswith("│")]
+    assert len(rows) >= 8
+    # A wrapped cell shows as an extra row whose customers cell is blank.
+    assert all(len(cells) == 6 and cells[0].strip() and cells[1].strip() for cells in rows), log.read_text()
+    assert any(cells[4].strip() and "mean churn risk" not in cells[4] for cells in rows)
+    assert "mean churn risk" in log.read_text()

@@ -184,3 +184,39 @@ def test_too_little_history_exits_2_with_one_paragraph_and_no_traceback(
     assert "at least 20 customers and 5 repeat buyers" in message
     assert "Traceback" not in done.output
     assert not list(tmp_path.glob("mlflow.db"))
+
+
+@pytest.mark.slow
+def test_train_prints_plain_progress_lines_when_stderr_is_not_a_terminal(trained: Trained) -> None:
+    """CI and `2> train.log`: rich's live bar shows nothing there, so each stage is a line with the elapsed time."""
+    lines = trained.done.stderr.splitlines()
+    assert any(re.fullmatch(r"\[\d+ s\] Building features at cut-offs: \d+/\d+", line) for line in lines), lines
+    assert any(re.fullmatch(r"\[\d+ s\] Logging to MLflow and registering: 1/1", line) for line in lines), lines
+
+
+def test_quarantine_on_the_orders_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_embedded_store(monkeypatch, tmp_path)
+    orders = tmp_path / "orders.csv"
+    text = "customer_id,order_ts,amount\na,2024-01-01,10\na,2024-02-01,abc\n"
+    orders.write_text(text)
+
+    done = _train("--orders", str(orders), "--quarantine", str(orders), "--trials", "0")
+
+    assert done.exit_code == 2, f"exit code {done.exit_code}: {done.exception!r}"
+    assert done.stderr.strip() == (f"error: --quarantine {orders} is the same file as --orders {orders}: writing it "
+                                   "would destroy the input. Give --quarantine another file name.")
+    assert orders.read_text() == text and not list(tmp_path.glob("mlflow.db"))
+
+
+def test_as_of_before_the_first_order_exits_2_saying_when_the_first_order_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_embedded_store(monkeypatch, tmp_path)
+    orders = tmp_path / "orders.csv"
+    orders.write_text("customer_id,order_ts,amount\na,2024-01-01,10\na,2024-02-01,12\nb,2024-03-01,7\n")
+
+    done = _train("--orders", str(orders), "--as-of", "2023-06-01", "--trials", "0")
+
+    assert done.exit_code == 2, f"exit code {done.exit_code}: {done.exception!r}"
+    assert done.stderr.strip() == (f"error: {orders}: no orders before --as-of 2023-06-01: the first order is on "
+                                   "2024-01-01; pick a later --as-of.")
