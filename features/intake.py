@@ -41,6 +41,7 @@ from configs.schema import Config, ConfigError, SourceConfig
 from features.engine import connect, is_locked, lock_external_access, repr_ident
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.output import write_relation
+from features.paths import customers_quarantine
 
 __all__ = [
     "CANONICAL_TYPES",
@@ -295,7 +296,7 @@ def open_sources(
         sources = [_prepare_orders(con, Path(orders), config)]
         if customers is not None:
             sources.append(_prepare_customers(con, Path(customers), config))
-        quarantines = [quarantine, _customers_quarantine(Path(quarantine)) if quarantine is not None else None]
+        quarantines = [quarantine, customers_quarantine(quarantine) if quarantine is not None else None]
         reports = _validate(con, sources, config, quarantines)
     except duckdb.Error as exc:
         error = scan_error(exc, read)
@@ -382,10 +383,6 @@ def _read(opener: Callable[..., IntakeReport], query: str, source: str | os.Path
         return con.sql(query).df(), report
     finally:
         con.close()
-
-
-def _customers_quarantine(path: Path) -> Path:
-    return path.with_name(f"{path.stem}.customers{path.suffix}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ baselines -> one MLflow run and one registered bundle, promoted to champion when
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,23 +194,18 @@ def _examples_or_fallback(target: Target, cutoffs: list[pd.Timestamp], store: Cu
 def _fit_targets(prepared: dict[str, TargetResult | tuple[pd.DataFrame, pd.DataFrame]],
                  plans: dict[str, list[pd.Timestamp]], spec: FeatureSpec, config: Config, trials: int,
                  progress: Progress) -> dict[str, TargetResult]:
-    """Tune and fit the targets side by side, one core each.
+    """Tune and fit the targets one after another, every booster on one thread.
 
-    Boosting on a few hundred thousand rows keeps a second OpenMP thread mostly waiting (measured:
-    1.1 busy cores of 2), while independent targets fill both. Every booster runs on one thread, so
-    the models are the same whatever the machine's core count.
+    One thread per booster makes the models the same whatever the machine's core count. The
+    targets used to be fitted side by side in Python threads (one core each), but LightGBM's native
+    calls are not safe to run at once: dataset construction in one thread and prediction in another
+    crashed the process (a segmentation fault, several times in one test run).
     """
     single = config.model_copy(update={"engine": config.engine.model_copy(update={"threads": 1})})
     by_target = {t.name: t for t in targets(config)}
-    jobs = {name: data for name, data in prepared.items() if not isinstance(data, TargetResult)}
-    workers = max(1, min(len(jobs), config.engine.threads or os.cpu_count() or 1))
-    results = {name: data for name, data in prepared.items() if isinstance(data, TargetResult)}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {name: pool.submit(_fit_lightgbm, by_target[name], plans[name], train, valid, spec, single, trials,
-                                     progress)
-                   for name, (train, valid) in jobs.items()}
-        results.update({name: future.result() for name, future in futures.items()})
-    return {name: results[name] for name in prepared}
+    return {name: data if isinstance(data, TargetResult)
+            else _fit_lightgbm(by_target[name], plans[name], data[0], data[1], spec, single, trials, progress)
+            for name, data in prepared.items()}
 
 
 def _fit_lightgbm(target: Target, cutoffs: list[pd.Timestamp], train: pd.DataFrame, valid: pd.DataFrame,

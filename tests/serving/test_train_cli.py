@@ -189,9 +189,11 @@ def test_too_little_history_exits_2_with_one_paragraph_and_no_traceback(
 @pytest.mark.slow
 def test_train_prints_plain_progress_lines_when_stderr_is_not_a_terminal(trained: Trained) -> None:
     """CI and `2> train.log`: rich's live bar shows nothing there, so each stage is a line with the elapsed time."""
-    lines = trained.done.stderr.splitlines()
-    assert any(re.fullmatch(r"\[\d+ s\] Building features at cut-offs: \d+/\d+", line) for line in lines), lines
-    assert any(re.fullmatch(r"\[\d+ s\] Logging to MLflow and registering: 1/1", line) for line in lines), lines
+    lines = [line for line in trained.done.stderr.splitlines() if line.startswith("[")]
+    # Stages that end within the first 2 s print nothing (which ones depends on the machine's speed),
+    # but every line has the plain form and the last stage, after training, always shows its end.
+    assert lines and all(re.fullmatch(r"\[\d+ s\] [^:]+: \d+/\d+", line) for line in lines), lines
+    assert re.fullmatch(r"\[\d+ s\] Logging to MLflow and registering: 1/1", lines[-1]), lines
 
 
 def test_quarantine_on_the_orders_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
