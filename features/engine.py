@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from configs.schema import EngineConfig
+from configs.schema import ConfigError, EngineConfig
 
 __all__ = ["connect", "is_locked", "lifetag_home", "lock_external_access", "repr_ident", "repr_sql"]
 
@@ -42,6 +42,13 @@ def connect(engine: EngineConfig | None = None) -> duckdb.DuckDBPyConnection:
 
 def _spill_directory(engine: EngineConfig) -> Path:
     base = Path(engine.temp_directory) if engine.temp_directory else lifetag_home() / "tmp"
+    # DuckDB creates the spill folder itself, but not its parents: a missing base folder made the
+    # first spill of a large run fail ("Failed to create directory").
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"engine.temp_directory: cannot create the spill folder {base} ({exc.strerror}). "
+                          "Point engine.temp_directory (or LIFETAG_HOME) at a folder lifetag may write.") from None
     return base.resolve() / f"duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 

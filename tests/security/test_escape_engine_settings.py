@@ -126,3 +126,28 @@ def test_features_spill_to_a_private_folder_that_duckdb_removes(tmp_path: Path, 
     assert done.exit_code == 0, done.output
     assert not spill_root.exists() or not any(spill_root.iterdir()), "no spill folder is left behind"
     assert SECRET_TEXT not in done.output
+
+
+def test_a_large_query_spills_into_a_temp_folder_that_did_not_exist_yet(tmp_path: Path) -> None:
+    # DuckDB creates its private spill folder but not the parents: the configured one must exist.
+    from configs.schema import EngineConfig
+    from features.engine import connect
+
+    base = tmp_path / "not" / "yet"
+    con = connect(EngineConfig(memory_limit="32MB", threads=1, temp_directory=str(base)))
+    try:
+        rows = con.execute("SELECT count(*) FROM (SELECT range AS v, hash(range) AS h FROM range(4000000) "
+                           "ORDER BY h)").fetchall()[0][0]
+    finally:
+        con.close()
+    assert rows == 4_000_000 and base.is_dir()
+
+
+def test_a_temp_folder_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    from configs.schema import ConfigError, EngineConfig
+    from features.engine import connect
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"engine.temp_directory: cannot create the spill folder"):
+        connect(EngineConfig(temp_directory=str(blocker / "spill")))
