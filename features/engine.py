@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +12,10 @@ import duckdb
 
 from configs.schema import ConfigError, EngineConfig
 
-__all__ = ["connect", "is_locked", "lifetag_home", "lock_external_access", "repr_ident", "repr_sql"]
+__all__ = [
+    "connect", "is_locked", "lifetag_home", "lock_external_access", "remove_dead_runs_folders", "repr_ident", "repr_sql",
+    "run_folder_name",
+]
 
 
 def lifetag_home() -> Path:
@@ -49,7 +54,42 @@ def _spill_directory(engine: EngineConfig) -> Path:
     except OSError as exc:
         raise ConfigError(f"engine.temp_directory: cannot create the spill folder {base} ({exc.strerror}). "
                           "Point engine.temp_directory (or LIFETAG_HOME) at a folder lifetag may write.") from None
-    return base.resolve() / f"duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    # A killed run leaves its spill files behind; the next run on this host removes them.
+    remove_dead_runs_folders(base.resolve(), "duckdb")
+    return base.resolve() / run_folder_name("duckdb")
+
+
+def run_folder_name(kind: str) -> str:
+    """A folder name unique to this run, `<kind>-<host>-<pid>-<id>`, that remove_dead_runs_folders understands."""
+    return f"{kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_dead_runs_folders(root: Path, kind: str = "*") -> list[Path]:
+    """Remove the folders named by run_folder_name(kind) in `root` of this host's runs whose process is gone."""
+    host = socket.gethostname()
+    removed = []
+    for folder in root.glob(f"{kind}-*-*-*") if root.is_dir() else []:
+        try:
+            owner_host, pid, run_id = folder.name.split("-", 1)[1].rsplit("-", 2)
+            pid_number = int(pid)
+        except ValueError:
+            continue
+        # Another host's runs (a shared folder) cannot be checked from here: leave them.
+        if len(run_id) != 12 or owner_host != host or _alive(pid_number) or not folder.is_dir():
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def lock_external_access(con: duckdb.DuckDBPyConnection, inputs: list[Path],

@@ -12,15 +12,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from features.engine import lifetag_home
+from features.engine import lifetag_home, remove_dead_runs_folders, run_folder_name
 
 __all__ = ["LockHeld", "output_lock", "remove_stale_scratch", "scratch_folder", "scratch_root", "store_lock"]
 
@@ -77,35 +74,11 @@ def scratch_folder(kind: str) -> Path:
     root = scratch_root()
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(root)
-    folder = root / f"{kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    folder = root / run_folder_name(kind)
     folder.mkdir()
     return folder
 
 
 def remove_stale_scratch(root: Path | None = None) -> list[Path]:
     """Remove the scratch folders of this host's runs whose process no longer exists; returns them."""
-    root = root or scratch_root()
-    host = socket.gethostname()
-    removed = []
-    for folder in root.glob("*-*-*-*") if root.is_dir() else []:
-        try:
-            owner_host, pid = folder.name.split("-", 1)[1].rsplit("-", 2)[:2]
-            pid_number = int(pid)
-        except ValueError:
-            continue
-        # Another host's runs (a shared LIFETAG_HOME) cannot be checked from here: leave them.
-        if owner_host != host or _alive(pid_number):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    return remove_dead_runs_folders(root or scratch_root())

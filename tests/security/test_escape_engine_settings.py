@@ -2,6 +2,7 @@
 and DuckDB's spill folder holds nothing a config could read."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,28 @@ def test_a_temp_folder_that_cannot_be_created_is_a_config_error(tmp_path: Path) 
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=r"engine.temp_directory: cannot create the spill folder"):
         connect(EngineConfig(temp_directory=str(blocker / "spill")))
+
+
+def test_spill_folders_of_dead_runs_are_removed_by_the_next_connection(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from configs.schema import EngineConfig
+    from features.engine import connect
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    host = socket.gethostname()
+    dead = tmp_path / f"duckdb-{host}-{dead_pid}-0123456789ab"
+    live = tmp_path / f"duckdb-{host}-{os.getpid()}-0123456789ab"
+    other_host = tmp_path / f"duckdb-elsewhere-{dead_pid}-0123456789ab"
+    unrelated = tmp_path / "duckdb-notes"
+    for folder in (dead, live, other_host, unrelated):
+        folder.mkdir()
+        (folder / "spill.block").write_text("x")
+
+    connect(EngineConfig(temp_directory=str(tmp_path))).close()
+
+    assert not dead.exists()
+    assert live.exists() and other_host.exists() and unrelated.exists()
