@@ -247,7 +247,6 @@ class _Source:
     mapping: dict[str, "_Mapped"]
     types: dict[str, str]
     report: IntakeReport
-    inputs: list[Path]
     scope_types: dict[str, str]  # what an expression sees: text columns that are all numbers become numbers
 
     @property
@@ -413,7 +412,7 @@ def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceC
     """Register the raw source, resolve the mapping (columns and checked expressions)."""
     label = str(path)
     prefix = f"_lifetag_{kind}"
-    raw, inputs = _register_raw(con, path, cfg, label, prefix, kind, option)
+    raw = _register_raw(con, path, cfg, label, prefix, kind, option)
     types = _source_columns(con, raw)
     # Only a value that is neither a column nor a bare name can be an expression; the scan that
     # types its inputs runs only then.
@@ -424,15 +423,15 @@ def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceC
         # Expressions compute like the sandbox that checked them: numbers print as text where text is needed.
         con.execute("SET old_implicit_casting = true")
     report = IntakeReport(source=label, missing_optional=missing_optional)
-    return _Source(kind, label, prefix, fields, mapping, types, report, inputs, scope_types)
+    return _Source(kind, label, prefix, fields, mapping, types, report, scope_types)
 
 
 def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, label: str, prefix: str,
-                  kind: str, option: str) -> tuple[str, list[Path]]:
-    """Create the `<prefix>_raw` view (source columns plus `_row`, the 1-based data row); its name and input paths.
+                  kind: str, option: str) -> str:
+    """Create the `<prefix>_raw` view (source columns plus `_row`, the 1-based data row); its name.
 
-    The input paths are what a locked connection must be allowed to read: the source itself and,
-    for file names with glob characters, the escaped patterns DuckDB is given for them.
+    The connection is already locked to the inputs (_lock_to_inputs allows the escaped patterns of
+    file names with glob characters too).
     """
     db_path, table = _split_duckdb_source(path, cfg)
     if db_path is None and not path.exists():
@@ -447,8 +446,7 @@ def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig,
         raise read_error(label, kind, cfg, files, exc) from None
     if not has_rows:
         raise IntakeError(f"{label}: the source has no rows. Check that it is the right file and that it was fully written.")
-    escaped = [Path(_literal_path(f)) for f in files if _literal_path(f) != str(f)]
-    return raw, [(db_path or path).resolve(), *escaped]
+    return raw
 
 
 def _split_duckdb_source(path: Path, cfg: SourceConfig) -> tuple[Path | None, str]:
