@@ -317,6 +317,8 @@ def train(
             out.print(f"{name}: level taken from BG/NBD + Gamma-Gamma (x{r.model.scale:.3f}): over a "
                       f"{check['gap_days']:.0f}-day out-of-time gap its total was {check['bgnbd_total_ratio']:.3f} of "
                       f"actual, the model's own {check['model_total_ratio']:.3f}")
+        if r.rounds_check:
+            out.print(_rounds_line(name, r.rounds_check))
     out.print(f"MLflow run {recorded.run_id}, model lifetag version {recorded.version}")
     out.print(recorded.promotion.reason)
 
@@ -388,6 +390,19 @@ def _print_score_summary(result: Any, config: Any) -> None:
 def _figure(value: Any, template: str) -> str:
     """A number for a summary table; an empty prediction (registered customers) shows as a dash."""
     return template.format(value) if value is not None and value == value else "-"
+
+
+def _rounds_line(name: str, check: dict[str, float]) -> str:
+    """'churn: 16 of 287 boosting rounds kept (...)': how much boosting survived the out-of-time check."""
+    kept, tuned = int(check["rounds_kept"]), int(check["rounds_tuned"])
+    where = (f"a {check['min_gap_days']:.0f}-day out-of-time gap, {int(check['folds'])} "
+             f"fold{'s' if check['folds'] != 1 else ''}")
+    losses = f"log loss {check['loss_kept']:.4f} kept vs {check['loss_tuned']:.4f} with all rounds"
+    if "loss_offset" in check:
+        losses += f", {check['loss_offset']:.4f} for the BG/NBD offset alone"
+    if kept == 0:
+        return f"{name}: no boosting round beat the BG/NBD offset out of time ({where}; {losses}); the offset is kept"
+    return f"{name}: {kept} of {tuned} boosting rounds kept ({where}; {losses})"
 
 
 def _print_training_table(result: Any) -> None:

@@ -105,6 +105,12 @@ def test_train_prints_the_validation_table_with_every_baseline_and_where_the_mod
     assert {target for target, model in table if model.startswith("lifetag (")} == {
         "churn 90d", "repurchase 30d", "ltv 365d"}
     assert "fallback" not in out
+    for name in ("churn", "repurchase"):
+        check = trained.result.results[name].rounds_check
+        kept, tuned = int(check["rounds_kept"]), int(check["rounds_tuned"])
+        said = (f"{name}: {kept} of {tuned} boosting rounds kept (" if kept
+                else f"{name}: no boosting round beat the BG/NBD offset out of time (")
+        assert said in out, out
     assert RUN_LINE.search(out).group(2) == "1"
     assert out.rstrip().endswith("version 1 is now champion: there was no champion yet "
                                  f"(validation score {trained.result.score:.4f})")
