@@ -9,6 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from configs.errors import LifetagError
+
 __all__ = [
     "Attribute",
     "Config",
@@ -28,7 +30,7 @@ OPTIONAL_ORDER_FIELDS = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(LifetagError, ValueError):
     """A configuration file is missing, unreadable or holds an invalid value."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from configs.errors import LifetagError
 from configs.schema import Config, ConfigError, SourceConfig
 from features.engine import connect, is_locked, lock_external_access, repr_ident
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
@@ -81,7 +82,7 @@ _MAX_LINE_BYTES = 2_097_152
 _DELIMITERS = (",", ";", "\t", "|")
 
 
-class IntakeError(Exception):
+class IntakeError(LifetagError):
     """Input that cannot be used as it is; the message is one paragraph for the person who supplied it."""
 
 

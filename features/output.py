@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from configs.errors import LifetagError
 from features.engine import is_locked
 
 __all__ = ["OutputError", "write_relation", "write_frame", "output_format"]
@@ -15,7 +16,7 @@ __all__ = ["OutputError", "write_relation", "write_frame", "output_format"]
 _FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
 
-class OutputError(Exception):
+class OutputError(LifetagError):
     """The output path cannot be written as asked."""
 
 

@@ -18,6 +18,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from configs.errors import LifetagError
 from features.clv import ClvBaseline, add_bg_columns
 
 __all__ = ["Bundle", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS"]
@@ -26,7 +27,7 @@ OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
 
 
-class BundleError(ValueError):
+class BundleError(LifetagError, ValueError):
     """Features that do not fit the bundle (missing columns), or a bundle folder that is not complete."""
 
 

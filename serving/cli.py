@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from configs.errors import LifetagError
 from configs.schema import ConfigError, load_config
 
 # Heavy libraries (pandas, DuckDB, LightGBM, MLflow, scikit-learn, Optuna, matplotlib) are imported
@@ -51,19 +52,6 @@ out = _console(stderr=False)
 EXIT_BAD_INPUT = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
-# lifetag's own error classes, by module: an exception can only be one of them if its module was
-# imported, so checking sys.modules keeps a failed command from importing MLflow and LightGBM
-# just to recognise the error.
-_USER_ERRORS = (
-    ("configs.schema", "ConfigError"), ("features.intake", "IntakeError"), ("features.output", "OutputError"),
-    ("serving.scoring", "ScoringError"), ("serving.bundle", "BundleError"), ("training.pipeline", "TrainingError"),
-)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    return tuple(getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules)
-
-
 def _print_version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -87,7 +75,7 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except _user_errors() as exc:
+        except LifetagError as exc:
             console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from configs.errors import LifetagError
 from configs.schema import Config, ConfigError
 from features.behaviour import (as_timestamp, build_relation, registered_relation, require_orders_before,
                                 unmatched_customers)
@@ -40,7 +41,7 @@ __all__ = [
 Progress = Callable[[str, int], Callable[[int], None]]
 
 
-class ScoringError(ValueError):
+class ScoringError(LifetagError, ValueError):
     """Scoring cannot start or finish: bad model URI, bundle/data mismatch, bad tag expression, bad output."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from configs.errors import LifetagError
 from configs.schema import Config
 from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
 from features.engine import connect
@@ -26,7 +27,7 @@ from training.tuning import TuningResult, subsample_customers, time_folds, tune
 __all__ = ["TargetResult", "TrainingError", "TrainResult", "default_training_as_of", "fit_bundle", "validation_score"]
 
 
-class TrainingError(ValueError):
+class TrainingError(LifetagError, ValueError):
     """The history cannot support even the fallback models; the message states the minimum."""
 
 

@@ -178,3 +178,32 @@ def test_a_failing_command_does_not_import_the_model_libraries(tmp_path):
              "print(code, sorted(m for m in heavy if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
+
+
+def test_every_error_of_lifetag_is_one_kind_that_the_cli_answers_with_exit_2():
+    """One base class: the CLI maps it to exit 2 (the service will map it to a 4xx), everything else is a bug."""
+    from configs.errors import LifetagError
+    from configs.schema import ConfigError
+    from features.intake import IntakeError
+    from features.output import OutputError
+    from serving.bundle import BundleError
+    from serving.scoring import ScoringError
+    from training.pipeline import TrainingError
+
+    for error in (ConfigError, IntakeError, OutputError, BundleError, ScoringError, TrainingError):
+        assert issubclass(error, LifetagError), error
+
+    from typer.testing import CliRunner
+
+    from serving.cli import app, friendly_errors
+
+    @app.command("_lifetag_error_probe", hidden=True)
+    @friendly_errors
+    def probe() -> None:
+        raise TrainingError("the probe's one paragraph.")
+
+    try:
+        done = CliRunner().invoke(app, ["_lifetag_error_probe"])
+    finally:
+        app.registered_commands.pop()
+    assert done.exit_code == 2 and "error: the probe's one paragraph." in done.output
