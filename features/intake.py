@@ -29,7 +29,8 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -39,10 +40,10 @@ import pandas as pd
 
 from configs.errors import LifetagError
 from configs.schema import Config, ConfigError, SourceConfig
-from features.engine import connect, is_locked, lock_external_access, repr_ident
+from features.engine import connect, is_locked, lock_external_access, repr_ident, repr_sql
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.output import write_relation
-from features.paths import customers_quarantine
+from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
 __all__ = [
     "CANONICAL_TYPES",
@@ -73,7 +74,6 @@ CANONICAL_TYPES: dict[str, str] = {
 # Source types whose values convert to DOUBLE, and (with the time types) never print as blank text.
 _NUMBER_TYPES = re.compile(r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\))")
 _TIME_TYPES = re.compile(r"(DATE|TIMESTAMP(_S|_MS|_NS| WITH TIME ZONE)?)")
-_DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]*")
 _EXAMPLES = 3
@@ -292,17 +292,12 @@ def open_sources(
     read = [(Path(orders), config.orders, "orders")]
     if customers is not None:
         read.append((Path(customers), config.customers, "customers"))
-    try:
+    with _scan_errors_explained(read):
         sources = [_prepare_orders(con, Path(orders), config)]
         if customers is not None:
             sources.append(_prepare_customers(con, Path(customers), config))
         quarantines = [quarantine, customers_quarantine(quarantine) if quarantine is not None else None]
         reports = _validate(con, sources, config, quarantines)
-    except duckdb.Error as exc:
-        error = scan_error(exc, read)
-        if error is None:
-            raise
-        raise error from None
     return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 
@@ -324,10 +319,17 @@ def open_customers(
 ) -> IntakeReport:
     """Validate a customers table and create the `customers` view (one row per customer) in `con`."""
     _lock_to_inputs(con, [(Path(source), config.customers)])
-    try:
+    with _scan_errors_explained([(Path(source), config.customers, "customers")]):
         return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
+
+
+@contextmanager
+def _scan_errors_explained(sources: list[tuple[Path, SourceConfig, str]]) -> Iterator[None]:
+    """Turn a CSV reading error met while validating `sources` (path, config, kind) into its one-paragraph IntakeError."""
+    try:
+        yield
     except duckdb.Error as exc:
-        error = scan_error(exc, [(Path(source), config.customers, "customers")])
+        error = scan_error(exc, sources)
         if error is None:
             raise
         raise error from None
@@ -453,7 +455,7 @@ def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig,
 def _split_duckdb_source(path: Path, cfg: SourceConfig) -> tuple[Path | None, str]:
     """`shop.duckdb` (table from config) or `shop.duckdb:table`; (None, '') for other sources."""
     text = str(path)
-    for suffix in _DUCKDB_SUFFIXES:
+    for suffix in DUCKDB_SUFFIXES:
         if text.endswith(suffix):
             return path, cfg.table
         marker = suffix + ":"
@@ -499,7 +501,7 @@ def _literal_path(path: Path) -> str:
 
 def _files_sql(files: list[Path]) -> str:
     """A DuckDB list literal of the exact files to read."""
-    return "[" + ", ".join(_quote_str(_literal_path(f)) for f in files) + "]"
+    return "[" + ", ".join(repr_sql(_literal_path(f)) for f in files) + "]"
 
 
 def _raw_sql(con: duckdb.DuckDBPyConnection, path: Path, cfg: SourceConfig, db_path: Path | None, table: str,
@@ -543,11 +545,11 @@ def _check_reads_nothing_else(con: duckdb.DuckDBPyConnection, source: str, db_pa
 
 def _whitespace_sql(path_sql: str, header: list[str], cfg: SourceConfig) -> str:
     """Fixed-width style exports (CDNOW): whole lines split on runs of blanks, named by the header."""
-    fields = ", ".join(f"f[{i + 1}] AS {_quote_ident(name)}" for i, name in enumerate(header))
+    fields = ", ".join(f"f[{i + 1}] AS {repr_ident(name)}" for i, name in enumerate(header))
     lines = (
         f"SELECT regexp_split_to_array(trim(line), '\\s+') AS f, row_number() OVER () - 1 AS _row FROM "
         f"read_csv({path_sql}, columns = {{'line': 'VARCHAR'}}, delim = '\\x1f', header = false, "
-        f"quote = '', escape = '', auto_detect = false, encoding = {_quote_str(cfg.encoding)}) WHERE trim(line) <> ''"
+        f"quote = '', escape = '', auto_detect = false, encoding = {repr_sql(cfg.encoding)}) WHERE trim(line) <> ''"
     )
     return f"SELECT {fields}, _row FROM ({lines}) WHERE _row > 0"
 
@@ -575,9 +577,9 @@ def _header_delimiter(header: str) -> str | None:
 
 
 def _csv_options(cfg: SourceConfig, delimiter: str | None) -> str:
-    delim = f", delim = {_quote_str(delimiter)}" if delimiter else ""
+    delim = f", delim = {repr_sql(delimiter)}" if delimiter else ""
     # skip = 0: the sniffer would otherwise skip leading lines it dislikes, and with them rows.
-    return f"all_varchar = true, header = true, skip = 0, encoding = {_quote_str(cfg.encoding)}{delim}"
+    return f"all_varchar = true, header = true, skip = 0, encoding = {repr_sql(cfg.encoding)}{delim}"
 
 
 def _csv_sql(con: duckdb.DuckDBPyConnection, files: list[Path], cfg: SourceConfig, folder: bool, shown: Path) -> str:
@@ -771,7 +773,7 @@ def _expression_scope_types(con: duckdb.DuckDBPyConnection, raw: str, types: dic
         return dict(types)
     checks = []
     for column in text_columns:
-        value = f"NULLIF(trim({_quote_ident(column)}), '')"
+        value = f"NULLIF(trim({repr_ident(column)}), '')"
         # Not TRY_CAST to BIGINT: it rounds '6.95' to 7.
         checks.append(f"bool_and({value} IS NULL OR (regexp_full_match({value}, '[+-]?[0-9]{{1,18}}')))")
         checks.append(f"bool_and({value} IS NULL OR TRY_CAST({value} AS DOUBLE) IS NOT NULL)")
@@ -790,7 +792,7 @@ def _referenced(expression: str, columns: list[str]) -> list[str]:
     found = []
     for column in columns:
         bare = re.search(r"(?<![\w\"'])" + re.escape(column) + r"(?![\w\"'])", expression)
-        if bare or _quote_ident(column) in expression:
+        if bare or repr_ident(column) in expression:
             found.append(column)
     return found
 
@@ -810,7 +812,7 @@ def _compile_expression(expression: str, scope_types: dict[str, str]) -> tuple[s
         return None, str(exc)
     con = sandbox(old_implicit_casting=True)
     try:
-        con.execute(f"CREATE TABLE source ({', '.join(f'{_quote_ident(c)} {t}' for c, t in columns.items())})")
+        con.execute(f"CREATE TABLE source ({', '.join(f'{repr_ident(c)} {t}' for c, t in columns.items())})")
         try:
             # Bound, not executed: the relation gives the result type without reading a row.
             return str(con.sql(f"SELECT ({expression}) FROM source").types[0]), None
@@ -904,7 +906,7 @@ def _count_repeats(con: duckdb.DuckDBPyConnection, source: _Source) -> int:
     Grouped by a 64-bit hash of the row, which costs half of grouping by every column; two different
     rows share a hash about once in four billion rows, far beyond what one intake holds.
     """
-    columns = ", ".join(_quote_ident(c) for c in _row_columns(source))
+    columns = ", ".join(repr_ident(c) for c in _row_columns(source))
     return int(con.execute(
         f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {source.prefix}_raw "
         f"GROUP BY hash({columns}) HAVING count(*) > 1)"
@@ -955,7 +957,7 @@ class _Check:
     @property
     def reason(self) -> str:
         """SQL for the reason a bad row gets."""
-        return self.reason_sql or _quote_str(self.tag)
+        return self.reason_sql or repr_sql(self.tag)
 
 
 def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: SourceConfig) -> str:
@@ -975,7 +977,7 @@ def _typed_expr(name: str, spec: FieldSpec, source: str, source_type: str, cfg: 
         text = f"NULLIF(trim(CAST({source} AS VARCHAR)), '')"
         if cfg.timestamp_format:
             # strptime yields TIMESTAMPTZ for formats with %z; normalise both kinds to UTC wall time.
-            return f"CAST(CAST(try_strptime({text}, {_quote_str(cfg.timestamp_format)}) AS TIMESTAMPTZ) AS TIMESTAMP)"
+            return f"CAST(CAST(try_strptime({text}, {repr_sql(cfg.timestamp_format)}) AS TIMESTAMPTZ) AS TIMESTAMP)"
         return f"CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
     return f"CAST({source} AS VARCHAR)"
 
@@ -1023,7 +1025,7 @@ def _null_word_sql(typed: str, null_ids: list[str]) -> str:
 def _one_of(value: str, texts: list[str]) -> str:
     """SQL true when `value` is one of `texts` (false when NULL). Not `IN (...)` or list_contains:
     DuckDB turns those into a join, which then runs even for queries that do not read the column."""
-    return f"CASE {value} {' '.join(f'WHEN {_quote_str(t)} THEN true' for t in texts)} ELSE false END"
+    return f"CASE {value} {' '.join(f'WHEN {repr_sql(t)} THEN true' for t in texts)} ELSE false END"
 
 
 def _blank_sql(text: str) -> str:
@@ -1124,10 +1126,10 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
     raw = f"{source.prefix}_raw"
     if drop_repeats:
         # Exact (every column compared), and the first of each set of repeats is the one kept.
-        columns = ", ".join(_quote_ident(c) for c in _row_columns(source))
+        columns = ", ".join(repr_ident(c) for c in _row_columns(source))
         raw = f"(SELECT * FROM {raw} QUALIFY row_number() OVER (PARTITION BY {columns} ORDER BY _row) = 1)"
     if parsed.retyped:
-        replace = ", ".join(f"TRY_CAST(NULLIF(trim(t.{_quote_ident(c)}), '') AS {kind}) AS {_quote_ident(c)}"
+        replace = ", ".join(f"TRY_CAST(NULLIF(trim(t.{repr_ident(c)}), '') AS {kind}) AS {repr_ident(c)}"
                             for c, kind in parsed.retyped.items())
         inner = f"(SELECT t.* REPLACE ({replace}), t AS _src FROM {raw} t) s"
         src = "s._src"
@@ -1260,7 +1262,7 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
 
 def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
     """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
-    checks = [(source.mapping[c.field], _quote_str(c.tag), c.text) for c in _parsed_columns(source, config).checks]
+    checks = [(source.mapping[c.field], repr_sql(c.tag), c.text) for c in _parsed_columns(source, config).checks]
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
         if source.kind == "orders":
@@ -1290,7 +1292,7 @@ def _shown_value(source: _Source, mapped: _Mapped) -> str:
     if not mapped.is_expression:
         return f"CAST({_source_expr(mapped.text, row='t._src')} AS VARCHAR)"
     used = _referenced(mapped.text, [c for c in source.types if c != "filename"]) or list(source.types)[:3]
-    parts = [f"{_quote_str(c + '=')} || coalesce(CAST({_source_expr(c, row='t._src')} AS VARCHAR), '')" for c in used]
+    parts = [f"{repr_sql(c + '=')} || coalesce(CAST({_source_expr(c, row='t._src')} AS VARCHAR), '')" for c in used]
     return "concat_ws(', ', " + ", ".join(parts) + ")"
 
 
@@ -1304,7 +1306,7 @@ def _bad_rows_message(label: str, problems: list[Problem]) -> str:
 
 def _write_quarantine(con: duckdb.DuckDBPyConnection, source: _Source, path: Path) -> None:
     """Bad rows with their source values, the source row number and the reason, written atomically."""
-    source_cols = ", ".join(f"{_source_expr(c, row='_src')} AS {_quote_ident(c)}" for c in source.types)
+    source_cols = ", ".join(f"{_source_expr(c, row='_src')} AS {repr_ident(c)}" for c in source.types)
     rel = con.sql(
         f"SELECT _row AS source_row, {source_cols}, reason FROM {source.prefix}_typed "
         "WHERE reason IS NOT NULL ORDER BY _row"
@@ -1314,12 +1316,4 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, source: _Source, path: Pat
 
 def _source_expr(column: str, row: str = "") -> str:
     """SQL for a source column (`row`: a struct holding the source row)."""
-    return (f"{row}." if row else "") + _quote_ident(column)
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quote_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    return (f"{row}." if row else "") + repr_ident(column)

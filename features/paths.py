@@ -14,10 +14,10 @@ from pathlib import Path
 
 from configs.schema import ConfigError
 
-__all__ = ["check_outputs_apart", "customers_quarantine", "file_part"]
+__all__ = ["DUCKDB_SUFFIXES", "check_outputs_apart", "customers_quarantine", "file_part"]
 
 # DuckDB sources are `shop.duckdb` or `shop.duckdb:table`; DuckDB outputs `tags.duckdb::table`.
-_DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
 
 PathArg = str | os.PathLike[str] | None
 
@@ -31,7 +31,7 @@ def customers_quarantine(quarantine: str | os.PathLike[str]) -> Path:
 def file_part(path: str | os.PathLike[str]) -> Path:
     """The file a source or output names: `shop.duckdb:orders` and `tags.duckdb::tags` name the database file."""
     text = os.fspath(path)
-    for suffix in _DUCKDB_SUFFIXES:
+    for suffix in DUCKDB_SUFFIXES:
         at = text.find(suffix + ":")
         if at >= 0:
             return Path(text[: at + len(suffix)])

@@ -28,6 +28,7 @@ from features.engine import connect, repr_ident, repr_sql
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
 from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
+from features.paths import file_part
 from features.scenarios import rebuy_intervals_sql, scenario_features_sql
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
 from serving.bundle import Bundle, BundleError
@@ -458,13 +459,8 @@ def _empty_column(n: int, sql_type: str) -> np.ndarray:
 # Scenario tags: named boolean SQL over the scored columns, evaluated without file or network access
 
 
-def _sandbox() -> duckdb.DuckDBPyConnection:
-    # No file or network access, no spill folder, settings locked (features.expressions.sandbox).
-    return sandbox()
-
-
 def _scenario_select(scenarios: dict[str, str]) -> str:
-    parts = [f"coalesce(CAST(({expr}) AS BOOLEAN), false) AS {_quote(name)}" for name, expr in scenarios.items()]
+    parts = [f"coalesce(CAST(({expr}) AS BOOLEAN), false) AS {repr_ident(name)}" for name, expr in scenarios.items()]
     return "SELECT " + ", ".join(parts) + " FROM scored"
 
 
@@ -477,9 +473,9 @@ def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
     """
     if not scenarios:
         return
-    con = _sandbox()
+    con = sandbox()
     try:
-        spec = ", ".join(f"{_quote(c)} {t}" for c, t in columns.items())
+        spec = ", ".join(f"{repr_ident(c)} {t}" for c, t in columns.items())
         con.execute(f"CREATE TABLE scored ({spec})")
         taken = {c.lower() for c in columns}
         for name, expr in scenarios.items():
@@ -525,7 +521,7 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
             check_expression(expr, [str(c) for c in frame.columns])
         except (ExpressionRefused, ExpressionSyntaxError) as exc:
             raise ConfigError(f"scoring.scenarios.{name}: the expression {expr!r} cannot be used: {exc}") from None
-    con = _sandbox()
+    con = sandbox()
     try:
         con.register("scored", frame)
         try:
@@ -549,10 +545,6 @@ def _raise_for_failing_scenario(con: duckdb.DuckDBPyConnection, scenarios: dict[
                 f"scoring.scenarios.{name}: the expression {expr!r} fails on the scored rows "
                 f"({str(exc).splitlines()[0]}). Fix the expression; no output was written."
             ) from None
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -722,11 +714,6 @@ def _empty_scored(tags: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return scored
 
 
-def _output_file(out: str | os.PathLike[str]) -> Path:
-    """The file an output is written to (the database file of a FILE.duckdb::TABLE output)."""
-    return Path(str(out).split("::")[0]).resolve()
-
-
 @contextmanager
 def _one_run_per_output(out: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the output's lock for the run, refusing a second run to the same output; clear a dead run's leftovers.
@@ -736,7 +723,7 @@ def _one_run_per_output(out: str | os.PathLike[str]) -> Iterator[None]:
     `.NAME.<id>.tmp` so that no `*.parquet` / `*.csv` glob matches it. With the lock held, such a
     file can only be a killed run's, and is removed.
     """
-    target = _output_file(out)
+    target = file_part(out).resolve()
     try:
         with output_lock(str(target)):
             for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp") if target.parent.is_dir() else []:
@@ -846,7 +833,7 @@ def _summaries(con: duckdb.DuckDBPyConnection, out: str | os.PathLike[str], fmt:
         by_segment, by_stage = by("rfm_segment"), by("lifecycle_stage")
         counts = {}
         for name in config.scoring.scenarios:
-            counts[name] = int(con.execute(f"SELECT count(*) FILTER (WHERE {_quote(name)}) FROM {source}",
+            counts[name] = int(con.execute(f"SELECT count(*) FILTER (WHERE {repr_ident(name)}) FROM {source}",
                                            params).fetchall()[0][0])
     finally:
         if fmt == "duckdb":
