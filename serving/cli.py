@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -94,15 +93,13 @@ class PlainProgress:
 
     A line when a stage starts or changes, at most every `every_s` seconds while it runs, and when
     it completes, e.g. `[12 s] Tuning churn (binary): 3/8`. Nothing in the first `quiet_s`
-    seconds, so a quick run (or a quick error) prints only its result. Thread-safe (targets train
-    side by side).
+    seconds, so a quick run (or a quick error) prints only its result.
     """
 
     def __init__(self, unit: str = "", every_s: float = 5.0, quiet_s: float = 2.0) -> None:
         self.unit, self.every_s, self.quiet_s = unit, every_s, quiet_s
         self.began = time.perf_counter()
         self.tasks: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
 
     def __enter__(self) -> "PlainProgress":
         return self
@@ -111,24 +108,22 @@ class PlainProgress:
         return None
 
     def add_task(self, description: str, total: float | None = None) -> int:
-        with self.lock:
-            self.tasks.append({"description": description, "total": total, "completed": 0, "shown": 0.0})
-            self._line(len(self.tasks) - 1)
-            return len(self.tasks) - 1
+        self.tasks.append({"description": description, "total": total, "completed": 0, "shown": 0.0})
+        self._line(len(self.tasks) - 1)
+        return len(self.tasks) - 1
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 
     def update(self, task_id: int, advance: float = 0, description: str | None = None) -> None:
-        with self.lock:
-            task = self.tasks[task_id]
-            task["completed"] += advance
-            renamed = description is not None and description != task["description"]
-            if renamed:
-                task["description"] = description
-            done = bool(task["total"]) and task["completed"] >= task["total"]
-            if renamed or done or time.perf_counter() - task["shown"] >= self.every_s:
-                self._line(task_id)
+        task = self.tasks[task_id]
+        task["completed"] += advance
+        renamed = description is not None and description != task["description"]
+        if renamed:
+            task["description"] = description
+        done = bool(task["total"]) and task["completed"] >= task["total"]
+        if renamed or done or time.perf_counter() - task["shown"] >= self.every_s:
+            self._line(task_id)
 
     def _line(self, task_id: int) -> None:
         task = self.tasks[task_id]
