@@ -38,6 +38,7 @@ __all__ = [
     "cumulative_gain_plot",
     "feature_importance_plot",
     "ltv_decile_plot",
+    "log_loss",
     "ltv_metrics",
     "metrics_table",
 ]
@@ -57,6 +58,12 @@ LOG_LOSS_CLIP = 1e-6
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
+
+
+def log_loss(y_true: np.ndarray, p_pred: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 outcomes, probabilities clipped as in ``classifier_metrics``."""
+    clipped = np.clip(p_pred, LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
+    return float(-np.mean(y_true * np.log(clipped) + (1 - y_true) * np.log(1 - clipped)))
 
 
 def classifier_metrics(y_true: ArrayLike, p_pred: ArrayLike) -> dict[str, float]:
@@ -85,12 +92,11 @@ def classifier_metrics(y_true: ArrayLike, p_pred: ArrayLike) -> dict[str, float]
     """
     y, p = _labels_and_probabilities("y_true", y_true, "p_pred", p_pred)
     both_classes = 0 < y.sum() < y.size
-    clipped = np.clip(p, LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
     return {
         "roc_auc": float(roc_auc_score(y, p)) if both_classes else np.nan,
         "pr_auc": float(average_precision_score(y, p)) if both_classes else np.nan,
         "brier": float(np.mean((p - y) ** 2)),
-        "log_loss": float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))),
+        "log_loss": log_loss(y, p),
         "ece": _expected_calibration_error(y, p),
         "lift_top_decile": _lift(y, p, TOP_SHARE),
         "positive_rate": float(y.mean()),

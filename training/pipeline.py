@@ -19,7 +19,7 @@ from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
 from training.dataset import CutoffStore, Target, cross_fitted, default_as_of, order_span, plan_cutoffs, targets
-from training.evaluate import classifier_metrics, ltv_metrics
+from training.evaluate import classifier_metrics, log_loss, ltv_metrics
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
 from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features, train_booster
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
@@ -360,7 +360,7 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
                       fold_train["label"].to_numpy(dtype=float), rounds,
                       valid=(spec.matrix(fold_valid), y), init_score=(model.init_score(fold_train), start),
                       threads=config.engine.threads or 0, record=record)
-        at_start = _log_loss(y, 1 / (1 + np.exp(-start))) if start is not None else np.inf
+        at_start = log_loss(y, 1 / (1 + np.exp(-start))) if start is not None else np.inf
         curves.append([at_start, *record["valid_0"]["binary_logloss"]])
     mean = np.mean(curves, axis=0)
     kept = int(np.argmin(mean))
@@ -370,11 +370,6 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
     if offset != "none":
         check["loss_offset"] = float(mean[0])
     return kept, check
-
-
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def _offset_only(target: Target, valid: pd.DataFrame) -> FittedModel:
