@@ -237,6 +237,16 @@ class TrainingConfig(_Strict):
     early_stopping_rounds: int = Field(30, gt=0)
     max_tuning_rows: int = Field(120_000, gt=1000)
     promote_tolerance: float = Field(0.0, ge=0)
+    # Map from the classifiers' raw scores to probabilities, fitted on the validation cut-off:
+    # logistic (a slope and an intercept on the log-odds) keeps every customer's order and never
+    # says 0 or 1; isotonic can tie large groups on one value; none ships the raw scores.
+    calibration: Literal["logistic", "isotonic", "none"] = "isotonic"
+    # Candidates the validation cut-off chooses from. Classifiers: plain LightGBM, and boosted from
+    # the BG/NBD prediction when bgnbd_offset is on. LTV: tweedie, hurdle (P(buy) x value),
+    # tweedie_bgnbd_offset (boosted from BG/NBD + Gamma-Gamma), bgnbd_gg (that prediction itself).
+    bgnbd_offset: bool = True
+    ltv_models: list[Literal["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"]] = Field(
+        default_factory=lambda: ["tweedie", "hurdle", "tweedie_bgnbd_offset"], min_length=1)
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same

@@ -69,14 +69,28 @@ class FeatureSpec:
 
 @dataclass
 class Calibrator:
-    """Isotonic map from raw to calibrated probability (piecewise linear between fitted points)."""
+    """Map from raw to calibrated probability, fitted on held-out predictions.
 
-    x: list[float]
-    y: list[float]
+    `isotonic`: piecewise linear between the fitted steps (x, y); it can tie large groups of
+    customers on one value and reach exactly 0 or 1. `logistic`: p = sigmoid(a * logit(raw) + b)
+    with a >= 0 (coef = [a, b]); strictly keeps the model's order and never reaches 0 or 1.
+    """
+
+    x: list[float] = field(default_factory=list)
+    y: list[float] = field(default_factory=list)
+    method: Literal["isotonic", "logistic"] = "isotonic"
+    coef: list[float] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, raw: np.ndarray, outcome: np.ndarray) -> "Calibrator":
-        """Fit on held-out (validation) predictions and outcomes, never on training data."""
+    def fit(cls, raw: np.ndarray, outcome: np.ndarray,
+            method: Literal["isotonic", "logistic"] = "isotonic") -> "Calibrator":
+        """Fit on held-out (validation) predictions and outcomes, never on training data.
+
+        `logistic` needs probabilities as `raw`; `isotonic` takes any score.
+        """
+        raw, outcome = np.asarray(raw, dtype=float), np.asarray(outcome, dtype=float)
+        if method == "logistic":
+            return cls(method="logistic", coef=_fit_logistic(_logit(raw), outcome))
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, outcome)
@@ -84,7 +98,40 @@ class Calibrator:
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities."""
+        if self.method == "logistic":
+            a, b = self.coef
+            return 1 / (1 + np.exp(-(a * _logit(np.asarray(raw, dtype=float)) + b)))
         return np.interp(raw, self.x, self.y)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _fit_logistic(z: np.ndarray, y: np.ndarray) -> list[float]:
+    """Slope and intercept of a one-feature logistic regression by Newton steps, slope kept >= 0.
+
+    A negative slope would reverse the model's order; a calibration must never do that, so the
+    slope is then 0 (everyone gets the base rate) rather than negative.
+    """
+    base = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6)) if len(y) else 0.5
+    a, b = 1.0, 0.0
+    X = np.column_stack([z, np.ones_like(z)])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(X @ np.array([a, b]))))
+        w = p * (1 - p) + 1e-9
+        gradient = X.T @ (y - p)
+        hessian = (X * w[:, None]).T @ X + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        a, b = a + step[0], b + step[1]
+        if not np.isfinite([a, b]).all():
+            break
+        if np.abs(step).max() < 1e-10:
+            break
+    if not np.isfinite([a, b]).all() or a < 0:
+        return [0.0, float(np.log(base / (1 - base)))]
+    return [float(a), float(b)]
 
 
 @dataclass
@@ -230,6 +277,7 @@ class Bundle:
             raise BundleError(f"{folder}: not a lifetag model bundle ({exc}).") from None
         def model(info: dict[str, Any]) -> TargetModel:
             boosters = {name: (folder / f"{info['target']}_{name}.txt").read_text() for name in info["boosters"]}
+            # Bundles before the logistic calibration stored only x and y (isotonic).
             calibrator = Calibrator(**info["calibrator"]) if info["calibrator"] else None
             return TargetModel(info["target"], info["horizon_days"], info["kind"], boosters, calibrator,
                                info["note"], info.get("offset", "none"), info.get("scale", 1.0))

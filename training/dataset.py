@@ -71,13 +71,14 @@ def customer_halves(customer_ids: pd.Series) -> np.ndarray:
     return (pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy() % 2).astype(bool)
 
 
-def cross_fitted(score: np.ndarray, outcome: np.ndarray, customer_ids: pd.Series) -> np.ndarray:
-    """Isotonic probabilities for each half of the customers (customer_halves), fitted on the other half:
+def cross_fitted(score: np.ndarray, outcome: np.ndarray, customer_ids: pd.Series,
+                 method: Literal["isotonic", "logistic"] = "isotonic") -> np.ndarray:
+    """Calibrated probabilities for each half of the customers (customer_halves), fitted on the other half:
     how a calibration fitted on validation is scored without scoring it on its own fit."""
     half = customer_halves(customer_ids)
     out = np.empty_like(score, dtype=float)
     for part in (half, ~half):
-        out[part] = Calibrator.fit(score[~part], outcome[~part]).apply(score[part])
+        out[part] = Calibrator.fit(score[~part], outcome[~part], method).apply(score[part])
     return out
 
 

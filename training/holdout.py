@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,11 +16,12 @@ from features.behaviour import as_timestamp, build_relation
 from features.engine import connect
 from features.intake import open_sources
 from features.labels import labels_relation
+from serving.bundle import Calibrator
 from training.dataset import Target, order_span, targets
 from training.evaluate import classifier_metrics, ltv_metrics
 from training.pipeline import Progress, TrainResult, _no_progress, fit_bundle
 
-__all__ = ["HOLDOUT_METRICS", "Holdout", "holdout_comparison"]
+__all__ = ["HOLDOUT_METRICS", "Holdout", "holdout_comparison", "score_ties"]
 
 # The figures the acceptance criteria name, per target: (metric key, higher is better).
 HOLDOUT_METRICS: dict[str, list[tuple[str, bool]]] = {
@@ -38,6 +39,9 @@ class Holdout:
     customers: int
     metrics: dict[str, dict[str, dict[str, float]]]  # target -> "lifetag"/"bgnbd" -> metric -> value
     train: TrainResult
+    # Classifiers: the same model with each calibration fitted on its validation cut-off ("none",
+    # "isotonic", "logistic") -> metric -> value, plus how many customers share a score ("ties").
+    calibrations: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per target and metric: lifetag, BG/NBD and the gap (lifetag - BG/NBD)."""
@@ -82,6 +86,7 @@ def holdout_comparison(
     enriched = bundle.bg_columns(features)
     scored = bundle.predict_enriched(enriched, bundle.spec.matrix(enriched))
     metrics: dict[str, dict[str, dict[str, float]]] = {}
+    calibrations: dict[str, dict[str, dict[str, float]]] = {}
     for target in targets(config):
         outcome = features[["customer_id"]].merge(outcomes[target.name], on="customer_id", how="left").fillna(0)
         label = target.label(outcome)
@@ -89,7 +94,36 @@ def holdout_comparison(
         theirs = _bgnbd_prediction(target, enriched)
         metric = classifier_metrics if target.kind == "classifier" else ltv_metrics
         metrics[target.name] = {"lifetag": metric(label, ours), "bgnbd": metric(label, theirs)}
-    return Holdout(as_of_ts, len(features), metrics, trained)
+        metrics[target.name]["lifetag"].update(score_ties(ours))
+        if target.kind == "classifier":
+            calibrations[target.name] = _calibration_alternatives(trained, target, enriched, bundle, label)
+    return Holdout(as_of_ts, len(features), metrics, trained, calibrations)
+
+
+def score_ties(scores: np.ndarray) -> dict[str, float]:
+    """How much a score ties customers: distinct values, the largest group sharing one value (a share
+    of all customers), and how many are exactly 0 or 1."""
+    values, counts = np.unique(np.asarray(scores, dtype=float), return_counts=True)
+    n = max(len(scores), 1)
+    return {"distinct": float(len(values)), "largest_tie_share": float(counts.max() / n) if len(counts) else 0.0,
+            "at_0_or_1": float(np.sum((scores == 0) | (scores == 1)))}
+
+
+def _calibration_alternatives(trained: TrainResult, target: Target, enriched: pd.DataFrame, bundle: Any,
+                              label: np.ndarray) -> dict[str, dict[str, float]]:
+    """The shipped model's raw scores at as_of under each calibration, each fitted on the same validation
+    cut-off the shipped one was fitted on."""
+    result = trained.results.get(target.name)
+    if result is None or result.valid is None or "model_uncalibrated" not in result.valid:
+        return {}
+    model = bundle.models[target.name]
+    raw = model.raw_predict(bundle.spec.matrix(enriched), enriched)
+    valid_raw, valid_label = result.valid["model_uncalibrated"].to_numpy(), result.valid["label"].to_numpy()
+    out = {}
+    for method in ("none", "isotonic", "logistic"):
+        scores = raw if method == "none" else Calibrator.fit(valid_raw, valid_label, method).apply(raw)
+        out[method] = {**classifier_metrics(label, scores), **score_ties(scores)}
+    return out
 
 
 def _outcome(con: Any, target: Target, as_of: pd.Timestamp, last_order: pd.Timestamp, config: Config) -> pd.DataFrame:

@@ -246,14 +246,18 @@ def _tune(target: Target, train: pd.DataFrame, spec: FeatureSpec, config: Config
                 config.training.early_stopping_rounds, on_trial=advance, threads=config.engine.threads or 0)
 
 
-def _calibrate(result: TargetResult, fitted: FittedModel, valid: pd.DataFrame, seed: int) -> None:
-    """Isotonic calibration fitted on validation; metrics use cross-fitted (out-of-half) predictions."""
+def _calibrate(result: TargetResult, fitted: FittedModel, valid: pd.DataFrame, method: str) -> None:
+    """Calibration (training.calibration) fitted on validation; metrics use cross-fitted (out-of-half)
+    predictions, so a calibration is never scored on its own fit."""
     raw, outcome = fitted.valid_raw, valid["label"].to_numpy()
-    honest = cross_fitted(raw, outcome, valid["customer_id"])
-    result.model.calibrator = Calibrator.fit(raw, outcome)
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
-    result.valid["model"] = honest
     result.valid["model_uncalibrated"] = raw
+    if method == "none":
+        result.model.calibrator = None
+        result.valid["model"] = raw
+        return
+    result.model.calibrator = Calibrator.fit(raw, outcome, method)
+    result.valid["model"] = cross_fitted(raw, outcome, valid["customer_id"], method)
 
 
 EXPLAINER_PARAMS = {"objective": "regression", "max_depth": 1, "num_leaves": 2, "learning_rate": 0.1,
@@ -305,7 +309,7 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     """Fit the plain and the BG/NBD-offset classifier (tuned and default parameters), each with the rounds
     that still help a horizon out of time (_gap_rounds); keep the lowest validation log loss, then calibrate."""
     seed = config.training.seed
-    variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"}
+    variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"} if config.training.bgnbd_offset else {"binary": "none"}
     candidates: dict[str, FittedModel] = {}
     checks: dict[str, dict[str, float]] = {}
     for name, offset in variants.items():
@@ -321,7 +325,7 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores, chosen=best, rounds_check=checks[best])
-    _calibrate(result, chosen, valid, seed)
+    _calibrate(result, chosen, valid, config.training.calibration)
     return result
 
 
@@ -373,9 +377,9 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
 
 
 def _offset_only(target: Target, valid: pd.DataFrame) -> FittedModel:
-    """The BG/NBD prediction itself, kept when boosting from it does not beat it out of time."""
+    """The BG/NBD (+ Gamma-Gamma) prediction itself, kept when boosting from it does not beat it out of time."""
     model = TargetModel(target.name, target.horizon_days, "bgnbd",
-                        note="boosting from the BG/NBD offset did not beat the offset a horizon out of time")
+                        note="boosting from the BG/NBD offset did not beat the offset out of time")
     return FittedModel(model, model.raw_predict(pd.DataFrame(index=valid.index), valid), pd.Series(dtype=float))
 
 
@@ -387,19 +391,25 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     variants = {"tweedie": ("lgbm", "none"), "hurdle": ("hurdle", "none"), "tweedie_bgnbd_offset": ("lgbm", "bgnbd")}
     sets = _parameter_sets(tuning)
     plan = {name + suffix: (kind, offset, params, rounds)
-            for name, (kind, offset) in variants.items() for suffix, (params, rounds) in sets.items()}
+            for name, (kind, offset) in variants.items() if name in config.training.ltv_models
+            for suffix, (params, rounds) in sets.items()}
     candidates = {name: fit_target_model(target, kind, spec, train, valid, params, rounds, seed, offset,
                                          config.engine.threads or 0)
                   for name, (kind, offset, params, rounds) in plan.items()}
+    if "bgnbd_gg" in config.training.ltv_models:
+        candidates["bgnbd_gg"] = _offset_only(target, valid)
     actual = valid["label"].to_numpy()
     scores = {kind: ltv_metrics(actual, fitted.valid_raw) for kind, fitted in candidates.items()}
     best = max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores, chosen=best)
-    kind, offset, params, rounds = plan[best]
-    result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, params, rounds,
-                                                         config)
+    if best in plan:
+        kind, offset, params, rounds = plan[best]
+        result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, params,
+                                                             rounds, config)
+    else:  # BG/NBD + Gamma-Gamma itself: its level is its own
+        result.level = "model"
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
     result.valid["model"] = chosen.valid_raw * _level_scale(result.level, chosen.valid_raw, valid, target)
     return result
