@@ -185,6 +185,8 @@ def _log_params(result: TrainResult, trials: int) -> None:
             params.update({f"{name}.{k}": v for k, v in r.tuning.params.items()})
         if r.chosen:
             params[f"{name}.chosen"] = r.chosen
+        if r.target.kind == "classifier" and not r.fallback_reason:
+            params[f"{name}.calibration"] = r.model.calibrator.method if r.model.calibrator else "none"
         if r.level:
             params[f"{name}.level"] = r.level
             params[f"{name}.scale"] = r.model.scale
