@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -410,6 +412,7 @@ def test_age_is_a_little_higher_for_frequent_buyers(buyers: pd.DataFrame) -> Non
 # Shapes: the same simulation with other knobs (SHAPES), e.g. a gift retailer's invoices.
 
 SHAPE_SHOP = 2_000
+LIFETAG = [str(Path(sys.executable).with_name("lifetag"))]
 
 
 def _q4_over_summer(lines: pd.DataFrame) -> float:
@@ -557,3 +560,29 @@ def test_unknown_shape_is_refused_before_anything_is_written(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UnknownShapeError):
         generate_orders(100, SEED, shape="Gift")
+
+
+def test_generate_command_takes_a_shape_and_refuses_an_unknown_one(tmp_path) -> None:
+    done = subprocess.run(
+        [*LIFETAG, "generate", "--n-customers", "300", "--out", str(tmp_path / "gift"),
+         "--seed", "3", "--shape", "gift"], capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gift shape" in done.stdout and "cancellations" in done.stdout
+    assert json.loads((tmp_path / "gift" / "shop.json").read_text())["shape"]["name"] == "gift"
+    features = subprocess.run(
+        [*LIFETAG, "features", "--orders", str(tmp_path / "gift" / "orders.parquet"),
+         "--as-of", "2024-10-01", "--out", str(tmp_path / "features.parquet")],
+        capture_output=True, text=True,
+    )
+    assert features.returncode == 0, features.stderr
+    assert pd.read_parquet(tmp_path / "features.parquet")["return_count"].sum() > 0
+
+    wrong = subprocess.run(
+        [*LIFETAG, "generate", "--n-customers", "300", "--out", str(tmp_path / "x"),
+         "--shape", "giftt"], capture_output=True, text=True,
+    )
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert "giftt" in wrong.stderr and "fast_fashion" in wrong.stderr
+    assert not (tmp_path / "x").exists()
