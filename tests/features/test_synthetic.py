@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -412,6 +413,7 @@ def test_age_is_a_little_higher_for_frequent_buyers(buyers: pd.DataFrame) -> Non
 # Shapes: the same simulation with other knobs (SHAPES), e.g. a gift retailer's invoices.
 
 SHAPE_SHOP = 2_000
+REPO = Path(__file__).resolve().parents[2]
 LIFETAG = [str(Path(sys.executable).with_name("lifetag"))]
 
 
@@ -560,6 +562,16 @@ def test_unknown_shape_is_refused_before_anything_is_written(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UnknownShapeError):
         generate_orders(100, SEED, shape="Gift")
+
+
+def test_every_shape_is_documented_in_the_module_the_readme_and_the_cli_help() -> None:
+    readme = (REPO / "README.md").read_text()
+    help_text = subprocess.run([*LIFETAG, "generate", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "400"}).stdout
+    for name in SHAPES:
+        assert f"\n{name} " in synthetic.__doc__, name
+        assert f"| `{name}` |" in readme, name
+        assert f"{name} (" in help_text, name
 
 
 def test_generate_command_takes_a_shape_and_refuses_an_unknown_one(tmp_path) -> None:
