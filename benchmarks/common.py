@@ -29,18 +29,22 @@ _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 SHOP_FILES = ("orders.parquet", "customers.parquet", "shop.json")
 
 
-def ensure_generated(folder: Path, customers: int, seed: int, **period: str) -> float | None:
+def ensure_generated(
+    folder: Path, customers: int, seed: int, *, shape: str = "default", **period: str
+) -> float | None:
     """Generate a shop into `folder` unless all its files are there; seconds taken, None when reused.
 
-    `period`: the generator's `start` / `end`. Shops cached before the generator wrote a customers
-    table are generated again: the same seed gives the same orders, plus the table.
+    `period`: the generator's `start` / `end`; `shape`: a name in `features.synthetic.SHAPES`.
+    Shops cached before the generator wrote a customers table are generated again: the same seed
+    gives the same orders, plus the table. A cached shop is reused whatever its shape: name the
+    folder after the shape when a benchmark uses several.
     """
     if all((folder / name).exists() for name in SHOP_FILES):
         return None
     from features.synthetic import write_shop
 
     began = time.perf_counter()
-    write_shop(folder, n_customers=customers, seed=seed, **period)
+    write_shop(folder, n_customers=customers, seed=seed, shape=shape, **period)
     return time.perf_counter() - began
 
 

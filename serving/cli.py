@@ -168,6 +168,14 @@ QuarantineOption = Annotated[Path | None, typer.Option(
     "--quarantine", help="Write bad rows here (with a reason) instead of stopping.")]
 
 
+# Listed here rather than read from features.synthetic.SHAPES, so that `--help` does not load numpy and
+# pandas; a test checks the two agree.
+SHAPE_HELP = ("Kind of shop: default (moderate Nov-Dec season, 1-4 lines per order, returns); gift (online gift "
+              "retailer's invoices: strong Q4 peak, ~13 lines per invoice, wholesale buyers, cancellations C<id>); "
+              "flat (no season, mostly one line); wholesale (5% business accounts on reorder cycles); "
+              "fast_fashion (frequent orders, ~20% of lines returned).")
+
+
 @app.command(epilog=EXIT_CODES)
 @friendly_errors
 def generate(
@@ -176,18 +184,23 @@ def generate(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same shop.")] = 0,
     start: Annotated[str, typer.Option(help="First day of the shop's history (YYYY-MM-DD).")] = "2022-01-01",
     end: Annotated[str, typer.Option(help="Last day of the shop's history (YYYY-MM-DD).")] = "2024-12-31",
+    shape: Annotated[str, typer.Option(help=SHAPE_HELP)] = "default",
 ) -> None:
     """Write a realistic synthetic shop (order lines with returns, coupons, seasons; registered customers) to a folder."""
-    from features.synthetic import write_shop
+    from features.synthetic import shop_shape, write_shop
 
     _parse_day(start, "--start")
     _parse_day(end, "--end")
+    shop = shop_shape(shape)
     began = time.perf_counter()
-    with console.status(f"Simulating {n_customers:,} customers"):
-        summary = write_shop(out_dir, n_customers=n_customers, seed=seed, start=start, end=end)
+    with console.status(f"Simulating {n_customers:,} customers ({shop.name} shop)"):
+        summary = write_shop(out_dir, n_customers=n_customers, seed=seed, start=start, end=end, shape=shop)
+    money_back = f", {summary['returns']:,} returns" if summary["returns"] else ""
+    if summary["cancellations"]:
+        money_back += f", {summary['cancelled_orders']:,} cancellations"
     out.print(
-        f"Wrote {out_dir / 'orders.parquet'}: {summary['customers']:,} customers, "
-        f"{summary['orders']:,} orders, {summary['lines']:,} lines; "
+        f"Wrote {out_dir / 'orders.parquet'}: {summary['customers']:,} customers ({shop.name} shape), "
+        f"{summary['orders']:,} orders, {summary['lines']:,} lines{money_back}; "
         f"{out_dir / 'customers.parquet'}: {summary['registered']:,} registered, "
         f"{summary['never_bought']:,} never bought; in {time.perf_counter() - began:.1f} s"
     )

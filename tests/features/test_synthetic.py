@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import features.synthetic as synthetic
-from features.synthetic import CUSTOMER_COLUMNS, ORDER_COLUMNS, generate_orders, write_shop
+from features.intake import read_orders
+from features.synthetic import (
+    CUSTOMER_COLUMNS, ORDER_COLUMNS, SHAPES, ShopShape, UnknownShapeError, generate_orders,
+    write_shop,
+)
 
 N_CUSTOMERS = 3_000
 SEED = 7
@@ -400,3 +408,193 @@ def test_age_is_a_little_higher_for_frequent_buyers(buyers: pd.DataFrame) -> Non
     known = buyers.dropna(subset=["age"])
     correlation = np.corrcoef(known["age"], np.log(known["orders"]))[0, 1]
     assert 0.05 < correlation < 0.3
+
+
+# Shapes: the same simulation with other knobs (SHAPES), e.g. a gift retailer's invoices.
+
+SHAPE_SHOP = 2_000
+REPO = Path(__file__).resolve().parents[2]
+LIFETAG = [str(Path(sys.executable).with_name("lifetag"))]
+
+
+def _q4_over_summer(lines: pd.DataFrame) -> float:
+    """Mean monthly orders in October-December over those in June-August."""
+    orders = lines[lines["status"] == "completed"].drop_duplicates("order_id")
+    per_month = orders.groupby(orders["order_ts"].dt.to_period("M")).size()
+    month = per_month.index.month
+    return per_month[month >= 10].mean() / per_month[month.isin([6, 7, 8])].mean()
+
+
+@pytest.fixture(scope="module")
+def gift() -> pd.DataFrame:
+    return generate_orders(SHAPE_SHOP, SEED, shape="gift")
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_each_shape_gives_the_same_shop_for_a_seed(shape: str) -> None:
+    first = generate_orders(300, SEED, shape=shape)
+    pd.testing.assert_frame_equal(generate_orders(300, SEED, shape=SHAPES[shape]), first)
+    other = generate_orders(300, SEED + 1, shape=shape)
+    assert len(other) != len(first) or not other["amount"].equals(first["amount"])
+
+
+def test_default_shape_is_the_original_shop(shop: pd.DataFrame) -> None:
+    """The default knobs reproduce the shop the pinned figures above were recorded with."""
+    pd.testing.assert_frame_equal(generate_orders(N_CUSTOMERS, SEED, shape="default"), shop)
+    pd.testing.assert_frame_equal(generate_orders(N_CUSTOMERS, SEED, shape=ShopShape()), shop)
+    assert set(shop["status"]) == {"completed", "returned"}
+
+
+def test_shapes_write_their_customers_the_same_way_for_a_seed(tmp_path) -> None:
+    for folder in ("a", "b"):
+        write_shop(tmp_path / folder, 300, SEED, shape="wholesale")
+    for name in ("orders.parquet", "customers.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "a" / name), pd.read_parquet(tmp_path / "b" / name)
+        )
+
+
+def test_gift_shop_peaks_in_october_to_december(gift: pd.DataFrame) -> None:
+    assert _q4_over_summer(gift) >= 3
+
+
+def test_gift_invoices_have_many_lines_with_a_long_tail(gift: pd.DataFrame) -> None:
+    lines_per_invoice = gift[gift["status"] == "completed"].groupby("order_id").size()
+    assert lines_per_invoice.median() >= 8
+    assert lines_per_invoice.max() >= 100 and lines_per_invoice.quantile(0.1) <= 5
+
+
+def test_gift_cancellations_take_back_part_of_an_earlier_invoice_of_the_same_customer(
+    gift: pd.DataFrame,
+) -> None:
+    assert (gift["status"] != "returned").all()  # a gift shop cancels instead
+    cancels = gift[gift["status"] == "cancelled"]
+    assert cancels["order_id"].str.fullmatch(r"CO\d{9}").all()
+    assert (cancels["amount"] < 0).all() and (cancels["quantity"] < 0).all()
+    sold = gift[gift["status"] == "completed"]
+    invoices = sold.drop_duplicates("order_id").set_index("order_id")
+    original = cancels["order_id"].str.removeprefix("C")
+    assert original.isin(invoices.index).all()
+    assert (cancels["customer_id"].values == invoices.loc[original, "customer_id"].values).all()
+    delay = cancels["order_ts"].values - invoices.loc[original, "order_ts"].values
+    assert (delay > np.timedelta64(0)).all() and np.median(delay) < np.timedelta64(3, "D")
+    share = original.nunique() / len(invoices)
+    assert 0.015 < share < 0.04
+    taken = cancels.assign(order_id=original).groupby(["order_id", "product_id"])[
+        ["quantity", "amount"]
+    ].sum()
+    bought = sold.groupby(["order_id", "product_id"])[["quantity", "amount"]].sum().loc[taken.index]
+    assert (-taken["quantity"] <= bought["quantity"]).all()
+    assert (-taken["amount"] <= bought["amount"] + 1e-9).all()
+    lines_taken = cancels.groupby("order_id").size().rename(lambda c: c[1:])
+    whole = lines_taken == sold.groupby("order_id").size().loc[lines_taken.index]
+    assert 0.1 < whole.mean() < 0.9  # some invoices cancelled whole, some in part
+
+
+def test_gift_revenue_is_concentrated_in_a_few_wholesale_buyers(gift: pd.DataFrame) -> None:
+    sold = gift[gift["status"] == "completed"]
+    spend = sold.groupby("customer_id")["amount"].sum().sort_values(ascending=False)
+    top = spend.iloc[: len(spend) // 100]
+    assert top.sum() / spend.sum() > 0.3
+    top_lines = sold[sold["customer_id"].isin(top.index)]
+    assert top_lines["quantity"].median() >= 12 and top_lines["quantity"].max() >= 100
+    assert sold["quantity"].median() < 12  # ordinary buyers buy a few or a dozen
+
+
+def test_flat_shop_has_no_season_and_single_line_orders() -> None:
+    flat = generate_orders(SHAPE_SHOP, SEED, shape="flat")
+    assert _q4_over_summer(flat) < 1.5
+    assert (flat[flat["status"] == "completed"].groupby("order_id").size() == 1).mean() > 0.8
+
+
+def test_wholesale_shop_has_business_accounts_reordering_on_a_cycle() -> None:
+    shop = generate_orders(SHAPE_SHOP, SEED, shape="wholesale")
+    sold = shop[shop["status"] == "completed"]
+    bulk_buyers = sold.groupby("customer_id")["quantity"].median() >= 12
+    assert 0.03 < bulk_buyers.mean() < 0.07
+    orders = sold[sold["customer_id"].isin(bulk_buyers[bulk_buyers].index)].drop_duplicates(
+        "order_id"
+    )
+    gaps = orders.groupby("customer_id")["order_ts"].diff().dt.total_seconds() / 86_400
+    stats = gaps.groupby(orders["customer_id"]).agg(["mean", "std", "count"])
+    regular = stats[stats["count"] >= 5]
+    assert len(regular) >= 10 and (regular["std"] < 0.3 * regular["mean"]).mean() > 0.8
+
+
+def test_fast_fashion_shop_returns_about_a_fifth_of_its_lines() -> None:
+    shop = generate_orders(SHAPE_SHOP, SEED, shape="fast_fashion")
+    returned = (shop["status"] == "returned").sum() / (shop["status"] == "completed").sum()
+    assert 0.14 < returned < 0.25
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_shape_passes_lifetag_intake(tmp_path, config, shape: str) -> None:
+    write_shop(tmp_path, 300, SEED, shape=shape)
+    orders, report = read_orders(tmp_path / "orders.parquet", config)
+    assert report.rows_quarantined == 0 and len(orders) == report.rows_read > 0
+
+
+def test_shop_json_records_the_shape_and_its_knobs(tmp_path) -> None:
+    summary = write_shop(tmp_path, 300, SEED, shape="gift")
+    assert json.loads((tmp_path / "shop.json").read_text())["shape"] == summary["shape"]
+    assert summary["shape"]["name"] == "gift"
+    assert summary["shape"] == json.loads(json.dumps(SHAPES["gift"].as_dict()))
+    assert summary["shape"]["lines_per_order"] == {"median": 13.0, "sigma": 0.95, "most": 400}
+    written = pd.read_parquet(tmp_path / "orders.parquet")
+    cancels = written[written["status"] == "cancelled"]
+    assert summary["cancellations"] == len(cancels) > 0
+    assert summary["cancelled_orders"] == cancels["order_id"].nunique()
+    assert summary["rows"] == len(written)
+    assert summary["lines"] == (written["status"] == "completed").sum()
+
+
+def test_a_custom_shape_changes_only_its_knobs() -> None:
+    no_season = replace(SHAPES["default"], name="calm", q4_demand=(1.0, 1.0, 1.0))
+    calm = generate_orders(SHAPE_SHOP, SEED, shape=no_season)
+    assert _q4_over_summer(calm) < _q4_over_summer(generate_orders(SHAPE_SHOP, SEED)) - 0.2
+    with pytest.raises(ValueError, match="cancel_share"):
+        ShopShape(cancel_share=1.5)
+
+
+def test_unknown_shape_is_refused_before_anything_is_written(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown shop shape 'giftt'.*default, gift, flat"):
+        write_shop(tmp_path, 100, SEED, shape="giftt")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(UnknownShapeError):
+        generate_orders(100, SEED, shape="Gift")
+
+
+def test_every_shape_is_documented_in_the_module_the_readme_and_the_cli_help() -> None:
+    readme = (REPO / "README.md").read_text()
+    help_text = subprocess.run([*LIFETAG, "generate", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "400"}).stdout
+    for name in SHAPES:
+        assert f"\n{name} " in synthetic.__doc__, name
+        assert f"| `{name}` |" in readme, name
+        assert f"{name} (" in help_text, name
+
+
+def test_generate_command_takes_a_shape_and_refuses_an_unknown_one(tmp_path) -> None:
+    done = subprocess.run(
+        [*LIFETAG, "generate", "--n-customers", "300", "--out", str(tmp_path / "gift"),
+         "--seed", "3", "--shape", "gift"], capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gift shape" in done.stdout and "cancellations" in done.stdout
+    assert json.loads((tmp_path / "gift" / "shop.json").read_text())["shape"]["name"] == "gift"
+    features = subprocess.run(
+        [*LIFETAG, "features", "--orders", str(tmp_path / "gift" / "orders.parquet"),
+         "--as-of", "2024-10-01", "--out", str(tmp_path / "features.parquet")],
+        capture_output=True, text=True,
+    )
+    assert features.returncode == 0, features.stderr
+    assert pd.read_parquet(tmp_path / "features.parquet")["return_count"].sum() > 0
+
+    wrong = subprocess.run(
+        [*LIFETAG, "generate", "--n-customers", "300", "--out", str(tmp_path / "x"),
+         "--shape", "giftt"], capture_output=True, text=True,
+    )
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert "giftt" in wrong.stderr and "fast_fashion" in wrong.stderr
+    assert not (tmp_path / "x").exists()
