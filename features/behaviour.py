@@ -149,6 +149,32 @@ def customer_select_sql(customers: str | None, alias: str, cut: str, config: Con
     return f", {signup} AS signup_days{attributes}"
 
 
+def _lines_sql(source: str, cut: str, config: Config) -> str:
+    """Order lines of `source` before the cut-off, with money in cents and the return flag."""
+    return f"""
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
+           order_ts, CAST(round(amount * 100) AS BIGINT) AS amount_c, category,
+           CAST(round(discount * 100) AS BIGINT) AS discount_c, channel,
+           {_return_flag(config)} AS is_return
+    FROM {source}
+    WHERE order_ts < {cut}
+"""
+
+
+def _orders_sql(lines: str) -> str:
+    """One row per order of the `lines` relation; an order with any bought line is a purchase."""
+    return f"""
+    SELECT customer_id, order_key, min(order_ts) AS order_ts,
+           coalesce(sum(amount_c) FILTER (WHERE NOT is_return), 0) AS gross_c,
+           coalesce(sum(abs(amount_c)) FILTER (WHERE is_return), 0) AS returned_c,
+           bool_or(NOT is_return) AS is_purchase,
+           sum(discount_c) FILTER (WHERE NOT is_return) AS discount_c,
+           min(channel) AS channel
+    FROM {lines} GROUP BY customer_id, order_key
+"""
+
+
 def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str | None = None) -> str:
     """The feature query over a canonical orders relation named `source`.
 
@@ -165,24 +191,8 @@ def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str
         since_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{i}")
         since_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS net_{i}_c")
     return f"""
-WITH lines AS (
-    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
-           order_ts, CAST(round(amount * 100) AS BIGINT) AS amount_c, category,
-           CAST(round(discount * 100) AS BIGINT) AS discount_c, channel,
-           {_return_flag(config)} AS is_return
-    FROM {source}
-    WHERE order_ts < {cut}
-),
-orders AS (
-    SELECT customer_id, order_key, min(order_ts) AS order_ts,
-           coalesce(sum(amount_c) FILTER (WHERE NOT is_return), 0) AS gross_c,
-           coalesce(sum(abs(amount_c)) FILTER (WHERE is_return), 0) AS returned_c,
-           bool_or(NOT is_return) AS is_purchase,
-           sum(discount_c) FILTER (WHERE NOT is_return) AS discount_c,
-           min(channel) AS channel
-    FROM lines GROUP BY customer_id, order_key
-),
+WITH lines AS ({_lines_sql(source, cut, config)}),
+orders AS ({_orders_sql('lines')}),
 events AS (
     -- Gaps run from purchase to purchase (a return-only event is skipped by IGNORE NULLS). Partitioning
     -- by customer alone costs less than by (customer, is_purchase): 1 s less CPU on 9.7M order lines.
