@@ -174,6 +174,8 @@ class CustomersConfig(SourceConfig):
 class FeaturesConfig(_Strict):
     windows_days: list[int] = Field(default_factory=lambda: [30, 90, 180, 365])
     trend_days: int = 90
+    # The season columns (features.behaviour.season_columns): off until an out-of-time ablation shows they help.
+    season: bool = False
 
     @field_validator("windows_days")
     @classmethod

@@ -2,8 +2,10 @@
 
 The features are one DuckDB SQL definition, used unchanged for training sets, batch scoring and
 (later) per-partition scoring on Spark: every aggregate is per customer, so running it on any set of
-whole customers gives the same rows as running it on all of them. Column meanings and units are in
-docs/features.md (FEATURE_DOCS below is its source).
+whole customers gives the same rows as running it on all of them. The one exception, the opt-in
+season columns (features.season), is shop-wide: a partition's run reads them from the whole shop
+(`build_relation(..., shop=)`). Column meanings and units are in docs/features.md (FEATURE_DOCS
+below is its source).
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from features.engine import connect
 from features.intake import CANONICAL_TYPES
 
 __all__ = [
-    "FEATURE_DOCS", "as_timestamp", "require_orders_before", "build", "build_relation", "customer_columns", "feature_columns", "feature_docs",
-    "customer_select_sql", "customers_view", "feature_table_markdown", "orders_view", "registered", "registered_relation",
-    "unmatched_customers",
+    "FEATURE_DOCS", "SEASON_DOCS", "as_timestamp", "require_orders_before", "build", "build_relation", "customer_columns",
+    "feature_columns", "feature_docs", "customer_select_sql", "customers_view", "feature_table_markdown", "orders_view",
+    "registered", "registered_relation", "season_columns", "season_horizons", "unmatched_customers",
 ]
 
 DAY_US = 86_400_000_000.0
@@ -59,6 +61,19 @@ _WINDOW_DOCS = {
     "orders_{n}d": ("orders in the {n} days before as_of", "orders"),
     "spend_{n}d": ("net spend in the {n} days before as_of", "currency"),
 }
+# Only with features.season: shop-wide columns, the same for every customer at one as_of.
+SEASON_DOCS = {
+    "season_doy_sin": ("as_of's day of the year on the unit circle, sine: sin(2 pi (day of year - 1) / days in the "
+                       "year); only with features.season", "-1 to 1"),
+    "season_doy_cos": ("the same angle's cosine (1 January is sin 0, cos 1); only with features.season", "-1 to 1"),
+}
+_SEASON_RATIO_DOC = (
+    "the shop's purchase orders in the {n} days from as_of - 365 days over those in the {n} days before that: last "
+    "year's coming window against the window before it; empty when the shop's first order is later than the start "
+    "of the window before, when that window has no purchase, or when {n} > 365 (last year's window would reach "
+    "as_of); only with features.season", "ratio")
+# Last year's coming window [as_of - 365 d, as_of - 365 d + h) ends by as_of only for h <= 365.
+YEAR_DAYS = 365
 
 
 def feature_columns(config: Config) -> list[str]:
@@ -66,7 +81,20 @@ def feature_columns(config: Config) -> list[str]:
     windows = [f"{kind}_{n}d" for n in config.features.windows_days for kind in ("orders", "spend")]
     base = list(FEATURE_DOCS)
     insert_at = base.index("overdue_ratio") + 1
-    return base[:insert_at] + windows + base[insert_at:]
+    return base[:insert_at] + windows + base[insert_at:] + season_columns(config)
+
+
+def season_horizons(config: Config) -> list[int]:
+    """The distinct horizons (config.horizons, days) that get a season_ratio_<h>d column, ascending."""
+    horizons = config.horizons
+    return sorted({int(h) for h in (horizons.repurchase_days, horizons.churn_days, horizons.ltv_days)})
+
+
+def season_columns(config: Config) -> list[str]:
+    """The season columns (features.season on), in order; none when it is off."""
+    if not config.features.season:
+        return []
+    return ["season_doy_sin", "season_doy_cos", *(f"season_ratio_{h}d" for h in season_horizons(config))]
 
 
 def customer_columns(config: Config) -> list[str]:
@@ -86,6 +114,9 @@ def feature_docs(config: Config) -> dict[str, tuple[str, str]]:
     for n in config.features.windows_days:
         for pattern, (meaning, unit) in _WINDOW_DOCS.items():
             docs[pattern.format(n=n)] = (meaning.format(n=n), unit)
+    docs.update(SEASON_DOCS)
+    for n in season_horizons(config):
+        docs[f"season_ratio_{n}d"] = (_SEASON_RATIO_DOC[0].format(n=n), _SEASON_RATIO_DOC[1])
     return {name: docs[name] for name in feature_columns(config)}
 
 
@@ -149,13 +180,83 @@ def customer_select_sql(customers: str | None, alias: str, cut: str, config: Con
     return f", {signup} AS signup_days{attributes}"
 
 
-def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str | None = None) -> str:
+def _lines_sql(source: str, cut: str, config: Config) -> str:
+    """Order lines of `source` before the cut-off, with money in cents and the return flag."""
+    return f"""
+    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
+           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
+           order_ts, CAST(round(amount * 100) AS BIGINT) AS amount_c, category,
+           CAST(round(discount * 100) AS BIGINT) AS discount_c, channel,
+           {_return_flag(config)} AS is_return
+    FROM {source}
+    WHERE order_ts < {cut}
+"""
+
+
+def _orders_sql(lines: str) -> str:
+    """One row per order of the `lines` relation; an order with any bought line is a purchase."""
+    return f"""
+    SELECT customer_id, order_key, min(order_ts) AS order_ts,
+           coalesce(sum(amount_c) FILTER (WHERE NOT is_return), 0) AS gross_c,
+           coalesce(sum(abs(amount_c)) FILTER (WHERE is_return), 0) AS returned_c,
+           bool_or(NOT is_return) AS is_purchase,
+           sum(discount_c) FILTER (WHERE NOT is_return) AS discount_c,
+           min(channel) AS channel
+    FROM {lines} GROUP BY customer_id, order_key
+"""
+
+
+def _shop_orders(source: str, shop: str | None, cut: str, config: Config) -> tuple[str, str]:
+    """(CTEs to put first, name of the relation of the shop's orders) for the season columns.
+
+    The `orders` CTE when `source` is the whole shop; else a scan of `shop` of its own, so every
+    partition gets the shop's values. Those CTEs come first: a later one would read a CTE instead of
+    a relation of the same name (the whole shop's view is often called `orders`).
+    """
+    if not config.features.season or shop is None or shop == source:
+        return "", "orders"
+    return (f"shop_lines AS ({_lines_sql(shop, cut, config)}),\nshop_orders AS ({_orders_sql('shop_lines')}),\n",
+            "shop_orders")
+
+
+def _season_cte(orders: str, cut: str, config: Config) -> str:
+    """The one-row `season` CTE over the shop's `orders` before the cut-off (features.season on; else nothing)."""
+    if not config.features.season:
+        return ""
+    # 1 January is angle 0; a leap year's 366 days share the circle like a common year's 365.
+    angle = (f"2 * pi() * (dayofyear({cut}) - 1) / "
+             f"datediff('day', date_trunc('year', {cut}), date_trunc('year', {cut}) + INTERVAL 1 YEAR)")
+    ratios = []
+    for h in season_horizons(config):
+        if h > YEAR_DAYS:
+            # Capping the coming window at as_of would set a shorter window against a full one: the
+            # ratio would shrink with h whatever the season did. Empty is honest.
+            ratios.append(f"CAST(NULL AS DOUBLE) AS season_ratio_{h}d")
+            continue
+        start, mid, end = (f"{cut} - INTERVAL {YEAR_DAYS + h} DAY", f"{cut} - INTERVAL {YEAR_DAYS} DAY",
+                           f"{cut} - INTERVAL {YEAR_DAYS - h} DAY")
+        coming = f"count(*) FILTER (WHERE is_purchase AND order_ts >= {mid} AND order_ts < {end})"
+        before = f"count(*) FILTER (WHERE is_purchase AND order_ts >= {start} AND order_ts < {mid})"
+        # A history that starts inside the window before would make a short denominator.
+        ratios.append(f"CASE WHEN min(order_ts) <= {start} THEN {coming} / nullif({before}, 0) END AS season_ratio_{h}d")
+    return f"""
+season AS (
+    SELECT sin({angle}) AS season_doy_sin, cos({angle}) AS season_doy_cos, {', '.join(ratios)}
+    FROM {orders}
+),"""
+
+
+def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str | None = None,
+                shop: str | None = None) -> str:
     """The feature query over a canonical orders relation named `source`.
 
     Money is summed as integer cents and time as integer microseconds, so every aggregate is exact
     and a re-run gives byte-identical output whatever order DuckDB's threads add things up in.
+    With features.season on, the season columns are shop-wide: they come from `shop` (the whole
+    shop's canonical orders) when given, else from `source`.
     """
     cut = _ts_sql(as_of)
+    shop_ctes, shop_orders = _shop_orders(source, shop, cut, config)
     trend = config.features.trend_days
     windows = config.features.windows_days
     # Orders and net spend since each look-back; the trend's "trend_days before" is the difference of two.
@@ -165,24 +266,8 @@ def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str
         since_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{i}")
         since_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS net_{i}_c")
     return f"""
-WITH lines AS (
-    SELECT CAST(customer_id AS VARCHAR) AS customer_id,
-           coalesce(CAST(order_id AS VARCHAR), '@' || CAST(order_ts AS VARCHAR)) AS order_key,
-           order_ts, CAST(round(amount * 100) AS BIGINT) AS amount_c, category,
-           CAST(round(discount * 100) AS BIGINT) AS discount_c, channel,
-           {_return_flag(config)} AS is_return
-    FROM {source}
-    WHERE order_ts < {cut}
-),
-orders AS (
-    SELECT customer_id, order_key, min(order_ts) AS order_ts,
-           coalesce(sum(amount_c) FILTER (WHERE NOT is_return), 0) AS gross_c,
-           coalesce(sum(abs(amount_c)) FILTER (WHERE is_return), 0) AS returned_c,
-           bool_or(NOT is_return) AS is_purchase,
-           sum(discount_c) FILTER (WHERE NOT is_return) AS discount_c,
-           min(channel) AS channel
-    FROM lines GROUP BY customer_id, order_key
-),
+WITH {shop_ctes}lines AS ({_lines_sql(source, cut, config)}),
+orders AS ({_orders_sql('lines')}),{_season_cte(shop_orders, cut, config)}
 events AS (
     -- Gaps run from purchase to purchase (a return-only event is skipped by IGNORE NULLS). Partitioning
     -- by customer alone costs less than by (customer, is_purchase): 1 s less CPU on 9.7M order lines.
@@ -257,8 +342,10 @@ SELECT p.customer_id,
     p.returned_c / nullif(p.gross_c, 0) AS return_rate,
     p.weekend_orders / p.frequency AS weekend_share,
     p.novdec_orders / p.frequency AS novdec_share
+    {''.join(f', s.{name}' for name in season_columns(config))}
     {customer_select_sql(customers, 'k', cut, config)}
 FROM per_customer p LEFT JOIN categories c USING (customer_id)
+{'CROSS JOIN season s' if config.features.season else ''}
 {f'LEFT JOIN {customers} k USING (customer_id)' if customers else ''}
 WHERE p.frequency > 0
 ORDER BY p.customer_id
@@ -266,15 +353,17 @@ ORDER BY p.customer_id
 
 
 def build_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config,
-                   customers: str | None = None) -> duckdb.DuckDBPyRelation:
+                   customers: str | None = None, shop: str | None = None) -> duckdb.DuckDBPyRelation:
     """Features at `as_of` over the canonical orders relation `source` in `con`, as a DuckDB relation.
 
     With `customers` (a canonical customers relation), each buyer also gets signup_days and the
-    declared attributes (empty for buyers the table does not list).
+    declared attributes (empty for buyers the table does not list). When `source` holds only some
+    customers (a partition), pass the whole shop's orders relation as `shop`: the shop-wide season
+    columns (features.season) are read from it, so they do not depend on the partitioning.
     """
     if customers is not None:
         customer_columns(config)
-    return con.sql(feature_sql(source, as_timestamp(as_of), config, customers))
+    return con.sql(feature_sql(source, as_timestamp(as_of), config, customers, shop))
 
 
 def _purchase_before(source: str, cut: str, config: Config) -> str:

@@ -580,7 +580,8 @@ def _partition_view(con: duckdb.DuckDBPyConnection, table: str, partitions: int,
 
 def _scored_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
                     config: Config, batch: int) -> Iterator[pd.DataFrame]:
-    features = build_relation(con, source, as_of, config, customers)
+    # Shop-wide feature columns (features.season) come from the whole shop's orders, not the partition's.
+    features = build_relation(con, source, as_of, config, customers, shop="orders")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {features.sql_query()}")
     scenario = scenario_features_sql(source, as_of, config, rebuy="_lifetag_rebuy")
     query = (f"SELECT f.*, s.categories_due, s.promo_orders, s.orders_since_promo FROM _lifetag_features f "

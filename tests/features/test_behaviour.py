@@ -132,3 +132,116 @@ def test_a_return_before_the_first_purchase_and_orders_at_one_time(config):
     assert c["gap_mean_days"] == pytest.approx(15.5) and c["gap_median_days"] == pytest.approx(15.5)
     assert c["gap_std_days"] == pytest.approx(15.5 * math.sqrt(2)) and c["last_gap_days"] == 0
     assert c["return_count"] == 1 and c["monetary_total"] == 55 and c["tenure_days"] == pytest.approx(82)
+
+
+# --- season columns (features.season) ------------------------------------------------------------
+
+SEASON_COLUMNS = ["season_doy_sin", "season_doy_cos", "season_ratio_30d", "season_ratio_90d", "season_ratio_365d"]
+
+
+def _season_config(**horizons):
+    from configs.schema import load_config
+
+    return load_config(overrides={"features": {"season": True}, "horizons": horizons})
+
+
+@pytest.fixture()
+def last_year() -> pd.DataFrame:
+    """A shop around as_of - 365 days (2023-04-02 for as_of 2024-04-01): windows of 30 days before and after
+    that day hold 2 and 3 purchases, of 90 days 3 and 4; returns, cancellations and today's orders around them."""
+    return pd.DataFrame([
+        _line("a", "A1", "2023-01-01 12:00", 10.0),                      # history starts: before both preceding windows
+        _line("c", "D1", "2023-02-01 00:00", 10.0),                      # 90 days before
+        _line("a", "B1", "2023-03-10 00:00", 10.0),                      # 30 (and 90) days before
+        _line("b", "B2", "2023-03-20 00:00", 10.0),
+        _line("b", "B2", "2023-03-20 00:00", 15.0),                      # a second line: still one order
+        _line("b", "R1", "2023-03-25 00:00", 10.0, status="returned"),   # a return is no purchase
+        _line("c", "X1", "2023-03-28 00:00", -10.0),                     # nor is a cancellation invoice
+        _line("a", "C1", "2023-04-02 00:00", 20.0),                      # exactly as_of - 365 days: coming window
+        _line("a", "C1", "2023-04-02 00:00", 5.0, status="returned"),    # an order with a bought line is a purchase
+        _line("c", "C2", "2023-04-15 00:00", 20.0),
+        _line("a", "C3", "2023-05-01 23:00", 20.0),
+        _line("b", "E1", "2023-05-02 00:00", 20.0),                      # 30 coming days end here: only in 90
+        _line("d", "N1", "2024-03-30 00:00", 20.0),                      # this year: in no season window
+        _line("d", "F1", "2024-04-01 00:00", 99.0),                      # at as_of: never read
+    ])
+
+
+def test_season_columns_appear_only_when_switched_on(tiny_history, config):
+    off = features.build(tiny_history, AS_OF, config)
+    assert not [c for c in off.columns if c.startswith("season_")]
+    season = _season_config()
+    on = features.build(tiny_history, AS_OF, season)
+    assert list(on.columns) == feature_columns(season) == [*off.columns, *SEASON_COLUMNS]
+    assert set(features.feature_docs(season)) == set(on.columns)
+    # Switching them on changes no other column.
+    pd.testing.assert_frame_equal(on[list(off.columns)], off, check_exact=True)
+
+
+def test_season_ratio_is_last_years_coming_window_over_the_one_before(last_year):
+    frame = features.build(last_year, AS_OF, _season_config())
+    assert list(frame["customer_id"]) == ["a", "b", "c", "d"]
+    season = frame[SEASON_COLUMNS].drop_duplicates()
+    assert len(season) == 1, "the season columns are shop-wide: one value for every customer"
+    s = season.iloc[0]
+    assert s["season_ratio_30d"] == pytest.approx(3 / 2)
+    assert s["season_ratio_90d"] == pytest.approx(4 / 3)
+    # The year before as_of - 365 days (from 2022-04-02) is not covered by a history starting 2023-01-01.
+    assert pd.isna(s["season_ratio_365d"])
+    # 2024-04-01 is day 92 of a leap year.
+    angle = 2 * math.pi * 91 / 366
+    assert s["season_doy_sin"] == pytest.approx(math.sin(angle)) and s["season_doy_cos"] == pytest.approx(math.cos(angle))
+
+
+def test_season_ratio_is_empty_when_history_starts_inside_the_window_before(last_year):
+    # Without A1 the history starts 2023-02-01: inside the 90 days before 2023-04-02, not the 30 days before.
+    frame = features.build(last_year[last_year["order_id"] != "A1"], AS_OF, _season_config())
+    assert frame["season_ratio_30d"].eq(3 / 2).all()
+    assert frame["season_ratio_90d"].isna().all()
+
+
+def test_season_ratio_is_empty_when_the_window_before_has_no_purchase(last_year):
+    # Left in the 30 days before: a return and a cancellation, no purchase.
+    frame = features.build(last_year[~last_year["order_id"].isin(["B1", "B2"])], AS_OF, _season_config())
+    assert frame["season_ratio_30d"].isna().all()
+    assert frame["season_ratio_90d"].eq(4 / 1).all()
+
+
+def test_season_ratio_beyond_a_year_is_empty_rather_than_read_past_as_of(last_year):
+    # Last year's coming 400 days would end after as_of: the column is there but empty.
+    season = _season_config(repurchase_days=30, churn_days=30, ltv_days=400)
+    frame = features.build(last_year, AS_OF, season)
+    assert [c for c in frame.columns if c.startswith("season_")] == [
+        "season_doy_sin", "season_doy_cos", "season_ratio_30d", "season_ratio_400d"]
+    assert frame["season_ratio_30d"].eq(3 / 2).all() and frame["season_ratio_400d"].isna().all()
+
+
+@pytest.mark.parametrize(("as_of", "angle"), [
+    ("2024-01-01", 0.0), ("2024-12-31", 2 * math.pi * 365 / 366), ("2023-12-31", 2 * math.pi * 364 / 365),
+    ("2023-07-02 18:00", 2 * math.pi * 182 / 365),
+])
+def test_season_day_of_year_goes_round_the_circle_once_a_year(as_of, angle):
+    orders = pd.DataFrame([_line("a", "O1", "2020-01-01", 10.0)])
+    c = features.build(orders, as_of, _season_config()).iloc[0]
+    assert c["season_doy_sin"] == pytest.approx(math.sin(angle), abs=1e-12)
+    assert c["season_doy_cos"] == pytest.approx(math.cos(angle), abs=1e-12)
+
+
+def test_season_columns_of_a_partition_come_from_the_whole_shop(small_shop):
+    from features.behaviour import build_relation, orders_view
+    from features.engine import connect
+
+    season = _season_config()
+    con = connect(season.engine)
+    try:
+        orders_view(con, small_shop)
+        whole = build_relation(con, "orders", "2024-06-01", season).df()
+        assert whole["season_ratio_30d"].notna().all()
+        pieces = []
+        for i in range(3):
+            con.execute(f"CREATE TEMP VIEW part_{i} AS SELECT * FROM orders WHERE hash(customer_id) % 3 = {i}")
+            pieces.append(build_relation(con, f"part_{i}", "2024-06-01", season, shop="orders").df())
+    finally:
+        con.close()
+    pieces = pd.concat(pieces).sort_values("customer_id", ignore_index=True)
+    pd.testing.assert_frame_equal(whole, pieces, check_exact=True)

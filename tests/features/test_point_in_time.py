@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,9 @@ from configs.schema import load_config
 
 AS_OF = datetime(2024, 6, 1)
 CONFIG = load_config()
+# The season columns (shop-wide, from last year's windows) on; 400 days > a year gives an always-empty ratio.
+SEASON = load_config(overrides={"features": {"season": True}})
+SEASON_LONG = load_config(overrides={"features": {"season": True}, "horizons": {"ltv_days": 400}})
 CUSTOMERS = ["001", "002", "0003", "42", "X-9"]
 STATUSES = [None, "completed", "returned", "cancelled"]
 
@@ -39,6 +43,15 @@ def _with_order_id(row: dict, prefix: str) -> dict:
 
 before = st.datetimes(min_value=AS_OF - timedelta(days=800), max_value=AS_OF - timedelta(microseconds=1))
 on_or_after = st.datetimes(min_value=AS_OF, max_value=AS_OF + timedelta(days=400))
+# Most lines around as_of - 365 days, where the season windows are, and some exactly on their edges.
+_YEAR = timedelta(days=365)
+_EDGES = [AS_OF - _YEAR + timedelta(days=d) + timedelta(microseconds=u) for d in (-365, -90, -30, 0, 30, 90)
+          for u in (-1, 0, 1)]
+around_last_year = st.one_of(
+    st.datetimes(min_value=AS_OF - _YEAR - timedelta(days=100), max_value=AS_OF - _YEAR + timedelta(days=100)),
+    st.sampled_from(_EDGES),
+    before,
+)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -48,12 +61,23 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.parametrize("config", [CONFIG, SEASON], ids=["season off", "season on"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=_lines(before, "H"), future=_lines(on_or_after, "F"))
-def test_appending_orders_on_or_after_as_of_never_changes_features(history, future):
+def test_appending_orders_on_or_after_as_of_never_changes_features(config, history, future):
     past = _frame(history)
-    seen = features.build(past, AS_OF, CONFIG)
-    with_future = features.build(pd.concat([past, _frame(future)], ignore_index=True), AS_OF, CONFIG)
+    seen = features.build(past, AS_OF, config)
+    with_future = features.build(pd.concat([past, _frame(future)], ignore_index=True), AS_OF, config)
+    pd.testing.assert_frame_equal(seen, with_future)
+
+
+@pytest.mark.parametrize("config", [SEASON, SEASON_LONG], ids=["horizons 30 90 365", "horizons 30 90 400"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=_lines(around_last_year, "H"), future=_lines(on_or_after, "F"))
+def test_season_columns_never_read_orders_on_or_after_as_of(config, history, future):
+    past = _frame(history)
+    seen = features.build(past, AS_OF, config)
+    with_future = features.build(pd.concat([past, _frame(future)], ignore_index=True), AS_OF, config)
     pd.testing.assert_frame_equal(seen, with_future)
 
 
