@@ -241,8 +241,10 @@ class TrainingConfig(_Strict):
     promote_tolerance: float = Field(0.0, ge=0)
     # Map from the classifiers' raw scores to probabilities, fitted on the validation cut-off:
     # logistic (a slope and an intercept on the log-odds) keeps every customer's order and never
-    # says 0 or 1; isotonic can tie large groups on one value; none ships the raw scores.
-    calibration: Literal["logistic", "isotonic", "none"] = "isotonic"
+    # says 0 or 1; isotonic can tie large groups on one value; none ships the raw scores. None by
+    # default: on the holdout harness a map fitted on the validation cut-off carries that cut-off's
+    # base rate to as_of and made churn ECE worse out of time on most shops (README, "Accuracy").
+    calibration: Literal["logistic", "isotonic", "none"] = "none"
     # Candidates the validation cut-off chooses from. Classifiers: plain LightGBM, and boosted from
     # the BG/NBD prediction when bgnbd_offset is on. LTV: tweedie, hurdle (P(buy) x value),
     # tweedie_bgnbd_offset (boosted from BG/NBD + Gamma-Gamma), bgnbd_gg (that prediction itself).
