@@ -207,6 +207,8 @@ def _expected_purchases_if_alive(
     mean of the values just either side.
     """
     r, alpha, a, b = params
+    if a + b > _POINT_MASS_AB:
+        return _expected_purchases_if_alive_fixed_dropout(params, t, x, t_obs)
     if abs(a - 1.0) < 1e-7:
         below = _expected_purchases_if_alive((r, alpha, 1.0 - _STEP, b), t, x, t_obs)
         above = _expected_purchases_if_alive((r, alpha, 1.0 + _STEP, b), t, x, t_obs)
@@ -230,6 +232,28 @@ def _expected_purchases_if_alive(
         value = value.copy()
         value[broken] = _expected_purchases_if_alive_by_quadrature(params, t_b, x_b, t_obs_b)
     return value
+
+
+# Beyond this a + b the Beta(a, b) of the dropout probability is a point mass for every practical
+# purpose (sd below 0.5% of p for p <= 0.5), and the fit can run off along the ridge where a and b
+# grow together (a shop whose customers all leave at about the same rate per order). scipy's
+# hyp2f1 and the quadrature both fail there (the quadrature's bump is too narrow to find), so the
+# exact limit is used.
+_POINT_MASS_AB = 1e4
+
+
+def _expected_purchases_if_alive_fixed_dropout(
+    params: tuple[float, float, float, float], t: FloatArray, x: FloatArray, t_obs: FloatArray
+) -> FloatArray:
+    """The limit of Eq. 10's alive part when the dropout probability is one number, its posterior mean.
+
+    Given alive at ``T``, ``lambda ~ Gamma(r+x, alpha+T)`` and ``p`` fixed at ``a/(a+b+x)``, so
+    ``E = (1 - ((alpha+T)/(alpha+T+p t))^(r+x)) / p``.
+    """
+    r, alpha, a, b = params
+    p = a / (a + b + x)
+    log_ratio = -np.log1p(p * t / (alpha + t_obs))
+    return np.asarray(-np.expm1((r + x) * log_ratio) / p, dtype=float)
 
 
 def _expected_purchases_if_alive_by_quadrature(

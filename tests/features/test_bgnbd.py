@@ -636,3 +636,17 @@ _CDNOW_SAMPLE_ID_GAPS = """
     21 2 1 10 8 8 12 2 16 16 14 12 13 12 2 13 12 18 5 1 6 13 10 6 4 14 5 2 9 15 2 1 16 3 13 2 6
     1 2 14 14 14 3 2 13
 """
+
+
+def test_expectations_stay_right_where_the_fit_runs_off_along_the_a_b_ridge() -> None:
+    # A young shop's fit can end at a ~ 1e12, b ~ 1e13 (one dropout rate for everyone): scipy's
+    # hyp2f1 and the quadrature both failed there and every customer was predicted 0 purchases.
+    from features.bgnbd import _expected_purchases_if_alive
+
+    t, x, t_obs = np.array([52.0, 52.0, 26.0]), np.array([0.0, 3.0, 10.0]), np.array([30.0, 40.0, 50.0])
+    ridge = _expected_purchases_if_alive((0.8, 7.9, 8e11, 8e11 * 13.3), t, x, t_obs)
+    near = [_expected_purchases_if_alive((0.8, 7.9, 0.07 * ab, 0.93 * ab), t, x, t_obs) for ab in (500, 5_000, 9_000)]
+    assert np.all(ridge > 0.5)
+    # The exact formula converges to the limit as a + b grows, from either side of the switch.
+    gaps = [np.max(np.abs(n / ridge - 1)) for n in near]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3
