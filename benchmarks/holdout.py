@@ -9,6 +9,7 @@ seeds beats BG/NBD by more than the spread between the seeds (max - min).
     python -m benchmarks.holdout --harness             # every shop, 3 seeds, the shipped settings
     python -m benchmarks.holdout --harness --ablation  # ... and every ablation step
     python -m benchmarks.holdout --harness --shops gift_8k flat_60k --variants shipped calibration_none
+    python -m benchmarks.holdout --harness --stored    # the tables of every stored run of this code
     python -m benchmarks.holdout --trials 0 --check    # exit 1 when a CDNOW acceptance criterion fails
 
 Results go to $LIFETAG_HOME/bench/holdout/runs.jsonl, one line per run, keyed by shop, variant,
@@ -92,7 +93,8 @@ SHOPS = [
     Shop("default_10k", 10_000, 202, "2021-07-01", "2024-06-30", "2023-07-01"),
     Shop("short_20k", 20_000, 303, "2022-09-01", "2024-12-31", "2024-01-01"),  # 16 months
     Shop("gift_8k", 8_000, 404, "2022-12-01", "2024-12-31", "2024-07-01", "gift", 180),
-    Shop("flat_60k", 60_000, 505, "2023-01-01", "2024-12-31", "2024-01-01", "flat"),  # 12 months
+    # 12 months of history: a year-long LTV horizon would leave no training cut-off, so half a year.
+    Shop("flat_60k", 60_000, 505, "2023-01-01", "2024-12-31", "2024-01-01", "flat", 180),
     Shop("wholesale_5k", 5_000, 606, "2021-01-01", "2024-12-31", "2024-01-01", "wholesale"),  # 36 months
 ]
 
@@ -128,8 +130,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "ltv_tweedie": ("LTV: Tweedie only", _set("training", ltv_models=["tweedie"])),
     "ltv_hurdle": ("LTV: hurdle only", _set("training", ltv_models=["hurdle"])),
     "ltv_offset": ("LTV: Tweedie from the BG/NBD offset only", _set("training", ltv_models=["tweedie_bgnbd_offset"])),
-    "ltv_with_bgnbd": ("LTV: BG/NBD + GG itself a candidate",
-                       _set("training", ltv_models=["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"])),
+    "ltv_no_bgnbd_gg": ("LTV: BG/NBD + GG itself not a candidate",
+                        _set("training", ltv_models=["tweedie", "hurdle", "tweedie_bgnbd_offset"])),
+    "ltv_validation_choice": ("LTV: chosen on the validation cut-off", _set("training", ltv_choice="validation")),
 }
 
 
@@ -410,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS), help="training seeds")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each fits on one core)")
     parser.add_argument("--fresh", action="store_true", help="ignore stored runs of the same code")
+    parser.add_argument("--stored", action="store_true", help="only print the tables of every stored run of this "
+                                                              "code (all seeds and variants)")
     parser.add_argument("--json", type=Path, default=None, help="also write the harness's rows here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a CDNOW acceptance criterion fails")
     args = parser.parse_args(argv)
@@ -424,7 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         if "shipped" not in variants:
             variants = ["shipped", *variants]
         trials = 0 if args.trials is None else args.trials
-        runs = run_harness(shops, variants, tuple(args.seeds), trials, args.jobs, args.fresh, console)
+        if args.stored:
+            runs = [r for r in _load_runs(code_hash()).values() if r["trials"] == trials
+                    and r["shop"] in {s.key for s in shops} and (args.variants is None or r["variant"] in variants)]
+            variants = list(dict.fromkeys(r["variant"] for r in runs))
+        else:
+            runs = run_harness(shops, variants, tuple(args.seeds), trials, args.jobs, args.fresh, console)
         console.print(goal_table(runs))
         console.print(calibration_table(runs))
         if len(variants) > 1:

@@ -250,7 +250,10 @@ class TrainingConfig(_Strict):
     # tweedie_bgnbd_offset (boosted from BG/NBD + Gamma-Gamma), bgnbd_gg (that prediction itself).
     bgnbd_offset: bool = True
     ltv_models: list[Literal["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"]] = Field(
-        default_factory=lambda: ["tweedie", "hurdle", "tweedie_bgnbd_offset"], min_length=1)
+        default_factory=lambda: ["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"], min_length=1)
+    # How the LTV candidate is chosen: its Gini on the longest out-of-time gap the cut-offs offer
+    # (refitted on the earliest cut-off, scored on the validation one), or on the validation cut-off.
+    ltv_choice: Literal["gap", "validation"] = "gap"
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same

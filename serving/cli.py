@@ -308,15 +308,27 @@ def train(
     for name, r in result.results.items():
         if r.fallback_reason:
             out.print(f"[yellow]{name}: BG/NBD + Gamma-Gamma fallback[/] ({r.fallback_reason})")
-        if r.level == "bgnbd":
+        if r.level in ("bgnbd", "offset"):
             check = r.level_check
-            out.print(f"{name}: level taken from BG/NBD + Gamma-Gamma (x{r.model.scale:.3f}): over a "
-                      f"{check['gap_days']:.0f}-day out-of-time gap its total was {check['bgnbd_total_ratio']:.3f} of "
-                      f"actual, the model's own {check['model_total_ratio']:.3f}")
+            source = "BG/NBD + Gamma-Gamma" if r.level == "bgnbd" else "the model boosted from BG/NBD + Gamma-Gamma"
+            out.print(f"{name}: level taken from {source} (x{r.model.scale:.3f}): over a "
+                      f"{check['gap_days']:.0f}-day out-of-time gap its total was "
+                      f"{check[r.level + '_total_ratio']:.3f} of actual, the model's own {check['model_total_ratio']:.3f}")
+        if r.target.kind == "regressor" and r.chosen:
+            out.print(f"{name}: {r.chosen} chosen" + (
+                f" (normalised Gini {r.candidates[r.chosen]['gap_gini_normalised']:.3f} over the longest out-of-time "
+                f"gap; BG/NBD + Gamma-Gamma {_bg_gap_gini(r):.3f})" if "gap_gini_normalised" in r.candidates.get(
+                    r.chosen, {}) else ""))
         if r.rounds_check:
             out.print(_rounds_line(name, r.rounds_check))
     out.print(f"MLflow run {recorded.run_id}, model lifetag version {recorded.version}")
     out.print(recorded.promotion.reason)
+
+
+def _bg_gap_gini(result: Any) -> float:
+    """BG/NBD + Gamma-Gamma's Gini over the same gap (its candidate's, present whenever the gap check ran)."""
+    return next((v["gap_gini_normalised"] for k, v in result.candidates.items()
+                 if k.startswith("bgnbd_gg") and "gap_gini_normalised" in v), float("nan"))
 
 
 @app.command(epilog=EXIT_CODES)

@@ -45,10 +45,12 @@ class TargetResult:
     importance: pd.Series | None = None
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # LTV: tweedie vs hurdle
     fallback_reason: str = ""
-    level: str = ""  # LTV: "model" keeps the model's own level, "bgnbd" takes BG/NBD's total at as_of
+    level: str = ""  # LTV: "model" keeps the model's own level, "bgnbd" / "offset" take BG/NBD's or the
+    # BG/NBD-offset candidate's total at as_of (level_model)
+    level_model: TargetModel | None = None
     level_check: dict[str, float] = field(default_factory=dict)  # LTV: the long-gap totals behind `level`
     chosen: str = ""  # the winning candidate, e.g. "binary_bgnbd_offset" or "hurdle/default_params"
-    rounds_check: dict[str, float] = field(default_factory=dict)  # classifiers: rounds kept out of time (_gap_rounds)
+    rounds_check: dict[str, float] = field(default_factory=dict)  # rounds kept out of time (_gap_rounds)
     explainer_r2: float | None = None  # churn: how much of the model's log-odds the reasons' additive model explains
 
 
@@ -329,43 +331,66 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     return result
 
 
-def _gap_folds(examples: pd.DataFrame, horizon_days: int) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+def _gap_folds(examples: pd.DataFrame, horizon_days: int,
+               longest_if_none: bool = False) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
     """Out-of-time folds as at as_of: each later cut-off validates a model of the cut-offs whose label
-    window ended by then (at least one horizon earlier), so no outcome is shared between the two."""
+    window ended by then (at least one horizon earlier), so no outcome is shared between the two.
+
+    With `longest_if_none`, a horizon longer than the cut-offs span (LTV's year) gets the longest
+    gap they offer instead: the earliest cut-off validates the latest. Their outcome windows
+    overlap, but the features are as far apart as the history allows, which is what drifts.
+    """
     cutoffs = sorted(examples["cutoff"].unique())
     folds = []
     for later in cutoffs:
         earlier = [c for c in cutoffs if c + pd.Timedelta(days=horizon_days) <= later]
         if earlier:
             folds.append((examples[examples["cutoff"].isin(earlier)], examples[examples["cutoff"] == later]))
+    if not folds and longest_if_none and len(cutoffs) >= 2:
+        folds = [(examples[examples["cutoff"] == cutoffs[0]], examples[examples["cutoff"] == cutoffs[-1]])]
     return folds
+
+
+def tweedie_loss(y: np.ndarray, predicted: np.ndarray, power: float) -> float:
+    """Mean Tweedie negative log-likelihood (up to a constant), as LightGBM's `tweedie` metric reports it."""
+    mu = np.clip(predicted, 1e-10, None)
+    return float(np.mean(-y * mu ** (1 - power) / (1 - power) + mu ** (2 - power) / (2 - power)))
 
 
 def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                 params: dict[str, Any], rounds: int, config: Config) -> tuple[int, dict[str, float]]:
-    """How many of the tuned boosting rounds still lower the log loss a horizon or more out of time.
+    """How many of the tuned boosting rounds still lower the loss a horizon or more out of time.
 
     Tuning and the validation cut-off measure the next cut-off, whose outcome window overlaps the
     training ones; the shipped model is used a horizon or more after its latest training label
-    window. Refitted on the gap folds (_gap_folds), the loss is read after every round: the round
-    with the lowest mean loss is kept (never more than tuned). For a model boosted from the BG/NBD
-    offset, round 0 is the offset itself: when no round beats it, 0 is returned and the offset kept.
+    window. Refitted on the gap folds (_gap_folds), the loss (log loss; Tweedie for LTV) is read
+    after every round: the round with the lowest mean loss is kept (never more than tuned). For a
+    model boosted from the BG/NBD offset, round 0 is the offset itself: when no round beats it, 0
+    is returned and the offset kept.
     """
-    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days)
+    ltv = target.kind == "regressor"
+    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days, longest_if_none=ltv)
     if not folds:
         return rounds, {}
+    objective, metric = ("tweedie", "tweedie") if ltv else ("binary", "binary_logloss")
+    power = float(params.get("tweedie_variance_power", DEFAULT_PARAMS["tweedie_variance_power"]))
     curves = []
     for fold_train, fold_valid in folds:
         model = TargetModel(target.name, target.horizon_days, "lgbm", offset=offset)
         start = model.init_score(fold_valid)
         y = fold_valid["label"].to_numpy(dtype=float)
         record: dict[str, dict[str, list[float]]] = {}
-        train_booster(params, "binary", config.training.seed, spec.matrix(fold_train),
+        train_booster(params, objective, config.training.seed, spec.matrix(fold_train),
                       fold_train["label"].to_numpy(dtype=float), rounds,
                       valid=(spec.matrix(fold_valid), y), init_score=(model.init_score(fold_train), start),
                       threads=config.engine.threads or 0, record=record)
-        at_start = log_loss(y, 1 / (1 + np.exp(-start))) if start is not None else np.inf
-        curves.append([at_start, *record["valid_0"]["binary_logloss"]])
+        if start is None:
+            at_start = np.inf
+        elif ltv:
+            at_start = tweedie_loss(y, np.exp(start), power)
+        else:
+            at_start = log_loss(y, 1 / (1 + np.exp(-start)))
+        curves.append([at_start, *record["valid_0"][metric]])
     mean = np.mean(curves, axis=0)
     kept = int(np.argmin(mean))
     gaps = [(v["cutoff"].iloc[0] - t["cutoff"].max()).days for t, v in folds]
@@ -385,76 +410,130 @@ def _offset_only(target: Target, valid: pd.DataFrame) -> FittedModel:
 
 def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                       tuning: TuningResult, config: Config, cutoffs: list[pd.Timestamp]) -> TargetResult:
-    """Fit both LTV formulations and the offset one (tuned and default parameters); keep the better
-    validation Gini (ties: total closer to actual)."""
+    """Fit the LTV candidates (training.ltv_models, tuned and default parameters; the Tweedie ones with the
+    rounds that still help out of time) and keep the best normalised Gini on the longest out-of-time gap
+    (training.ltv_choice "gap"; "validation": on the validation cut-off), ties by validation Gini, then
+    by the total closer to actual."""
     seed = config.training.seed
     variants = {"tweedie": ("lgbm", "none"), "hurdle": ("hurdle", "none"), "tweedie_bgnbd_offset": ("lgbm", "bgnbd")}
     sets = _parameter_sets(tuning)
     plan = {name + suffix: (kind, offset, params, rounds)
             for name, (kind, offset) in variants.items() if name in config.training.ltv_models
             for suffix, (params, rounds) in sets.items()}
-    candidates = {name: fit_target_model(target, kind, spec, train, valid, params, rounds, seed, offset,
-                                         config.engine.threads or 0)
-                  for name, (kind, offset, params, rounds) in plan.items()}
+    checks: dict[str, dict[str, float]] = {}
+    candidates: dict[str, FittedModel] = {}
+    for name, (kind, offset, params, rounds) in list(plan.items()):
+        if kind == "lgbm":  # the hurdle's two boosters keep their tuned rounds
+            rounds, checks[name] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config)
+            plan[name] = (kind, offset, params, rounds)
+        if rounds == 0:  # no round beat the BG/NBD + Gamma-Gamma starting point out of time
+            candidates[name] = _offset_only(target, valid)
+            del plan[name]
+            continue
+        candidates[name] = fit_target_model(target, kind, spec, train, valid, params, rounds, seed, offset,
+                                            config.engine.threads or 0)
     if "bgnbd_gg" in config.training.ltv_models:
         candidates["bgnbd_gg"] = _offset_only(target, valid)
     actual = valid["label"].to_numpy()
     scores = {kind: ltv_metrics(actual, fitted.valid_raw) for kind, fitted in candidates.items()}
-    best = max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
+    if config.training.ltv_choice == "gap":
+        for name in scores:
+            kind, offset, params, rounds = plan.get(name, ("bgnbd", "bgnbd", {}, 0))
+            scores[name]["gap_gini_normalised"] = _gap_gini(target, kind, offset, spec, train, valid, params, rounds,
+                                                            config)
+    key = "gap_gini_normalised" if all(np.isfinite(v.get("gap_gini_normalised", np.nan)) for v in scores.values()) \
+        else "gini_normalised"
+    best = max(scores, key=lambda k: (round(scores[k][key], 3), round(scores[k]["gini_normalised"], 3),
+                                      -abs(np.log(scores[k]["total_ratio"]))))
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
-                          candidates=scores, chosen=best)
+                          candidates=scores, chosen=best, rounds_check=checks.get(best, {}))
     if best in plan:
         kind, offset, params, rounds = plan[best]
+        anchored = {name: plan[name] for name in plan if plan[name][1] == "bgnbd" and name != best}
+        anchor = max(anchored, key=lambda k: scores[k].get("gap_gini_normalised", scores[k]["gini_normalised"]),
+                     default=None) if offset == "none" else None
         result.level, result.level_check = _choose_ltv_level(target, kind, offset, spec, train, valid, params,
-                                                             rounds, config)
+                                                             rounds, config, plan.get(anchor))
+        if result.level == "offset":
+            result.level_model = candidates[anchor].model
     else:  # BG/NBD + Gamma-Gamma itself: its level is its own
         result.level = "model"
     result.valid = valid[["customer_id", "cutoff", "label", "future_spend", "recency_days"]].copy()
-    result.valid["model"] = chosen.valid_raw * _level_scale(result.level, chosen.valid_raw, valid, target)
+    result.valid["model"] = chosen.valid_raw * _level_scale(result, chosen.valid_raw, valid, spec.matrix(valid))
     return result
 
 
-def _level_scale(level: str, predicted: np.ndarray, features: pd.DataFrame, target: Target) -> float:
-    """The factor that gives `predicted` BG/NBD's total over the same customers (1.0 for the model's own level).
+def _gap_gini(target: Target, kind: str, offset: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
+              params: dict[str, Any], rounds: int, config: Config) -> float:
+    """An LTV candidate's normalised Gini on the longest out-of-time gap the cut-offs offer (_gap_folds):
+    refitted with its own rounds on the earlier cut-off(s), scored on the later one. `kind` "bgnbd" is
+    BG/NBD + Gamma-Gamma itself. NaN when the cut-offs offer no gap."""
+    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days, longest_if_none=True)
+    ginis = []
+    for fold_train, fold_valid in folds:
+        if kind == "bgnbd":
+            predicted = fold_valid[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float)
+        else:
+            predicted = fit_target_model(target, kind, spec, fold_train, fold_valid, params, rounds,
+                                         config.training.seed, offset, config.engine.threads or 0).valid_raw
+        if np.isfinite(predicted).all():
+            ginis.append(ltv_metrics(fold_valid["label"].to_numpy(), predicted)["gini_normalised"])
+    return float(np.mean(ginis)) if ginis else float("nan")
+
+
+def _level_scale(result: TargetResult, predicted: np.ndarray, features: pd.DataFrame, matrix: pd.DataFrame) -> float:
+    """The factor that gives `predicted` the total of the level `result.level` chose over the same customers:
+    BG/NBD + Gamma-Gamma's, the BG/NBD-offset candidate's, or 1.0 for the model's own.
 
     It uses predictions only, never outcomes, so it can be fixed at as_of and applied to later scores.
     """
-    if level != "bgnbd":
+    if result.level == "bgnbd":
+        reference = float(np.nansum(features[f"bg_ltv_{result.target.horizon_days}d"].to_numpy(dtype=float)))
+    elif result.level == "offset" and result.level_model is not None:
+        reference = float(np.sum(result.level_model.raw_predict(matrix, features)))
+    else:
         return 1.0
-    bg_total = float(np.nansum(features[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float)))
     own_total = float(np.sum(predicted))
-    return bg_total / own_total if own_total > 0 and bg_total > 0 else 1.0
+    return reference / own_total if own_total > 0 and reference > 0 and np.isfinite(reference) else 1.0
 
 
 def _choose_ltv_level(target: Target, kind: str, offset: str, spec: FeatureSpec, train: pd.DataFrame,
-                      valid: pd.DataFrame, params: dict[str, Any], rounds: int,
-                      config: Config) -> tuple[str, dict[str, float]]:
-    """Whose total to trust when the model is applied far beyond its training cut-offs: its own or BG/NBD's.
+                      valid: pd.DataFrame, params: dict[str, Any], rounds: int, config: Config,
+                      anchor: tuple[str, str, dict[str, Any], int] | None = None) -> tuple[str, dict[str, float]]:
+    """Whose total to trust when the model is applied far beyond its training cut-offs: its own, BG/NBD's,
+    or (`anchor`, for a model without the offset) the best candidate boosted from the BG/NBD offset.
 
     Deployed, the LTV model scores customers a whole horizon (or more) after its latest training
     cut-off; a shop whose customers age or drift can move the level of its predictions while their
-    ranking holds. The one-step validation cannot see that, so this refits the chosen model on the
-    earliest training cut-off only and compares both levels on the validation cut-off, the longest
-    out-of-time gap the history offers. BG/NBD models ageing explicitly; its level is taken when it
-    is closer to the actual total there.
+    ranking holds. The one-step validation cannot see that, so this refits the chosen model (and
+    the anchor) on the earliest training cut-off only and compares the levels on the validation
+    cut-off, the longest out-of-time gap the history offers. BG/NBD models ageing explicitly, and a
+    model boosted from it inherits that; the level closest to the actual total there is taken.
     """
     earliest = train["cutoff"].min()
     if train["cutoff"].nunique() < 2:
         return "model", {}
     early = train[train["cutoff"] == earliest]
-    refit = fit_target_model(target, kind, spec, early, valid, params, rounds, config.training.seed,
-                             offset, config.engine.threads or 0)
     actual = float(valid["label"].sum())
     if actual <= 0:
         return "model", {}
-    own = float(np.sum(refit.valid_raw)) / actual
-    bg = float(np.nansum(valid[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float))) / actual
-    check = {"gap_days": float((valid["cutoff"].iloc[0] - earliest).days), "model_total_ratio": own,
-             "bgnbd_total_ratio": bg}
-    if not np.isfinite(bg) or bg <= 0:
+
+    def gap_ratio(kind: str, offset: str, params: dict[str, Any], rounds: int) -> float:
+        refit = fit_target_model(target, kind, spec, early, valid, params, rounds, config.training.seed,
+                                 offset, config.engine.threads or 0)
+        return float(np.sum(refit.valid_raw)) / actual
+
+    ratios = {"model": gap_ratio(kind, offset, params, rounds),
+              "bgnbd": float(np.nansum(valid[f"bg_ltv_{target.horizon_days}d"].to_numpy(dtype=float))) / actual}
+    if anchor is not None:
+        ratios["offset"] = gap_ratio(*anchor)
+    check = {"gap_days": float((valid["cutoff"].iloc[0] - earliest).days),
+             **{f"{name}_total_ratio": ratio for name, ratio in ratios.items()}}
+    usable = {name: ratio for name, ratio in ratios.items() if np.isfinite(ratio) and ratio > 0}
+    if "model" not in usable:
         return "model", check
-    return ("bgnbd" if abs(np.log(bg)) < abs(np.log(own)) else "model"), check
+    return min(usable, key=lambda name: (abs(np.log(usable[name])), name != "model")), check
 
 
 def _evaluate(result: TargetResult, train: pd.DataFrame, valid_features: pd.DataFrame) -> None:
@@ -499,10 +578,10 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
     """The bundle: models, the CLV parameters and RFM cut points fitted on the whole history at as_of."""
     baseline = store.baseline(as_of)
     ltv = results.get("ltv")
-    if ltv is not None and ltv.level == "bgnbd" and len(now):
+    if ltv is not None and ltv.level in ("bgnbd", "offset") and len(now):
         # `now` already carries the bg_* columns of this very baseline (CutoffStore.features).
         matrix = spec.matrix(now)
-        ltv.model.scale = _level_scale("bgnbd", ltv.model.unscaled_predict(matrix, now), now, ltv.target)
+        ltv.model.scale = _level_scale(ltv, ltv.model.unscaled_predict(matrix, now), now, matrix)
     bundle = Bundle(
         spec=spec,
         models={name: r.model for name, r in results.items()},

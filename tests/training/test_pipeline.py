@@ -106,8 +106,9 @@ def test_every_target_is_trained_by_lightgbm_on_a_shop_with_enough_history(train
         assert result.fallback_reason == "", f"{name} fell back to BG/NBD: {result.fallback_reason}"
         assert result.model.kind in ("lgbm", "hurdle") and result.model.boosters
         assert result.tuning is not None and result.tuning.trials == TRIALS
-    for name in ("churn", "repurchase"):
-        assert trained.results[name].model.calibrator is not None
+    for name in ("churn", "repurchase"):  # the default ships raw scores (training.calibration: none)
+        assert trained.results[name].model.calibrator is None
+        assert trained.results[name].valid["model"].equals(trained.results[name].valid["model_uncalibrated"])
 
 
 @pytest.mark.slow
