@@ -199,6 +199,11 @@ REASON_PHRASES: dict[str, tuple[PhraseOf, str]] = {
     "weekend_share": (lambda v, n: f"{v:.0%} of orders at weekends", "no order yet"),
     "novdec_share": (lambda v, n: f"{v:.0%} of orders in November-December", "no order yet"),
     "signup_days": (lambda v, n: f"signed up {v:,.0f} days ago", "no sign-up date on record"),
+    # Season features (features.season) are the same for every customer: the words say it is the shop's.
+    "season_doy_sin": (lambda v, n: "the time of year", "no date for the time of year"),  # never empty
+    "season_doy_cos": (lambda v, n: "the time of year", "no date for the time of year"),
+    "season_ratio_{n}d": (lambda v, n: f"the shop's season: last year {v:.1f}x as many orders in the next {n} days "
+                                       f"as in the {n} before", "no season figure from last year"),
     "bg_p_alive": (lambda v, n: f"purchase pattern gives {_share(v)} chance of still being a customer",
                    "too little history for a purchase-pattern estimate"),
     "gg_order_value": (lambda v, n: f"expected order value {v:,.0f} by purchase pattern",

@@ -277,7 +277,9 @@ def test_every_model_feature_has_words_for_a_value_and_for_an_empty_value(config
     from serving.scoring import REASON_PHRASES, TEXT_PHRASES, _phrase_key, _phrases
 
     attributes = {name: a.type for name, a in config.customers.attributes.items()}
+    config = config.model_copy(update={"features": config.features.model_copy(update={"season": True})})
     features = [c for c in feature_columns(config) + customer_columns(config) if c != "customer_id"]
+    assert "season_ratio_90d" in features
     features += bg_feature_columns([30, 90, 365])
     rows = pd.DataFrame({c: [2.0, np.nan] for c in features})
     for name in [*TEXT_PHRASES, *(n for n, kind in attributes.items() if kind == "categorical")]:
