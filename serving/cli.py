@@ -405,7 +405,8 @@ def _rounds_line(name: str, check: dict[str, float]) -> str:
     kept, tuned = int(check["rounds_kept"]), int(check["rounds_tuned"])
     where = (f"a {check['min_gap_days']:.0f}-day out-of-time gap, {int(check['folds'])} "
              f"fold{'s' if check['folds'] != 1 else ''}")
-    losses = f"log loss {check['loss_kept']:.4f} kept vs {check['loss_tuned']:.4f} with all rounds"
+    loss = "Tweedie loss" if name == "ltv" else "log loss"
+    losses = f"{loss} {check['loss_kept']:.4f} kept vs {check['loss_tuned']:.4f} with all rounds"
     if "loss_offset" in check:
         losses += f", {check['loss_offset']:.4f} for the BG/NBD offset alone"
     if kept == 0:
