@@ -308,12 +308,15 @@ def train(
     for name, r in result.results.items():
         if r.fallback_reason:
             out.print(f"[yellow]{name}: BG/NBD + Gamma-Gamma fallback[/] ({r.fallback_reason})")
-        if r.level in ("bgnbd", "offset"):
+        if r.level not in ("", "model"):
             check = r.level_check
-            source = "BG/NBD + Gamma-Gamma" if r.level == "bgnbd" else "the model boosted from BG/NBD + Gamma-Gamma"
-            out.print(f"{name}: level taken from {source} (x{r.model.scale:.3f}): over a "
-                      f"{check['gap_days']:.0f}-day out-of-time gap its total was "
-                      f"{check[r.level + '_total_ratio']:.3f} of actual, the model's own {check['model_total_ratio']:.3f}")
+            words = {"model": "the model's own", "bgnbd": "BG/NBD + Gamma-Gamma's",
+                     "offset": "the model boosted from BG/NBD's"}
+            ratios = ", ".join(f"{words[k]} {check[k + '_total_ratio']:.3f}" for k in words
+                               if k + "_total_ratio" in check)
+            out.print(f"{name}: level from {' and '.join(words[k] for k in r.level.split('+'))} total "
+                      f"(x{r.model.scale:.3f}); over a {check['gap_days']:.0f}-day out-of-time gap the totals were, "
+                      f"of actual: {ratios}")
         if r.target.kind == "regressor" and r.chosen:
             out.print(f"{name}: {r.chosen} chosen" + (
                 f" (normalised Gini {r.candidates[r.chosen]['gap_gini_normalised']:.3f} over the longest out-of-time "
