@@ -133,6 +133,7 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "ltv_no_bgnbd_gg": ("LTV: BG/NBD + GG itself not a candidate",
                         _set("training", ltv_models=["tweedie", "hurdle", "tweedie_bgnbd_offset"])),
     "ltv_validation_choice": ("LTV: chosen on the validation cut-off", _set("training", ltv_choice="validation")),
+    "ltv_level_gap": ("LTV level: the one closest over the gap", _set("training", ltv_level="gap")),
 }
 
 

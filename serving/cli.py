@@ -308,7 +308,10 @@ def train(
     for name, r in result.results.items():
         if r.fallback_reason:
             out.print(f"[yellow]{name}: BG/NBD + Gamma-Gamma fallback[/] ({r.fallback_reason})")
-        if r.level not in ("", "model"):
+        if r.level == "candidates":
+            out.print(f"{name}: level from the geometric mean of the {len(r.level_models)} fitted candidates' totals "
+                      f"(x{r.model.scale:.3f})")
+        elif r.level not in ("", "model"):
             check = r.level_check
             words = {"model": "the model's own", "bgnbd": "BG/NBD + Gamma-Gamma's",
                      "offset": "the model boosted from BG/NBD's"}
