@@ -473,3 +473,107 @@ def test_boosting_keeps_the_rounds_that_beat_its_offset_out_of_time(config: Conf
     kept, check = _gap_check(_offset_examples(signal=1.0), config)
     assert 0 < kept <= 150
     assert check["loss_kept"] < check["loss_offset"]
+
+
+def _ltv_examples(signal: float, seed: int = 5, per_cutoff: int = 3_000) -> pd.DataFrame:
+    """LTV examples at four monthly cut-offs: BG/NBD + GG's value is the truth's mean when `signal` is 0;
+    otherwise `x` moves the mean by exp(signal * x)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k, cutoff in enumerate(pd.date_range("2024-01-01", periods=4, freq="30D")):
+        bg = rng.gamma(1.0, 100.0, per_cutoff)
+        x = rng.normal(size=per_cutoff)
+        mean = bg * np.exp(signal * x - signal ** 2 / 2)
+        spend = np.where(rng.uniform(size=per_cutoff) < 0.5, rng.gamma(2.0, 2 * mean / 2.0 / 0.5 / 2), 0.0)
+        parts.append(pd.DataFrame({"customer_id": np.arange(per_cutoff) + k * per_cutoff, "cutoff": cutoff,
+                                   "x": x, "noise": rng.normal(size=per_cutoff), "bg_ltv_365d": bg,
+                                   "label": spend}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _ltv_gap_check(examples: pd.DataFrame, config: Config) -> tuple[int, dict[str, float]]:
+    from serving.bundle import FeatureSpec
+    from training.dataset import Target
+    from training.models import DEFAULT_PARAMS
+    from training.pipeline import _gap_rounds
+
+    spec = FeatureSpec.fit(examples, ["x", "noise"], [])
+    last = examples["cutoff"].max()
+    train, valid = examples[examples["cutoff"] < last], examples[examples["cutoff"] == last]
+    return _gap_rounds(Target("ltv", 365, "regressor"), "bgnbd", spec, train, valid, dict(DEFAULT_PARAMS), 120,
+                       config)
+
+
+def test_ltv_takes_the_longest_gap_the_cut_offs_offer_when_none_is_a_whole_horizon_apart() -> None:
+    from training.pipeline import _gap_folds
+
+    examples = _ltv_examples(0.0, per_cutoff=10)
+    cutoffs = sorted(examples["cutoff"].unique())
+    assert _gap_folds(examples, 365) == []
+    longest = _gap_folds(examples, 365, longest_if_none=True)
+    assert [(sorted(t["cutoff"].unique()), v["cutoff"].iloc[0]) for t, v in longest] == [([cutoffs[0]], cutoffs[3])]
+
+
+def test_ltv_boosting_from_bgnbd_keeps_the_offset_when_it_is_the_truth_and_rounds_when_they_help(
+        config: Config) -> None:
+    kept, check = _ltv_gap_check(_ltv_examples(signal=0.0), config)
+    assert kept <= 5 and check["loss_kept"] <= check["loss_tuned"]
+    kept, check = _ltv_gap_check(_ltv_examples(signal=0.8), config)
+    assert kept > 5 and check["loss_kept"] < check["loss_offset"]
+
+
+def test_the_tweedie_loss_is_the_one_lightgbm_reports() -> None:
+    import lightgbm as lgb
+
+    from training.pipeline import tweedie_loss
+
+    rng = np.random.default_rng(0)
+    X, start = rng.normal(size=(2_000, 2)), np.full(2_000, np.log(50.0))
+    y = rng.gamma(1.0, 50.0 * np.exp(X[:, 0])) * (rng.uniform(size=2_000) < 0.5)
+    record: dict = {}
+    train = lgb.Dataset(X, y, init_score=start)
+    booster = lgb.train({"objective": "tweedie", "tweedie_variance_power": 1.3, "verbosity": -1}, train, 20,
+                        valid_sets=[lgb.Dataset(X, y, init_score=start, reference=train)],
+                        callbacks=[lgb.record_evaluation(record)])
+    predicted = np.exp(start + booster.predict(X, raw_score=True))
+    assert tweedie_loss(y, predicted, 1.3) == pytest.approx(record["valid_0"]["tweedie"][-1], rel=1e-9)
+
+
+def test_a_free_ltv_candidate_replaces_the_anchored_one_only_by_a_clear_margin() -> None:
+    from training.pipeline import _choose_over_gap
+
+    rng = np.random.default_rng(3)
+    actual = rng.gamma(0.5, 100.0, 4_000)
+    gap = {"tweedie": (actual, actual + rng.normal(0, 58, actual.size)),  # Gini 0.002 higher, by chance
+           "tweedie_bgnbd_offset": (actual, actual + rng.normal(0, 60, actual.size)),
+           "hurdle": (actual, rng.uniform(size=actual.size))}              # ranks nothing
+    scores = {name: {"gini_normalised": 0.5} for name in gap}
+    assert _choose_over_gap(scores, gap, {"tweedie_bgnbd_offset"}, seed=0) == "tweedie_bgnbd_offset"
+    assert scores["tweedie"]["gap_gini_normalised"] > scores["tweedie_bgnbd_offset"]["gap_gini_normalised"]
+    assert scores["tweedie"]["gap_gini_margin_low"] < 0 < scores["tweedie"]["gap_gini_margin_high"]
+    gap["tweedie"] = (actual, actual)  # now clearly better
+    assert _choose_over_gap(scores, gap, {"tweedie_bgnbd_offset"}, seed=0) == "tweedie"
+
+
+def test_the_candidates_level_is_the_geometric_mean_of_their_totals_and_never_uses_outcomes() -> None:
+    from training.dataset import Target
+    from training.pipeline import TargetResult, _level_scale
+    from serving.bundle import TargetModel
+
+    class Fixed:  # a fitted candidate that predicts a fixed total
+        def __init__(self, each: float) -> None:
+            self.each = each
+
+        def raw_predict(self, matrix: pd.DataFrame, features: pd.DataFrame) -> np.ndarray:
+            return np.full(len(features), self.each)
+
+    target = Target("ltv", 365, "regressor")
+    features = pd.DataFrame({"bg_ltv_365d": np.full(4, 100.0), "label": [0.0, 1e6, 0.0, 0.0]})
+    result = TargetResult(target, TargetModel("ltv", 365, "lgbm"), [], level="candidates",
+                          level_models=[Fixed(10.0), Fixed(40.0)])
+    predicted = np.full(4, 5.0)
+    assert _level_scale(result, predicted, features, features) == pytest.approx(20.0 / 5.0)  # sqrt(10 x 40) = 20
+    result.level = "model"
+    assert _level_scale(result, predicted, features, features) == 1.0
+    result.level = "bgnbd"
+    assert _level_scale(result, predicted, features, features) == pytest.approx(100.0 / 5.0)
