@@ -526,6 +526,8 @@ def _level_scale(result: TargetResult, predicted: np.ndarray, features: pd.DataF
 
     It uses predictions only, never outcomes, so it can be fixed at as_of and applied to later scores.
     """
+    if result.level in ("", "model"):
+        return 1.0
     own_total = float(np.sum(predicted))
     totals = {"model": own_total,
               "bgnbd": float(np.nansum(features[f"bg_ltv_{result.target.horizon_days}d"].to_numpy(dtype=float)))}

@@ -574,6 +574,6 @@ def test_the_candidates_level_is_the_geometric_mean_of_their_totals_and_never_us
     predicted = np.full(4, 5.0)
     assert _level_scale(result, predicted, features, features) == pytest.approx(20.0 / 5.0)  # sqrt(10 x 40) = 20
     result.level = "model"
-    assert _level_scale(result, predicted, features, features) == pytest.approx(1.0)
+    assert _level_scale(result, predicted, features, features) == 1.0
     result.level = "bgnbd"
     assert _level_scale(result, predicted, features, features) == pytest.approx(100.0 / 5.0)
