@@ -452,10 +452,12 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores, chosen=best, rounds_check=checks.get(best, {}))
-    # The fitted candidates only: BG/NBD + Gamma-Gamma's own total is not learned from spend, and on
-    # growing shops it ran 30-46% high at as_of. (BG/NBD chosen itself keeps its own level: its
-    # predictions take no scale.)
-    learned = [fitted.model for fitted in candidates.values() if fitted.model.kind != "bgnbd"]
+    # The chosen model and the fitted candidates the gap cannot tell from it (all of them without a
+    # gap): one that ranks clearly worse gets no vote on the level, nor does BG/NBD + Gamma-Gamma,
+    # whose total is not learned from spend (on growing shops it ran 30-46% high at as_of). BG/NBD
+    # chosen itself keeps its own level: its predictions take no scale.
+    learned = [fitted.model for name, fitted in candidates.items() if fitted.model.kind != "bgnbd"
+               and (name == best or scores[name].get("gap_tied", 1.0) == 1.0)]
     if config.training.ltv_level == "candidates" and len(learned) > 1 and chosen.model.kind != "bgnbd":
         result.level, result.level_models = "candidates", learned
     elif best in plan:
@@ -510,12 +512,17 @@ def _choose_over_gap(scores: dict[str, dict[str, float]], gap: dict[str, tuple[n
         return max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
     best = max(usable, key=lambda k: (round(scores[k]["gap_gini_normalised"], 3), round(scores[k]["gini_normalised"], 3)))
     anchors = [n for n in usable if n in anchored]
-    if best in anchored or not anchors:
-        return best
-    anchor = max(anchors, key=lambda k: scores[k]["gap_gini_normalised"])
-    low, high = gini_difference_interval(gap[best][0], gap[best][1], gap[anchor][1], seed=seed)
-    scores[best]["gap_gini_margin_low"], scores[best]["gap_gini_margin_high"] = low, high
-    return best if low > 0 else anchor
+    if best not in anchored and anchors:
+        anchor = max(anchors, key=lambda k: scores[k]["gap_gini_normalised"])
+        low, high = gini_difference_interval(gap[best][0], gap[best][1], gap[anchor][1], seed=seed)
+        scores[best]["gap_gini_margin_low"], scores[best]["gap_gini_margin_high"] = low, high
+        best = best if low > 0 else anchor
+    # Which others the gap cannot tell from the winner (their LTV level gets a vote, _level_scale).
+    for name in usable:
+        if name != best:
+            low, _ = gini_difference_interval(gap[best][0], gap[best][1], gap[name][1], seed=seed)
+            scores[name]["gap_tied"] = float(low <= 0)
+    return best
 
 
 def _level_scale(result: TargetResult, predicted: np.ndarray, features: pd.DataFrame, matrix: pd.DataFrame) -> float:
