@@ -46,8 +46,8 @@ from features.engine import lifetag_home  # noqa: E402
 from benchmarks.common import ensure_generated  # noqa: E402
 from training.holdout import Holdout, holdout_comparison  # noqa: E402
 
-__all__ = ["ACCEPTANCE", "CDNOW", "GOALS", "SHOPS", "VARIANTS", "Shop", "acceptance_failures", "cdnow_config",
-           "goal_rows", "main", "run_cdnow", "run_one"]
+__all__ = ["ACCEPTANCE", "CDNOW", "GOALS", "SHOPS", "VARIANTS", "Shop", "acceptance_failures", "ablation_rows",
+           "cdnow_config", "goal_rows", "main", "markdown", "run_cdnow", "run_one"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CDNOW = ROOT.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
@@ -319,37 +319,34 @@ ABLATION_METRICS = [("churn", "roc_auc", True), ("repurchase", "roc_auc", True),
 
 
 def ablation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant and metric: the mean change against `shipped` over shops, and on how many shops it wins
-    or loses by more than the shipped settings' seed spread there."""
-    def means(variant: str) -> dict[str, dict[tuple, tuple[float, float]]]:
-        out: dict[str, dict[tuple, tuple[float, float]]] = {}
-        for shop in dict.fromkeys(r["shop"] for r in runs):
-            sel = [r for r in runs if r["shop"] == shop and r["variant"] == variant]
-            if sel:
-                out[shop] = {}
-                for target, metric, _ in ABLATION_METRICS:
-                    values = np.array([_value(r, target, "lifetag", metric) for r in sel])
-                    out[shop][(target, metric)] = (float(values.mean()), float(values.max() - values.min()))
-        return out
+    """Per variant and metric: the mean change against `shipped` over shops (on the same seeds as the
+    variant's runs), and on how many shops it wins, or loses by more than the shipped settings' seed
+    spread there (max - min over all its seeds)."""
+    def mean_of(sel: list[dict[str, Any]], target: str, metric: str) -> float:
+        return float(np.mean([_value(r, target, "lifetag", metric) for r in sel]))
 
-    base = means("shipped")
     rows = []
+    shops = list(dict.fromkeys(r["shop"] for r in runs))
     for variant in dict.fromkeys(r["variant"] for r in runs):
         if variant == "shipped":
             continue
-        other = means(variant)
         for target, metric, higher in ABLATION_METRICS:
             deltas, wins, losses = [], 0, 0
-            for shop, values in other.items():
-                if shop not in base:
+            for shop in shops:
+                mine = [r for r in runs if r["shop"] == shop and r["variant"] == variant]
+                shipped = [r for r in runs if r["shop"] == shop and r["variant"] == "shipped"]
+                same_seeds = [r for r in shipped if r["seed"] in {m["seed"] for m in mine}]
+                if not mine or not same_seeds:
                     continue
-                (mine, _), (theirs, spread) = values[(target, metric)], base[shop][(target, metric)]
-                delta = (mine - theirs) * (1 if higher else -1)
+                values = [_value(r, target, "lifetag", metric) for r in shipped]
+                spread = max(values) - min(values)
+                delta = (mean_of(mine, target, metric) - mean_of(same_seeds, target, metric)) * (1 if higher else -1)
                 deltas.append(delta)
-                wins += delta > 0
+                wins += delta > 1e-12
                 losses += delta < -max(spread, 1e-9)
-            rows.append({"variant": variant, "metric": f"{target} {metric}", "mean_delta": float(np.mean(deltas)),
-                         "shops": len(deltas), "wins": wins, "losses_beyond_spread": losses})
+            if deltas:
+                rows.append({"variant": variant, "metric": f"{target} {metric}", "mean_delta": float(np.mean(deltas)),
+                             "shops": len(deltas), "wins": wins, "losses_beyond_spread": losses})
     return rows
 
 
@@ -392,6 +389,32 @@ def calibration_table(runs: list[dict[str, Any]], variant: str = "shipped") -> T
     return table
 
 
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """The goal table (shipped variant) and, with other variants, the ablation table, as Markdown."""
+    rows = goal_rows(runs)
+    goals = list(dict.fromkeys(r["goal"] for r in rows))
+    lines = ["| shop | " + " | ".join(goals) + " |", "|---|" + "---|" * len(goals)]
+    for shop in dict.fromkeys(r["shop"] for r in rows):
+        cells = []
+        for goal in goals:
+            r = next(x for x in rows if x["shop"] == shop and x["goal"] == goal)
+            ours = f"{r['lifetag']:.3f}" + (f" ±{r['spread'] / 2:.3f}" if r["spread"] else "")
+            cells.append(f"{'**' + ours + '**' if r['met'] else ours} / {r['bgnbd']:.3f}")
+        lines.append(f"| {_shop_name(shop)} | " + " | ".join(cells) + " |")
+    lines.append(f"\n{sum(r['met'] for r in rows)} of {len(rows)} goals met (bold).")
+    ablation = ablation_rows(runs)
+    if ablation:
+        metrics = list(dict.fromkeys(r["metric"] for r in ablation))
+        lines += ["", "| step (against the shipped settings) | " + " | ".join(metrics) + " |",
+                  "|---|" + "---|" * len(metrics)]
+        for variant in dict.fromkeys(r["variant"] for r in ablation):
+            cells = [next(f"{x['mean_delta']:+.4f} ({x['wins']}/{x['shops']} won, {x['losses_beyond_spread']} lost)"
+                          for x in ablation if x["variant"] == variant and x["metric"] == metric)
+                     for metric in metrics]
+            lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _cdnow_table(title: str, result: Holdout) -> Table:
     table = Table(title=title)
     for column in ("target", "metric", "lifetag", "BG/NBD + GG", "gap"):
@@ -417,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stored", action="store_true", help="only print the tables of every stored run of this "
                                                               "code (all seeds and variants)")
     parser.add_argument("--json", type=Path, default=None, help="also write the harness's rows here")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     parser.add_argument("--check", action="store_true", help="exit 1 when a CDNOW acceptance criterion fails")
     args = parser.parse_args(argv)
     console = Console(width=220)
@@ -440,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(calibration_table(runs))
         if len(variants) > 1:
             console.print(ablation_table(runs))
+        if args.markdown:
+            print(markdown(runs))
         if args.json:
             args.json.write_text(json.dumps({"goals": goal_rows(runs), "ablation": ablation_rows(runs)}, indent=1))
         return 0
