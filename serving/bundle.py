@@ -21,7 +21,7 @@ import pandas as pd
 from configs.errors import LifetagError
 from features.clv import ClvBaseline, add_bg_columns
 
-__all__ = ["Bundle", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS"]
+__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS", "load_model"]
 
 OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
@@ -304,3 +304,22 @@ class LifetagPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Scores for each row of a `features.build` frame."""
         return self.bundle.predict(model_input)
+
+
+def load_model(uri: str | None) -> tuple[Bundle, str]:
+    """The bundle at `uri` and its version label: a registry URI (default the champion) or a bundle folder."""
+    if uri and Path(uri).is_dir():
+        try:
+            return Bundle.load(uri), f"bundle:{Path(uri).resolve().name}"
+        except (BundleError, OSError, KeyError) as exc:
+            raise BundleError(f"--model {uri}: not a usable lifetag bundle folder ({exc}).") from None
+    from serving import registry
+
+    target = uri or registry.CHAMPION_URI
+    try:
+        model = registry.load_bundle(target)
+    except registry.RegistryError as exc:
+        raise BundleError(f"--model {target}: {exc}") from None
+    bundle = model.unwrap_python_model().bundle
+    return bundle, registry.version_of(target)
+
