@@ -22,7 +22,8 @@ DAY_US = 86_400_000_000
 
 SCENARIO_FEATURE_DOCS = {
     "categories_due": ("categories this customer bought before whose typical re-buy interval "
-                       "(shop-wide median, per category) has passed since their last purchase in it", "count"),
+                       "(shop-wide median per category, learned at training time and stored with the model) "
+                       "has passed since their last purchase in it", "count"),
     "promo_orders": ("orders placed during a configured promotion period", "orders"),
     "orders_since_promo": ("orders after the end of the last promotion period the customer bought in "
                            "(0 when they have not ordered since; null when they never bought in one)", "orders"),
@@ -52,9 +53,10 @@ def scenario_features_sql(source: str, as_of: pd.Timestamp, config: Config, inte
                           rebuy: str | None = None) -> str:
     """Per customer with a purchase before `as_of`: categories_due, promo_orders, orders_since_promo.
 
-    interval_source: the relation the category re-buy intervals are learned from (default `source`);
-    scoring one partition of customers passes the whole history so intervals do not depend on the split.
-    rebuy: a relation already holding those intervals (rebuy_intervals_sql), so partitions share one.
+    rebuy: a relation holding the category re-buy intervals (category, rebuy_days): scoring passes the
+    bundle's (rebuy_intervals_view), so a customer's values depend on their own orders only. Without
+    it they are learned here from `interval_source` (default `source`): right only when that is a
+    whole shop's history.
     """
     cut = _ts_sql(as_of)
     periods = config.scoring.promo_periods

@@ -30,7 +30,7 @@ from features.paths import file_part
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation
 from serving.bundle import Bundle, load_model
 from serving.locks import LockHeld, output_lock, scratch_folder
-# Re-exported: the names callers imported from here before the tag logic moved to serving.tags.
+# The tag logic lives in serving.tags; the names callers imported from here before it moved are re-exported.
 from serving.tags import (OUTPUT_DOCS, ScoringError, _apply_scenarios, check_feature_columns, check_scenarios,
                           lifecycle_stage, output_docs, reasons, scenario_columns, tag_rows, tags_table_markdown)
 
@@ -66,6 +66,23 @@ def _partition_view(con: duckdb.DuckDBPyConnection, table: str, partitions: int,
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {table} "
                 f"WHERE hash(CAST(customer_id AS VARCHAR)) % {partitions} = {index}")
     return name
+
+
+def _rebuy_intervals(con: duckdb.DuckDBPyConnection, bundle: Bundle, as_of: pd.Timestamp,
+                     config: Config) -> tuple[dict[str, float], str]:
+    """The category re-buy intervals behind categories_due, and a note when they are not the bundle's.
+
+    They are the bundle's, learned at training time. A bundle saved before lifetag stored them keeps
+    working in the batch only: the intervals are learned from the whole history of this run's orders
+    before as_of, as before, and the run's notes say to retrain (Bundle.rebuy_intervals refuses it).
+    """
+    if bundle.rebuy_days is not None:
+        return bundle.rebuy_days, ""
+    return learn_rebuy_intervals(con, "orders", as_of, config), (
+        f"categories_due: the model (as_of {bundle.as_of}) was saved by an older lifetag without the category "
+        "re-buy intervals, so this run learned them from the orders it scored, as before. Retrain it with "
+        "`lifetag train` to fix them at training time; tagging one customer from their own orders needs them "
+        "in the model.")
 
 
 def _tag_input_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
@@ -120,8 +137,7 @@ def _score_locked(
         sources = open_sources(con, orders, config, customers, quarantine)
         require_orders_before(con, "orders", as_of_ts, str(orders))
         table = "customers" if sources.customers is not None else None
-        # Category re-buy intervals are shop-wide: learned once from the whole history, shared by the partitions.
-        intervals = learn_rebuy_intervals(con, "orders", as_of_ts, config)
+        intervals, learned_here = _rebuy_intervals(con, bundle, as_of_ts, config)
         inputs_at = tag_inputs_relation(con, "orders", as_of_ts, config, intervals, table)
         check_feature_columns(inputs_at.columns, bundle, has_customers=table is not None)
         check_scenarios(config.scoring.scenarios, scenario_columns(zip(inputs_at.columns, inputs_at.types)))
@@ -166,7 +182,7 @@ def _score_locked(
         unmatched = unmatched_customers(con, "orders", table, as_of_ts, config) if table else 0
     finally:
         con.close()
-    notes = sources.notes()
+    notes = sources.notes() + ([learned_here] if learned_here else [])
     if table is not None:
         if unmatched:
             notes.append(f"customers: {unmatched:,} buyers have no row in the customers table; their attributes are empty")
