@@ -3,8 +3,9 @@
 One bundle holds the three target models, their calibrators, the feature list, the BG/NBD +
 Gamma-Gamma parameters behind the `bg_*` columns, the RFM cut points, the category re-buy intervals
 behind `categories_due` and the training config: everything learned from history that scoring
-needs, fixed at training time. It is saved as plain files (JSON and LightGBM model text, no pickles) and registered in MLflow as a pyfunc
-(`LifetagPyfunc`), so batch scoring, notebooks and the HTTP service all load the same thing.
+needs, fixed at training time. It is saved as plain files (JSON and LightGBM model text, no
+pickles) and registered in MLflow as a pyfunc (`LifetagPyfunc`), so batch scoring, notebooks and
+the HTTP service all load the same thing.
 """
 from __future__ import annotations
 
@@ -360,4 +361,3 @@ def load_model(uri: str | None) -> tuple[Bundle, str]:
         raise BundleError(f"--model {target}: {exc}") from None
     bundle = model.unwrap_python_model().bundle
     return bundle, registry.version_of(target)
-

@@ -29,8 +29,9 @@ __all__ = [
     "tags_table_markdown",
 ]
 
+
 class ScoringError(LifetagError, ValueError):
-    """Scoring cannot start or finish: bad model URI, bundle/data mismatch, bad tag expression, bad output."""
+    """Tags cannot be made or written: bundle/data mismatch, a tag expression failing on the rows, bad output."""
 
 
 # The output columns before the scenario tags: name -> (meaning, unit).
