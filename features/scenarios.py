@@ -1,23 +1,29 @@
 """Point-in-time inputs of the scenario tags that the behavioural features do not carry: categories
 due for a re-buy and purchases in promotion periods. Like `features.behaviour`, it sees only orders
 before `as_of`, and a customer's values depend on that customer's orders alone (plus, for
-`categories_due`, the shop-wide re-buy interval of each category, learned from the same history).
+`categories_due`, the shop-wide re-buy interval of each category: learned from the history before
+the training as_of and stored in the model bundle, so scoring one customer needs no other's orders).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from configs.schema import Config
-from features.behaviour import _return_flag, _ts_sql, as_timestamp
+from features.behaviour import _return_flag, _ts_sql, as_timestamp, build_relation
 
-__all__ = ["SCENARIO_FEATURE_DOCS", "rebuy_intervals_sql", "scenario_features_sql", "scenario_features_relation"]
+__all__ = ["SCENARIO_FEATURE_DOCS", "learn_rebuy_intervals", "rebuy_intervals_sql", "rebuy_intervals_view",
+           "scenario_features_sql", "scenario_features_relation", "tag_inputs_relation"]
 
 DAY_US = 86_400_000_000
 
 SCENARIO_FEATURE_DOCS = {
     "categories_due": ("categories this customer bought before whose typical re-buy interval "
-                       "(shop-wide median, per category) has passed since their last purchase in it", "count"),
+                       "(shop-wide median per category, learned at training time and stored with the model) "
+                       "has passed since their last purchase in it", "count"),
     "promo_orders": ("orders placed during a configured promotion period", "orders"),
     "orders_since_promo": ("orders after the end of the last promotion period the customer bought in "
                            "(0 when they have not ordered since; null when they never bought in one)", "orders"),
@@ -47,9 +53,10 @@ def scenario_features_sql(source: str, as_of: pd.Timestamp, config: Config, inte
                           rebuy: str | None = None) -> str:
     """Per customer with a purchase before `as_of`: categories_due, promo_orders, orders_since_promo.
 
-    interval_source: the relation the category re-buy intervals are learned from (default `source`);
-    scoring one partition of customers passes the whole history so intervals do not depend on the split.
-    rebuy: a relation already holding those intervals (rebuy_intervals_sql), so partitions share one.
+    rebuy: a relation holding the category re-buy intervals (category, rebuy_days): scoring passes the
+    bundle's (rebuy_intervals_view), so a customer's values depend on their own orders only. Without
+    it they are learned here from `interval_source` (default `source`): right only when that is a
+    whole shop's history.
     """
     cut = _ts_sql(as_of)
     periods = config.scoring.promo_periods
@@ -116,3 +123,46 @@ def scenario_features_relation(con: duckdb.DuckDBPyConnection, source: str, as_o
                                interval_source: str | None = None) -> duckdb.DuckDBPyRelation:
     """The scenario inputs at `as_of` as a lazy DuckDB relation over the canonical orders `source`."""
     return con.sql(scenario_features_sql(source, as_timestamp(as_of), config, interval_source))
+
+
+def learn_rebuy_intervals(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config) -> dict[str, float]:
+    """The shop-wide re-buy interval per category, learned from the orders of `source` before `as_of`
+    (rebuy_intervals_sql), as {category: days} in category order: what a model bundle stores."""
+    rows = con.execute(f"SELECT * FROM ({rebuy_intervals_sql(source, as_timestamp(as_of), config)}) ORDER BY category"
+                       ).fetchall()
+    return {str(category): float(days) for category, days in rows}
+
+
+def rebuy_intervals_view(con: duckdb.DuckDBPyConnection, intervals: Mapping[str, float],
+                         name: str = "_lifetag_rebuy") -> str:
+    """Register {category: days} in `con` as the relation `name` (category, rebuy_days) and return the name.
+
+    The values are handed to DuckDB as an Arrow table, never written into SQL text.
+    """
+    table = pa.table({"category": pa.array([str(c) for c in intervals], pa.string()),
+                      "rebuy_days": pa.array([float(d) for d in intervals.values()], pa.float64())})
+    con.register(name, table)
+    return name
+
+
+def tag_inputs_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config,
+                        intervals: Mapping[str, float], customers: str | None = None,
+                        shop: str | None = None) -> duckdb.DuckDBPyRelation:
+    """What `serving.tags.tag_rows` takes, for every buyer of the canonical orders `source` before `as_of`:
+    their features (`features.behaviour.build_relation`; `customers` and `shop` as there) plus the
+    scenario inputs, categories_due counted against `intervals` ({category: re-buy days}, the bundle's).
+    Ordered by customer_id; a customer's row depends only on their own orders (and, with
+    features.season, on `shop`)."""
+    as_of = as_timestamp(as_of)
+    features = build_relation(con, source, as_of, config, customers, shop=shop)
+    # A view of its own: the feature SQL's CTE names (e.g. `orders`) must not capture the relation
+    # names the scenario SQL reads.
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {features.sql_query()}")
+    rebuy = rebuy_intervals_view(con, intervals)
+    scenario = scenario_features_sql(source, as_of, config, rebuy=rebuy)
+    return con.sql(f"""
+SELECT f.*, coalesce(s.categories_due, 0) AS categories_due, coalesce(s.promo_orders, 0) AS promo_orders,
+       s.orders_since_promo
+FROM _lifetag_features f LEFT JOIN ({scenario}) s USING (customer_id)
+ORDER BY f.customer_id
+""")

@@ -1,9 +1,11 @@
 """The model bundle: everything that turns a features frame into churn_risk, repurchase_prob and ltv.
 
 One bundle holds the three target models, their calibrators, the feature list, the BG/NBD +
-Gamma-Gamma parameters behind the `bg_*` columns, the RFM cut points and the training config. It is
-saved as plain files (JSON and LightGBM model text, no pickles) and registered in MLflow as a pyfunc
-(`LifetagPyfunc`), so batch scoring, notebooks and the HTTP service all load the same thing.
+Gamma-Gamma parameters behind the `bg_*` columns, the RFM cut points, the category re-buy intervals
+behind `categories_due` and the training config: everything learned from history that scoring
+needs, fixed at training time. It is saved as plain files (JSON and LightGBM model text, no
+pickles) and registered in MLflow as a pyfunc (`LifetagPyfunc`), so batch scoring, notebooks and
+the HTTP service all load the same thing.
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ import pandas as pd
 from configs.errors import LifetagError
 from features.clv import ClvBaseline, add_bg_columns
 
-__all__ = ["Bundle", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS"]
+__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS", "load_model"]
 
 OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
+REBUY_FILE = "rebuy_intervals.json"
 
 
 class BundleError(LifetagError, ValueError):
@@ -210,7 +213,8 @@ class TargetModel:
 
 @dataclass
 class Bundle:
-    """Everything needed to score: models per target, feature spec, CLV parameters, RFM cut points, config."""
+    """Everything needed to score: models per target, feature spec, CLV parameters, RFM cut points, config,
+    and the category re-buy intervals."""
 
     spec: FeatureSpec
     models: dict[str, TargetModel]
@@ -223,6 +227,25 @@ class Bundle:
     # Registered customers who have not ordered: P(first order within its horizon), when learnable.
     first_purchase: TargetModel | None = None
     first_purchase_spec: FeatureSpec | None = None
+    # Shop-wide re-buy interval per category, {category: days} (features.scenarios.learn_rebuy_intervals,
+    # from the history before as_of). None: a bundle saved before lifetag stored them (`rebuy_intervals`).
+    rebuy_days: dict[str, float] | None = None
+
+    def rebuy_intervals(self) -> dict[str, float]:
+        """The category re-buy intervals (days) that `categories_due` is counted against, learned at training time.
+
+        A bundle saved before lifetag stored them raises a BundleError saying to retrain: one customer's
+        orders cannot teach a shop-wide interval.
+        """
+        if self.rebuy_days is None:
+            raise BundleError(
+                f"the model (trained at as_of {self.as_of}) was saved by an older lifetag that did not store the "
+                "category re-buy intervals behind categories_due (and the cross_sell_window tag) with the model, so "
+                "it cannot tag customers from their own orders alone. Retrain it with `lifetag train`; until then "
+                "only the batch `lifetag score` can use it (it learns the intervals from the orders it scores, and "
+                "says so)."
+            )
+        return self.rebuy_days
 
     def predict_first_purchase(self, registered: pd.DataFrame) -> np.ndarray:
         """first_purchase_prob per row of a registered-customers frame (NaN when the bundle has no such model)."""
@@ -265,6 +288,8 @@ class Bundle:
                                if self.first_purchase is not None and self.first_purchase_spec is not None else None),
         }
         (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=2, default=str))
+        if self.rebuy_days is not None:
+            (folder / REBUY_FILE).write_text(json.dumps(self.rebuy_days, indent=2))
         return folder
 
     @classmethod
@@ -287,7 +312,21 @@ class Bundle:
         first = document.get("first_purchase")
         return cls(spec, models, document["clv"], document["horizons"], document["config"],
                    document["rfm_cut_points"], document["as_of"], document.get("metadata", {}),
-                   model(first["model"]) if first else None, FeatureSpec(**first["spec"]) if first else None)
+                   model(first["model"]) if first else None, FeatureSpec(**first["spec"]) if first else None,
+                   _load_rebuy_days(folder))
+
+
+def _load_rebuy_days(folder: Path) -> dict[str, float] | None:
+    """The stored re-buy intervals; None when the bundle predates them (no file)."""
+    path = folder / REBUY_FILE
+    if not path.exists():
+        return None
+    try:
+        document = json.loads(path.read_text())
+        return {str(category): float(days) for category, days in document.items()}
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: not the bundle's category re-buy intervals ({exc}); the bundle folder is "
+                          "damaged: save or register the model again.") from None
 
 
 def _output(target: str) -> str:
@@ -304,3 +343,21 @@ class LifetagPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Scores for each row of a `features.build` frame."""
         return self.bundle.predict(model_input)
+
+
+def load_model(uri: str | None) -> tuple[Bundle, str]:
+    """The bundle at `uri` and its version label: a registry URI (default the champion) or a bundle folder."""
+    if uri and Path(uri).is_dir():
+        try:
+            return Bundle.load(uri), f"bundle:{Path(uri).resolve().name}"
+        except (BundleError, OSError, KeyError) as exc:
+            raise BundleError(f"--model {uri}: not a usable lifetag bundle folder ({exc}).") from None
+    from serving import registry
+
+    target = uri or registry.CHAMPION_URI
+    try:
+        model = registry.load_bundle(target)
+    except registry.RegistryError as exc:
+        raise BundleError(f"--model {target}: {exc}") from None
+    bundle = model.unwrap_python_model().bundle
+    return bundle, registry.version_of(target)

@@ -15,6 +15,7 @@ from configs.schema import Config
 from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
 from features.engine import connect
 from features.intake import Intake, IntakeReport, open_sources
+from features.scenarios import learn_rebuy_intervals
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
@@ -634,7 +635,8 @@ def _fallback(target: Target, cutoffs: list[pd.Timestamp], store: CutoffStore, c
 
 def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: CutoffStore, now: pd.DataFrame,
               as_of: pd.Timestamp, config: Config, fingerprint: dict[str, Any]) -> Bundle:
-    """The bundle: models, the CLV parameters and RFM cut points fitted on the whole history at as_of."""
+    """The bundle: models, the CLV parameters, RFM cut points and category re-buy intervals fitted on the whole
+    history at as_of (the store's orders before it)."""
     baseline = store.baseline(as_of)
     ltv = results.get("ltv")
     if ltv is not None and ltv.level not in ("", "model") and len(now):
@@ -650,6 +652,8 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
         rfm_cut_points=RfmCutPoints.fit(now).to_dict(),
         as_of=str(as_of.date()),
         metadata={"fingerprint": fingerprint, "validation_score": validation_score(results)},
+        # Shop-wide, so learned here once: scoring one customer's orders could not learn them.
+        rebuy_days=learn_rebuy_intervals(store.con, store.source, as_of, config),
     )
     bundle.metadata["tier_cut_points"] = _tier_cut_points(bundle, now, config)
     return bundle

@@ -78,7 +78,7 @@ def test_bad_as_of_and_bad_config_are_clear_errors(tmp_path):
 def test_the_tag_reference_in_the_docs_is_current(config) -> None:  # noqa: ANN001
     from pathlib import Path
 
-    from serving.scoring import tags_table_markdown
+    from serving.tags import tags_table_markdown
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "tags.md").read_text()
     assert tags_table_markdown(config) in docs, "regenerate the table in docs/tags.md"

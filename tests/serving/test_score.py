@@ -274,7 +274,7 @@ def test_reasons_are_given_for_medium_and_high_churn_tiers_only(tags: pd.DataFra
 def test_every_model_feature_has_words_for_a_value_and_for_an_empty_value(config: Config) -> None:
     from features.behaviour import customer_columns, feature_columns
     from features.clv import bg_feature_columns
-    from serving.scoring import REASON_PHRASES, TEXT_PHRASES, _phrase_key, _phrases
+    from serving.tags import REASON_PHRASES, TEXT_PHRASES, _phrase_key, _phrases
 
     attributes = {name: a.type for name, a in config.customers.attributes.items()}
     config = config.model_copy(update={"features": config.features.model_copy(update={"season": True})})

@@ -218,6 +218,18 @@ def test_the_registered_champion_predicts_like_the_bundle_through_mlflow_pyfunc(
     )
 
 
+@pytest.mark.slow
+def test_the_registered_model_keeps_the_bundles_re_buy_intervals_through_mlflow_pyfunc(
+    trained: TrainResult, mlflow_home: Path
+) -> None:
+    recorded = record_training(trained, promote=False, trials=TRIALS)
+
+    served = mlflow.pyfunc.load_model(f"models:/{registry.MODEL_NAME}/{recorded.version}").unwrap_python_model()
+
+    assert trained.bundle.rebuy_days, "the generated shop has categories with enough re-buys"
+    assert served.bundle.rebuy_days == trained.bundle.rebuy_days
+
+
 # --- point in time -----------------------------------------------------------------------------------
 
 
@@ -233,6 +245,14 @@ def test_orders_on_or_after_as_of_do_not_change_the_trained_bundle(
         trained_with_future.bundle.predict(features_at_as_of), trained.bundle.predict(features_at_as_of),
         check_exact=True,
     )
+
+
+@pytest.mark.slow
+def test_orders_on_or_after_as_of_do_not_change_the_stored_re_buy_intervals(
+    trained: TrainResult, trained_with_future: TrainResult
+) -> None:
+    assert trained.bundle.rebuy_days
+    assert trained_with_future.bundle.rebuy_days == trained.bundle.rebuy_days
 
 
 # --- too little history ------------------------------------------------------------------------------
