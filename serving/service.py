@@ -3,14 +3,17 @@
 
     LIFETAG_SNAPSHOT=tags.parquet LIFETAG_MODEL=models:/lifetag@champion bentoml serve serving.service:LifetagService
 
-Endpoints so far: `POST /tags` {"customer_ids": [...]} -> the snapshot rows of the known ids (the
+With LIFETAG_API_TOKEN set, every endpoint but health, readiness and metrics needs `Authorization:
+Bearer <token>` (401 otherwise). Endpoints so far: `POST /tags` {"customer_ids": [...]} -> the snapshot rows of the known ids (the
 columns of docs/tags.md), the unknown ids listed, never an error; `POST /model` -> model version,
 trained at, horizons, validation metrics, snapshot as_of and row count. Still to come (issue 19):
-`/score` through `serving.tags.tag_rows`, auth, reload, `lifetag serve`.
+`/score` through `serving.tags.tag_rows`, reload, `lifetag serve`.
 """
 from __future__ import annotations
 
 import functools
+import hmac
+import json
 import math
 import os
 from collections import Counter
@@ -24,7 +27,7 @@ import pyarrow.parquet as pq
 
 from configs.errors import LifetagError
 
-__all__ = ["MAX_IDS", "ServiceError", "Snapshot", "LifetagService"]
+__all__ = ["MAX_IDS", "OPEN_PATHS", "BearerToken", "ServiceError", "Snapshot", "LifetagService"]
 
 # Ids per /tags call: a lookup of this many rows answers in milliseconds; more belongs in a batch job.
 MAX_IDS = int(os.environ.get("LIFETAG_MAX_IDS", "1000"))
@@ -103,6 +106,35 @@ def model_info(bundle: Any, version: str, snapshot: Snapshot | None) -> dict[str
     }
 
 
+# Health, readiness and metrics stay open for load balancers and Prometheus; everything else needs the token.
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/metrics"})
+
+
+class BearerToken:
+    """ASGI middleware: with LIFETAG_API_TOKEN set, every request but OPEN_PATHS needs
+    `Authorization: Bearer <token>`, compared in constant time; otherwise a 401."""
+
+    def __init__(self, app: Any, token: str | None = None) -> None:
+        self.app = app
+        token = os.environ.get("LIFETAG_API_TOKEN") if token is None else token
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.expected is None or scope.get("type") != "http" or scope.get("path") in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope.get("headers", []) if name.lower() == b"authorization"), b"")
+        if hmac.compare_digest(given, self.expected):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"error": "missing or wrong token: send the header 'Authorization: Bearer <token>' "
+                                    "with the token the server was started with (LIFETAG_API_TOKEN)"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 @functools.cache
 def _service_class() -> Any:
     import bentoml
@@ -132,6 +164,7 @@ def _service_class() -> Any:
             """Model version, trained at, horizons, validation score, snapshot as_of and row count."""
             return model_info(self.bundle, self.version, self.snapshot)
 
+    LifetagService.add_asgi_middleware(BearerToken)
     return LifetagService
 
 

@@ -15,6 +15,8 @@ from training.pipeline import TrainResult, fit_bundle
 from support import generated_shop, module_home
 
 AS_OF = pd.Timestamp("2024-09-01")
+TOKEN = "s3cret-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_a_snapshot_answers_known_ids_in_the_order_asked_and_lists_the_unknown(tmp_path: Path) -> None:
@@ -76,6 +78,7 @@ def client(served: tuple[Path, Path, TrainResult]):  # noqa: ANN201
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("LIFETAG_MODEL", str(folder))
     monkeypatch.setenv("LIFETAG_SNAPSHOT", str(snapshot))
+    monkeypatch.setenv("LIFETAG_API_TOKEN", TOKEN)
     try:
         with TestClient(LifetagService.to_asgi()) as test_client:
             yield test_client
@@ -89,7 +92,7 @@ def test_tags_over_http_are_the_snapshot_rows_and_unknown_ids_are_listed_not_an_
     _, snapshot, _ = served
     nightly = pd.read_parquet(snapshot).set_index("customer_id", drop=False)
     asked = [*nightly.index[:3], "no-such-customer"]
-    answer = client.post("/tags", json={"customer_ids": asked})
+    answer = client.post("/tags", json={"customer_ids": asked}, headers=AUTH)
     assert answer.status_code == 200
     body = answer.json()
     assert body["unknown"] == ["no-such-customer"] and body["as_of"] == "2024-09-01"
@@ -105,9 +108,9 @@ def test_tags_over_http_are_the_snapshot_rows_and_unknown_ids_are_listed_not_an_
 def test_too_many_ids_or_a_missing_field_is_a_4xx_that_names_the_field_and_the_limit(client) -> None:  # noqa: ANN001
     from serving.service import MAX_IDS
 
-    too_many = client.post("/tags", json={"customer_ids": [str(i) for i in range(MAX_IDS + 1)]})
+    too_many = client.post("/tags", json={"customer_ids": [str(i) for i in range(MAX_IDS + 1)]}, headers=AUTH)
     assert too_many.status_code == 400 and "customer_ids" in too_many.text and f"at most {MAX_IDS}" in too_many.text
-    missing = client.post("/tags", json={})
+    missing = client.post("/tags", json={}, headers=AUTH)
     assert missing.status_code == 400 and "customer_ids" in missing.text
 
 
@@ -115,9 +118,35 @@ def test_too_many_ids_or_a_missing_field_is_a_4xx_that_names_the_field_and_the_l
 def test_model_describes_the_bundle_and_the_snapshot_and_health_is_bentomls_own(
         client, served: tuple[Path, Path, TrainResult]) -> None:  # noqa: ANN001
     _, snapshot, trained = served
-    body = client.post("/model", json={}).json()
+    body = client.post("/model", json={}, headers=AUTH).json()
     assert body == model_info(trained.bundle, body["model_version"], Snapshot.load(snapshot))
     assert body["trained_as_of"] == "2024-09-01" and body["snapshot_rows"] == len(pd.read_parquet(snapshot))
     assert body["horizons_days"] == {"churn": 90, "repurchase": 30, "ltv": 365}
     # /metrics answers only in a real `bentoml serve` process (its Prometheus setup); checked there later.
     assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+@pytest.mark.slow
+def test_with_a_token_set_every_endpoint_but_health_needs_it_and_a_wrong_one_gets_401(client) -> None:  # noqa: ANN001
+    for path in ("/tags", "/model"):
+        body = {"customer_ids": ["x"]} if path == "/tags" else {}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            answer = client.post(path, json=body, headers=headers)
+            assert answer.status_code == 401 and "Authorization: Bearer" in answer.json()["error"], (path, headers)
+            assert answer.headers["www-authenticate"] == "Bearer"
+        assert client.post(path, json=body, headers=AUTH).status_code == 200
+    assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+def test_without_a_token_the_middleware_lets_everything_through() -> None:
+    import asyncio
+
+    from serving.service import BearerToken
+
+    seen = []
+
+    async def app(scope, receive, send):  # noqa: ANN001, ANN202
+        seen.append(scope["path"])
+
+    asyncio.run(BearerToken(app, token="")({"type": "http", "path": "/tags", "headers": []}, None, None))
+    assert seen == ["/tags"]
