@@ -331,6 +331,33 @@ def train(
     out.print(recorded.promotion.reason)
 
 
+@app.command(epilog=EXIT_CODES)
+@friendly_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything beyond loopback needs LIFETAG_API_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+    model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
+    snapshot: Annotated[Path | None, typer.Option("--snapshot", help="A `lifetag score` output (Parquet) for /tags lookups.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
+) -> None:
+    """Serve tags over HTTP: BentoML's own server running serving.service:LifetagService."""
+    from serving.service import Snapshot
+
+    if snapshot is not None:
+        Snapshot.load(snapshot)  # a bad snapshot is a one-paragraph error here, not a failed worker later
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("LIFETAG_API_TOKEN"):
+        console.print(f"note: serving on {host} without LIFETAG_API_TOKEN: anyone who can reach it can read tags")
+    env = dict(os.environ)
+    if model:
+        env["LIFETAG_MODEL"] = model
+    if snapshot is not None:
+        env["LIFETAG_SNAPSHOT"] = str(snapshot.resolve())
+    env["LIFETAG_WORKERS"] = str(workers)
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    # The server replaces this process, so signals (Ctrl-C, a supervisor's SIGTERM) reach BentoML directly.
+    os.execvpe(bentoml, [bentoml, "serve", "serving.service:LifetagService", "--host", host, "--port", str(port)], env)
+
+
 def _bg_gap_gini(result: Any) -> float:
     """BG/NBD + Gamma-Gamma's Gini over the same gap (its candidate's, present whenever the gap check ran)."""
     return next((v["gap_gini_normalised"] for k, v in result.candidates.items()

@@ -140,7 +140,7 @@ def _service_class() -> Any:
     import bentoml
     from pydantic import Field
 
-    @bentoml.service(name="lifetag", traffic={"timeout": 30})
+    @bentoml.service(name="lifetag", traffic={"timeout": 30}, workers=int(os.environ.get("LIFETAG_WORKERS", "1")))
     class LifetagService:
         """Predictive customer tags over HTTP: lookups from the nightly snapshot."""
 

@@ -150,3 +150,72 @@ def test_without_a_token_the_middleware_lets_everything_through() -> None:
 
     asyncio.run(BearerToken(app, token="")({"type": "http", "path": "/tags", "headers": []}, None, None))
     assert seen == ["/tags"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_over_http_and_stops(
+        served: tuple[Path, Path, TrainResult], tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    folder, snapshot, _ = served
+    port = _free_port()
+    env = {**os.environ, "LIFETAG_API_TOKEN": TOKEN, "LIFETAG_HOME": str(tmp_path)}
+    lifetag = str(Path(sys.executable).with_name("lifetag"))
+    server = subprocess.Popen([lifetag, "serve", "--port", str(port), "--model", str(folder), "--snapshot", str(snapshot),
+                               "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the server did not become ready in 120 s"
+            time.sleep(0.5)
+        nightly = pd.read_parquet(snapshot)
+        known = str(nightly["customer_id"].iloc[0])
+        with httpx.Client(base_url=base, timeout=10) as client:
+            answer = client.post("/tags", json={"customer_ids": [known, "nobody"]}, headers=AUTH)
+            assert answer.status_code == 200 and answer.json()["unknown"] == ["nobody"]
+            assert answer.json()["tags"][0]["customer_id"] == known
+            assert client.post("/tags", json={"customer_ids": [known]}).status_code == 401
+            assert client.post("/model", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+            assert client.post("/model", json={}, headers=AUTH).json()["snapshot_rows"] == len(nightly)
+            assert client.get("/metrics").status_code == 200 and client.get("/healthz").status_code == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert server.returncode is not None
+
+
+def test_serve_refuses_a_bad_snapshot_in_one_paragraph_before_starting_a_server(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    bad = tmp_path / "tags.parquet"
+    bad.write_text("not parquet")
+    result = CliRunner().invoke(app, ["serve", "--snapshot", str(bad), "--port", str(_free_port())])
+    assert result.exit_code == 2 and "lifetag score --out" in result.output
