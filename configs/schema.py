@@ -254,9 +254,11 @@ class TrainingConfig(_Strict):
     # How the LTV candidate is chosen: its Gini on the longest out-of-time gap the cut-offs offer
     # (refitted on the earliest cut-off, scored on the validation one), or on the validation cut-off.
     ltv_choice: Literal["gap", "validation"] = "gap"
-    # The LTV level (total spend) at as_of: "candidates" takes the geometric mean of every candidate's
-    # total (they agree on the order of customers far more than on the level); "gap" the level closest
-    # to actual over the longest out-of-time gap (the model's own, BG/NBD's or the offset model's).
+    # The LTV level (total spend) at as_of: "candidates" takes the geometric mean of the totals of the
+    # chosen model and of the fitted candidates the out-of-time gap cannot tell from it (they agree on
+    # the order of customers far more than on the level); "gap" the level closest to actual over that
+    # gap (the model's own, BG/NBD's or the offset model's), which "candidates" also falls back to when
+    # the gap tells every other fitted candidate apart from the winner.
     ltv_level: Literal["candidates", "gap"] = "candidates"
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next

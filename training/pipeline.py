@@ -456,7 +456,8 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     # The chosen model and the fitted candidates the gap cannot tell from it (all of them without a
     # gap): one that ranks clearly worse gets no vote on the level, nor does BG/NBD + Gamma-Gamma,
     # whose total is not learned from spend (on growing shops it ran 30-46% high at as_of). BG/NBD
-    # chosen itself keeps its own level: its predictions take no scale.
+    # chosen itself keeps its own level: its predictions take no scale. With no candidate tied to the
+    # winner, the gap check below picks the level instead (training.ltv_level).
     learned = [fitted.model for name, fitted in candidates.items() if fitted.model.kind != "bgnbd"
                and (name == best or scores[name].get("gap_tied", 1.0) == 1.0)]
     if config.training.ltv_level == "candidates" and len(learned) > 1 and chosen.model.kind != "bgnbd":
