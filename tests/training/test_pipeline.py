@@ -459,7 +459,9 @@ def _offset_examples(signal: float, seed: int = 3, per_cutoff: int = 3_000) -> p
     return pd.concat(parts, ignore_index=True)
 
 
-def _gap_check(examples: pd.DataFrame, config: Config) -> tuple[int, dict[str, float]]:
+def _gap_check(examples: pd.DataFrame, config: Config, target: tuple = ("churn", 90, "classifier"),
+               rounds: int = 150) -> tuple[int, dict[str, float]]:
+    """_gap_rounds boosting from the BG/NBD offset on `x` and `noise`, the latest cut-off held out."""
     from serving.bundle import FeatureSpec
     from training.dataset import Target
     from training.models import DEFAULT_PARAMS
@@ -468,8 +470,7 @@ def _gap_check(examples: pd.DataFrame, config: Config) -> tuple[int, dict[str, f
     spec = FeatureSpec.fit(examples, ["x", "noise"], [])
     last = examples["cutoff"].max()
     train, valid = examples[examples["cutoff"] < last], examples[examples["cutoff"] == last]
-    return _gap_rounds(Target("churn", 90, "classifier"), "bgnbd", spec, train, valid, dict(DEFAULT_PARAMS), 150,
-                       config)
+    return _gap_rounds(Target(*target), "bgnbd", spec, train, valid, dict(DEFAULT_PARAMS), rounds, config)
 
 
 def test_gap_folds_never_share_an_outcome_window_between_training_and_validation() -> None:
@@ -512,16 +513,7 @@ def _ltv_examples(signal: float, seed: int = 5, per_cutoff: int = 3_000) -> pd.D
 
 
 def _ltv_gap_check(examples: pd.DataFrame, config: Config) -> tuple[int, dict[str, float]]:
-    from serving.bundle import FeatureSpec
-    from training.dataset import Target
-    from training.models import DEFAULT_PARAMS
-    from training.pipeline import _gap_rounds
-
-    spec = FeatureSpec.fit(examples, ["x", "noise"], [])
-    last = examples["cutoff"].max()
-    train, valid = examples[examples["cutoff"] < last], examples[examples["cutoff"] == last]
-    return _gap_rounds(Target("ltv", 365, "regressor"), "bgnbd", spec, train, valid, dict(DEFAULT_PARAMS), 120,
-                       config)
+    return _gap_check(examples, config, ("ltv", 365, "regressor"), rounds=120)
 
 
 def test_ltv_takes_the_longest_gap_the_cut_offs_offer_when_none_is_a_whole_horizon_apart() -> None:
