@@ -295,19 +295,27 @@ def _shop_name(key: str) -> str:
     return next((s.name for s in SHOPS if s.key == key), key)
 
 
+def _pivot(rows: list[dict[str, Any]], row_key: str, column_key: str,
+           cell: Callable[[dict[str, Any]], str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Long rows as a grid: the column names, and each row's name with one formatted cell per column."""
+    columns = list(dict.fromkeys(r[column_key] for r in rows))
+    grid = []
+    for name in dict.fromkeys(r[row_key] for r in rows):
+        by_column = {r[column_key]: r for r in rows if r[row_key] == name}
+        grid.append((name, [cell(by_column[c]) for c in columns]))
+    return columns, grid
+
+
 def goal_table(runs: list[dict[str, Any]], variant: str = "shipped") -> Table:
     """Lifetag (mean +- half the seed spread) against BG/NBD per shop and goal, met or not."""
     rows = goal_rows(runs, variant)
     table = Table(title=f"Goals ({variant}): lifetag mean over seeds \\[spread]  / BG/NBD + GG; * = met")
     table.add_column("shop")
-    goals = list(dict.fromkeys(r["goal"] for r in rows))
+    goals, grid = _pivot(rows, "shop", "goal",
+                         lambda r: f"{'*' if r['met'] else ' '}{r['lifetag']:.3f} [{r['spread']:.3f}] / {r['bgnbd']:.3f}")
     for goal in goals:
         table.add_column(goal, justify="right")
-    for shop in dict.fromkeys(r["shop"] for r in rows):
-        cells = []
-        for goal in goals:
-            r = next(x for x in rows if x["shop"] == shop and x["goal"] == goal)
-            cells.append(f"{'*' if r['met'] else ' '}{r['lifetag']:.3f} [{r['spread']:.3f}] / {r['bgnbd']:.3f}")
+    for shop, cells in grid:
         table.add_row(_shop_name(shop), *cells)
     met = sum(r["met"] for r in rows)
     table.caption = f"{met} of {len(rows)} goals met"
@@ -356,14 +364,11 @@ def ablation_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="Ablation against shipped: mean change over shops (+ is better); wins/shops, "
                         "losses beyond the seed spread")
     table.add_column("variant")
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    metrics, grid = _pivot(rows, "variant", "metric",
+                           lambda r: f"{r['mean_delta']:+.4f} {r['wins']}/{r['shops']} -{r['losses_beyond_spread']}")
     for metric in metrics:
         table.add_column(metric, justify="right")
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        cells = []
-        for metric in metrics:
-            r = next(x for x in rows if x["variant"] == variant and x["metric"] == metric)
-            cells.append(f"{r['mean_delta']:+.4f} {r['wins']}/{r['shops']} -{r['losses_beyond_spread']}")
+    for variant, cells in grid:
         table.add_row(f"{variant}: {VARIANTS[variant][0]}", *cells)
     return table
 
@@ -392,26 +397,22 @@ def calibration_table(runs: list[dict[str, Any]], variant: str = "shipped") -> T
 def markdown(runs: list[dict[str, Any]]) -> str:
     """The goal table (shipped variant) and, with other variants, the ablation table, as Markdown."""
     rows = goal_rows(runs)
-    goals = list(dict.fromkeys(r["goal"] for r in rows))
+
+    def goal_cell(r: dict[str, Any]) -> str:
+        ours = f"{r['lifetag']:.3f}" + (f" ±{r['spread'] / 2:.3f}" if r["spread"] else "")
+        return f"{'**' + ours + '**' if r['met'] else ours} / {r['bgnbd']:.3f}"
+
+    goals, grid = _pivot(rows, "shop", "goal", goal_cell)
     lines = ["| shop | " + " | ".join(goals) + " |", "|---|" + "---|" * len(goals)]
-    for shop in dict.fromkeys(r["shop"] for r in rows):
-        cells = []
-        for goal in goals:
-            r = next(x for x in rows if x["shop"] == shop and x["goal"] == goal)
-            ours = f"{r['lifetag']:.3f}" + (f" ±{r['spread'] / 2:.3f}" if r["spread"] else "")
-            cells.append(f"{'**' + ours + '**' if r['met'] else ours} / {r['bgnbd']:.3f}")
-        lines.append(f"| {_shop_name(shop)} | " + " | ".join(cells) + " |")
+    lines += [f"| {_shop_name(shop)} | " + " | ".join(cells) + " |" for shop, cells in grid]
     lines.append(f"\n{sum(r['met'] for r in rows)} of {len(rows)} goals met (bold).")
     ablation = ablation_rows(runs)
     if ablation:
-        metrics = list(dict.fromkeys(r["metric"] for r in ablation))
+        metrics, grid = _pivot(ablation, "variant", "metric", lambda x: f"{x['mean_delta']:+.4f} ({x['wins']}/"
+                               f"{x['shops']} won, {x['losses_beyond_spread']} lost)")
         lines += ["", "| step (against the shipped settings) | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
-        for variant in dict.fromkeys(r["variant"] for r in ablation):
-            cells = [next(f"{x['mean_delta']:+.4f} ({x['wins']}/{x['shops']} won, {x['losses_beyond_spread']} lost)"
-                          for x in ablation if x["variant"] == variant and x["metric"] == metric)
-                     for metric in metrics]
-            lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
+        lines += [f"| {VARIANTS[variant][0]} | " + " | ".join(cells) + " |" for variant, cells in grid]
     return "\n".join(lines)
 
 
