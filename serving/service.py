@@ -18,7 +18,6 @@ import math
 import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -174,7 +173,3 @@ def __getattr__(name: str) -> Any:
     if name == "LifetagService":
         return _service_class()
     raise AttributeError(name)
-
-
-if __name__ == "__main__":  # pragma: no cover - `bentoml serve serving.service:LifetagService` is the way
-    raise SystemExit(f"run: bentoml serve serving.service:LifetagService (from {Path.cwd()})")
