@@ -316,9 +316,11 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"} if config.training.bgnbd_offset else {"binary": "none"}
     candidates: dict[str, FittedModel] = {}
     checks: dict[str, dict[str, float]] = {}
+    folds = _target_gap_folds(target, train, valid)
     for name, offset in variants.items():
         for suffix, (params, rounds) in _parameter_sets(tuning).items():
-            kept, checks[name + suffix] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config)
+            kept, checks[name + suffix] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config,
+                                                      folds)
             candidates[name + suffix] = (
                 fit_target_model(target, "lgbm", spec, train, valid, params, kept, seed, offset,
                                  config.engine.threads or 0)
@@ -353,6 +355,14 @@ def _gap_folds(examples: pd.DataFrame, horizon_days: int,
     return folds
 
 
+def _target_gap_folds(target: Target, train: pd.DataFrame,
+                      valid: pd.DataFrame) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
+    """A target's out-of-time folds over all its cut-offs (_gap_folds); LTV takes the longest gap when no
+    pair of cut-offs is a whole horizon apart. Built once per target: every candidate shares them."""
+    return _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days,
+                      longest_if_none=target.kind == "regressor")
+
+
 def tweedie_loss(y: np.ndarray, predicted: np.ndarray, power: float) -> float:
     """Mean Tweedie negative log-likelihood (up to a constant), as LightGBM's `tweedie` metric reports it."""
     mu = np.clip(predicted, 1e-10, None)
@@ -360,7 +370,8 @@ def tweedie_loss(y: np.ndarray, predicted: np.ndarray, power: float) -> float:
 
 
 def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
-                params: dict[str, Any], rounds: int, config: Config) -> tuple[int, dict[str, float]]:
+                params: dict[str, Any], rounds: int, config: Config,
+                folds: list[tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> tuple[int, dict[str, float]]:
     """How many of the tuned boosting rounds still lower the loss a horizon or more out of time.
 
     Tuning and the validation cut-off measure the next cut-off, whose outcome window overlaps the
@@ -371,7 +382,7 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
     is returned and the offset kept.
     """
     ltv = target.kind == "regressor"
-    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days, longest_if_none=ltv)
+    folds = _target_gap_folds(target, train, valid) if folds is None else folds
     if not folds:
         return rounds, {}
     objective, metric = ("tweedie", "tweedie") if ltv else ("binary", "binary_logloss")
@@ -424,9 +435,10 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
             for suffix, (params, rounds) in sets.items()}
     checks: dict[str, dict[str, float]] = {}
     candidates: dict[str, FittedModel] = {}
+    folds = _target_gap_folds(target, train, valid)
     for name, (kind, offset, params, rounds) in list(plan.items()):
         if kind == "lgbm":  # the hurdle's two boosters keep their tuned rounds
-            rounds, checks[name] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config)
+            rounds, checks[name] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config, folds)
             plan[name] = (kind, offset, params, rounds)
         if rounds == 0:  # no round beat the BG/NBD + Gamma-Gamma starting point out of time
             candidates[name] = _offset_only(target, valid)
@@ -442,7 +454,7 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     if config.training.ltv_choice == "gap":
         for name in scores:
             kind, offset, params, rounds = plan.get(name, ("bgnbd", "bgnbd", {}, 0))
-            predictions = _gap_predictions(target, kind, offset, spec, train, valid, params, rounds, config)
+            predictions = _gap_predictions(target, kind, offset, spec, folds, params, rounds, config)
             if predictions is not None:
                 gap[name] = predictions
     if gap:
@@ -478,13 +490,12 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
     return result
 
 
-def _gap_predictions(target: Target, kind: str, offset: str, spec: FeatureSpec, train: pd.DataFrame,
-                     valid: pd.DataFrame, params: dict[str, Any], rounds: int,
+def _gap_predictions(target: Target, kind: str, offset: str, spec: FeatureSpec,
+                     folds: list[tuple[pd.DataFrame, pd.DataFrame]], params: dict[str, Any], rounds: int,
                      config: Config) -> tuple[np.ndarray, np.ndarray] | None:
     """An LTV candidate's (actual, predicted) over the longest out-of-time gap the cut-offs offer
     (_gap_folds): refitted with its own rounds on the earlier cut-off(s), predicting the later one.
     `kind` "bgnbd" is BG/NBD + Gamma-Gamma itself. None when the cut-offs offer no gap."""
-    folds = _gap_folds(pd.concat([train, valid], ignore_index=True), target.horizon_days, longest_if_none=True)
     if not folds:
         return None
     actual, predicted = [], []
