@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from configs.errors import LifetagError
 from configs.schema import Config, ConfigError, SourceConfig
@@ -55,6 +56,7 @@ __all__ = [
     "open_customers",
     "open_orders",
     "open_sources",
+    "open_tables",
     "read_customers",
     "read_orders",
 ]
@@ -323,6 +325,53 @@ def open_customers(
         return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
 
 
+def open_tables(
+    con: duckdb.DuckDBPyConnection,
+    orders: pa.Table,
+    config: Config,
+    customers: pa.Table | None = None,
+    label: str = "request",
+) -> Intake:
+    """Validate in-memory tables of canonical columns (a service request's orders and customers) by the
+    rules a file meets, and create the `orders` (and `customers`) views.
+
+    Columns are the canonical fields themselves (no mapping: `orders.columns` describes the shop's
+    files, not a request); a `_row` column numbers the rows for the reports. Bad rows raise the same
+    one-paragraph IntakeError as a file's, with `label` naming the source. Orders with no rows give an
+    empty `orders` view (a request may carry only customers who have not ordered yet). `con` reads no
+    file: its external access is switched off first, if it is not already.
+    """
+    _lock_to_inputs(con, [])
+    sources, empty_orders = [], orders.num_rows == 0
+    if empty_orders:
+        columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in ORDER_FIELDS.items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW orders AS SELECT {columns} WHERE false")
+    else:
+        sources.append(_prepare_table(con, "orders", orders, ORDER_FIELDS, f"{label} orders"))
+    if customers is not None:
+        sources.append(_prepare_table(con, "customers", customers, customer_fields(config), f"{label} customers"))
+    reports = _validate(con, sources, config, [None] * len(sources))
+    if empty_orders:
+        reports.insert(0, IntakeReport(source=f"{label} orders"))
+    return Intake(reports[0], reports[1] if len(reports) > 1 else None)
+
+
+def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, fields: dict[str, FieldSpec],
+                   label: str) -> _Source:
+    """Register an in-memory table of canonical columns as a raw source, mapped field to itself."""
+    prefix = f"_lifetag_{kind}"
+    if "_row" not in table.column_names:
+        table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
+    con.register(f"{prefix}_table", table)
+    raw = f"{prefix}_raw"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {prefix}_table")
+    types = _source_columns(con, raw)
+    wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
+    mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
+    return _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
+                   types)
+
+
 @contextmanager
 def _scan_errors_explained(sources: list[tuple[Path, SourceConfig, str]]) -> Iterator[None]:
     """Turn a CSV reading error met while validating `sources` (path, config, kind) into its one-paragraph IntakeError."""
@@ -340,7 +389,8 @@ def _validate(con: duckdb.DuckDBPyConnection, sources: list["_Source"], config: 
     """Check every row of the prepared sources (each with its quarantine path) and create their views."""
     # The connection already reads nothing but the inputs (_lock_to_inputs); from here on no setting
     # changes either, whatever the expressions and views evaluated on it hold.
-    con.execute("SET lock_configuration = true")
+    if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+        con.execute("SET lock_configuration = true")
     return [_finish(con, source, config, target) for source, target in zip(sources, quarantines)]
 
 
