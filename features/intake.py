@@ -48,6 +48,7 @@ from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
 __all__ = [
     "CANONICAL_TYPES",
+    "ORDER_FIELDS",
     "Intake",
     "IntakeError",
     "IntakeReport",
