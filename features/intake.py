@@ -252,6 +252,7 @@ class _Source:
     types: dict[str, str]
     report: IntakeReport
     scope_types: dict[str, str]  # what an expression sees: text columns that are all numbers become numbers
+    in_memory: bool = False  # a request's table (open_tables), not a file
 
     @property
     def conflict_key(self) -> str:
@@ -370,7 +371,7 @@ def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, f
     wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
     mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
     return _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
-                   types)
+                   types, in_memory=True)
 
 
 @contextmanager
@@ -917,7 +918,7 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
         _create_typed_view(con, source, counts.conflicts, tolerance_us)
         report.problems = _describe_problems(con, source, config)
         if quarantine is None:
-            raise IntakeError(_bad_rows_message(source.label, report.problems))
+            raise IntakeError(_bad_rows_message(source.label, report.problems, source.in_memory))
         _write_quarantine(con, source, Path(quarantine))
         report.quarantine_path = str(quarantine)
         good = f"(SELECT * FROM {source.prefix}_typed WHERE reason IS NULL)"
@@ -1347,8 +1348,11 @@ def _shown_value(source: _Source, mapped: _Mapped) -> str:
     return "concat_ws(', ', " + ", ".join(parts) + ")"
 
 
-def _bad_rows_message(label: str, problems: list[Problem]) -> str:
+def _bad_rows_message(label: str, problems: list[Problem], in_memory: bool = False) -> str:
     details = "; ".join(p.describe() for p in problems)
+    if in_memory:
+        # A request has no quarantine: the sender fixes the rows (numbered from 1 across the request's lines).
+        return f"{label}: rows that cannot be used: {details}. Rows count the lines sent, from 1; fix them and send again."
     return (
         f"{label}: rows that cannot be used: {details}. Fix them in the source, or pass "
         "--quarantine bad_rows.csv to set them aside with a reason and use the rest."

@@ -149,7 +149,9 @@ class OnlineScorer:
         self.bundle, self.version, self.config = bundle, version, config
         self.unavailable = _why_unavailable(bundle, config)
         self.intervals = bundle.rebuy_days or {}
-        self._database = connect(config.engine)
+        # One thread per query: a request's few rows gain nothing from parallel plans, and the server
+        # already runs requests side by side.
+        self._database = connect(config.engine.model_copy(update={"threads": 1}))
         lock_external_access(self._database, [])
         self._database.execute("SET lock_configuration = true")
         self._lock = threading.Lock()
