@@ -106,12 +106,18 @@ def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | 
     # orders (`shop=`, the `orders` view), not the partition's. Requests carrying one customer's
     # orders cannot compute them; the service refuses a model that needs them.
     relation = tag_inputs_relation(con, source, as_of, config, intervals, customers, shop="orders")
-    # Registered customers' scenario tags see every tag input empty: the columns, without rows.
-    no_buyers = relation.limit(0).to_arrow_table().to_pandas() if customers else None
+    # Registered customers' scenario tags see every tag input empty: the columns, without rows. Taken
+    # from the first batch of buyers; asked of the engine only when there is none (the query costs as
+    # much as tagging a request's customers).
+    no_buyers = None
     for frame in _batches(relation, batch):
+        if no_buyers is None:
+            no_buyers = frame.iloc[:0].copy()
         yield "buyers", tag_rows(frame, bundle, config, as_of, model_version)
     if customers is None:
         return
+    if no_buyers is None:
+        no_buyers = relation.limit(0).to_arrow_table().to_pandas()
     for frame in _batches(registered_relation(con, source, customers, as_of, config), batch):
         yield "registered", tag_rows(no_buyers, bundle, config, as_of, model_version, registered=frame)
 

@@ -9,6 +9,7 @@ reads no file, takes no connection and needs no other customer's rows.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 import duckdb
@@ -539,9 +540,10 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
         return pd.DataFrame(index=frame.index)
     # check_scenarios has typed them; the parsed check runs again here (cheap: no data) so that no
     # caller can evaluate an unchecked expression.
+    columns = tuple(str(c) for c in frame.columns)
     for name, expr in scenarios.items():
         try:
-            check_expression(expr, [str(c) for c in frame.columns])
+            _checked(expr, columns)
         except (ExpressionRefused, ExpressionSyntaxError) as exc:
             raise ConfigError(f"scoring.scenarios.{name}: the expression {expr!r} cannot be used: {exc}") from None
     con = sandbox_cursor()
@@ -556,6 +558,13 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
         con.close()
     flags.index = frame.index
     return flags.astype(bool)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked(expression: str, columns: tuple[str, ...]) -> None:
+    """check_expression, remembered for the same text and columns (a refusal is raised every time): the
+    service tags every request with the same few expressions."""
+    check_expression(expression, columns)
 
 
 def _raise_for_failing_scenario(con: duckdb.DuckDBPyConnection, scenarios: dict[str, str]) -> None:
