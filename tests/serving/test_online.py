@@ -130,3 +130,39 @@ def test_a_bad_line_in_a_request_is_refused_by_the_intake_rules_in_one_paragraph
         scorer.score([CustomerOrders(customer_id="c1"), CustomerOrders(customer_id="c1")], AS_OF)
     with pytest.raises(RequestError, match="'shoe_size' is not declared"):
         scorer.score([CustomerOrders(customer_id="c1", attributes={"shoe_size": 42})], AS_OF)
+
+
+@pytest.mark.slow
+def test_requests_batched_together_get_the_answers_they_get_alone(
+        shop: tuple[Path, pd.DataFrame, TrainResult]) -> None:
+    import asyncio
+
+    from serving.service import ScoreBatcher, ServiceState
+
+    folder, nightly, trained = shop
+    config = load_config()
+    orders, _ = read_orders(folder / "orders.parquet", config)
+    customers, _ = read_customers(folder / "customers.parquet", config)
+    scorer = OnlineScorer(trained.bundle, "7", config)
+    state = ServiceState(trained.bundle, "7", None, scorer, "now")
+    ids = nightly["customer_id"].iloc[:12].tolist()
+    bad = [CustomerOrders(customer_id="z", orders=[{"order_ts": "2024-05-01", "amount": 1.0, "status": "lost"}])]
+    # Requests 0 and 1 share a customer (they cannot be tagged in one call), request 3 has a bad line.
+    requests = [request_of(ids[0:3], orders, customers), request_of(ids[2:5], orders, customers),
+                request_of(ids[5:12], orders, customers), bad, request_of(ids[:1], orders, customers)]
+    moment = pd.Timestamp(AS_OF)
+    alone = [ScoreBatcher._score_many(((state, moment, r),))[0] for r in requests]
+    together = ScoreBatcher._score_many(tuple((state, moment, r) for r in requests))
+
+    async def concurrently() -> list:
+        batcher = ScoreBatcher(max_requests=8)
+        return await asyncio.gather(*(batcher.score(state, moment, r) for r in requests), return_exceptions=True)
+
+    dispatched = asyncio.run(concurrently())
+    for answers in (together, dispatched):
+        for got, expected in zip(answers, alone):
+            if isinstance(expected, Exception):
+                assert type(got) is type(expected) and str(got) == str(expected)
+            else:
+                pd.testing.assert_frame_equal(got, expected)
+    assert isinstance(alone[3], LifetagError) and "status" in str(alone[3])
