@@ -156,15 +156,13 @@ def tag_inputs_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, conf
     as_of = as_timestamp(as_of)
     if customers is not None:
         customer_columns(config)  # a config's attribute names are checked before they reach SQL
-    # A view of its own: the feature SQL's CTE names (e.g. `orders`) must not capture the relation
-    # names the scenario SQL reads. Made from the SQL text directly: binding the big query once less
-    # is a tenth of tagging one customer online.
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _lifetag_features AS {feature_sql(source, as_of, config, customers, shop)}")
     rebuy = rebuy_intervals_view(con, intervals)
     scenario = scenario_features_sql(source, as_of, config, rebuy=rebuy)
+    # Each side in a subquery of its own: the feature SQL's CTE names (e.g. `orders`) are scoped to it
+    # and cannot capture the relation names the scenario SQL reads.
     return con.sql(f"""
 SELECT f.*, coalesce(s.categories_due, 0) AS categories_due, coalesce(s.promo_orders, 0) AS promo_orders,
        s.orders_since_promo
-FROM _lifetag_features f LEFT JOIN ({scenario}) s USING (customer_id)
+FROM ({feature_sql(source, as_of, config, customers, shop)}) f LEFT JOIN ({scenario}) s USING (customer_id)
 ORDER BY f.customer_id
 """)
