@@ -19,6 +19,7 @@ import functools
 import hmac
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -126,10 +127,22 @@ def model_info(bundle: Any, version: str, snapshot: Snapshot | None) -> dict[str
         "horizons_days": {name: model.horizon_days for name, model in bundle.models.items()},
         "models": {name: model.kind + ("" if model.offset == "none" else "+bgnbd_offset")
                    for name, model in bundle.models.items()},
+        "trained_at": metadata.get("trained_at"),
         "validation_score": metadata.get("validation_score"),
+        # target -> model and baselines -> metric: the champion against BG/NBD and the others, out of time.
+        "validation_metrics": _finite(metadata.get("validation_metrics")),
         "snapshot_as_of": snapshot.as_of if snapshot else None,
         "snapshot_rows": len(snapshot.table) if snapshot else 0,
     }
+
+
+def _finite(value: Any) -> Any:
+    """The value with NaN and infinities as null, all the way down (JSON has neither)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 # Health, readiness and metrics stay open for load balancers and Prometheus; everything else needs the token.

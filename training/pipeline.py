@@ -663,7 +663,13 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
         config=config.model_dump(mode="json"),
         rfm_cut_points=RfmCutPoints.fit(now).to_dict(),
         as_of=str(as_of.date()),
-        metadata={"fingerprint": fingerprint, "validation_score": validation_score(results)},
+        metadata={"fingerprint": fingerprint, "validation_score": validation_score(results),
+                  # Per target, the model's and each baseline's metrics on the validation cut-off, for
+                  # whoever serves or reports the model without its MLflow run at hand.
+                  "validation_metrics": {name: {who: {k: float(v) for k, v in metrics.items()}
+                                                for who, metrics in r.metrics.items()}
+                                         for name, r in results.items()},
+                  "trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")},
         # Shop-wide, so learned here once: scoring one customer's orders could not learn them.
         rebuy_days=learn_rebuy_intervals(store.con, store.source, as_of, config),
     )

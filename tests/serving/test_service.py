@@ -127,6 +127,10 @@ def test_model_describes_the_bundle_and_the_snapshot_and_health_is_bentomls_own(
         trained.bundle, body["model_version"], Snapshot.load(snapshot))
     assert body["trained_as_of"] == "2024-09-01" and body["snapshot_rows"] == len(pd.read_parquet(snapshot))
     assert body["horizons_days"] == {"churn": 90, "repurchase": 30, "ltv": 365}
+    churn = body["validation_metrics"]["churn"]
+    assert {"model", "bgnbd"} <= churn.keys() and 0.5 < churn["model"]["roc_auc"] <= 1
+    assert churn == {who: {k: (None if v != v else v) for k, v in m.items()}
+                     for who, m in trained.results["churn"].metrics.items()}
     # /metrics answers only in a real `bentoml serve` process (its Prometheus setup); checked there later.
     assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
 
