@@ -157,7 +157,8 @@ class OnlineScorer:
         self._lock = threading.Lock()
 
     def score(self, customers: list[CustomerOrders], as_of: str | date | datetime | pd.Timestamp) -> pd.DataFrame:
-        """One row of tags per customer, in the order sent: the columns of `lifetag score`'s output."""
+        """One row of tags per customer, in the order sent: the columns of `lifetag score`'s output. A customer
+        who signed up on or after as_of is not a customer yet and gets no row, as in the batch."""
         if self.unavailable:
             raise RequestError(self.unavailable)
         orders, table = request_tables(customers, self.config)
@@ -170,6 +171,9 @@ class OnlineScorer:
                                                          self.version, self.intervals, batch=len(customers) + 1)]
         finally:
             con.close()
+        if not frames:
+            # Everyone sent signed up on or after as_of: not customers yet, as the batch leaves them out.
+            return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
         tags = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         order = {customer.customer_id: i for i, customer in enumerate(customers)}
         return tags.sort_values("customer_id", key=lambda ids: ids.map(order), kind="stable").reset_index(drop=True)

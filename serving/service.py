@@ -166,17 +166,37 @@ class BearerToken:
         if hmac.compare_digest(given, self.expected):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"error": "missing or wrong token: send the header 'Authorization: Bearer <token>' "
-                                    "with the token the server was started with (LIFETAG_API_TOKEN)"}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 401, "missing or wrong token: send the header 'Authorization: Bearer <token>' with the "
+                                 "token the server was started with (LIFETAG_API_TOKEN)", [(b"www-authenticate", b"Bearer")])
+
+
+# The service's own endpoints: JSON in, JSON out.
+API_PATHS = frozenset({"/tags", "/score", "/model", "/admin/reload"})
+
+
+def _json_only(scope: dict[str, Any]) -> bool:
+    """Whether a request may reach an endpoint: a POST to one of ours carries JSON (or says nothing)."""
+    if scope.get("method") != "POST" or scope.get("path") not in API_PATHS:
+        return True
+    kind = next((value for name, value in scope.get("headers", []) if name.lower() == b"content-type"), b"")
+    return not kind or kind.split(b";")[0].strip().lower() == b"application/json"
+
+
+async def _answer(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class UnprocessableAs422:
-    """ASGI middleware: BentoML answers a body that breaks the typed request models with a 400; lifetag's
-    contract (and HTTP's) is 422 for a well-formed request it cannot process, so those become 422."""
+    """ASGI middleware for the service's answers to what clients send.
+
+    BentoML answers a body that breaks the typed request models with a 400; lifetag's contract (and
+    HTTP's) is 422 for a well-formed request it cannot process, so those become 422. A POST that is
+    not JSON (a form, a multipart body BentoML would fail on) is a 415 before it reaches BentoML.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -184,6 +204,9 @@ class UnprocessableAs422:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
+            return
+        if not _json_only(scope):
+            await _answer(send, 415, "send the body as JSON (content-type: application/json)")
             return
         held: dict[str, Any] = {}
 
@@ -199,6 +222,70 @@ class UnprocessableAs422:
             await send(message)
 
         await self.app(scope, receive, relay)
+
+
+def document_answers(schema: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI schema with the answers lifetag really gives: 401 without the token, 422 for a
+    request it cannot process (with pydantic's list of errors as `detail`), 415 for a body that is not
+    JSON, 503 when /score is overloaded or a reload cannot reach the model; the token as a bearer
+    security scheme; request bodies required."""
+    error = {"type": "object", "required": ["error"], "description": "what went wrong, in one paragraph",
+             "properties": {"error": {"type": "string"}, "detail": {"description": "the fields at fault, when known"}}}
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {})["LifetagError"] = error
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "LIFETAG_API_TOKEN, when the server was started with one"}
+    answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/LifetagError"}}}}
+    statuses = {"400": "Bad Request", "401": "missing or wrong token (only when the server has LIFETAG_API_TOKEN)",
+                "422": "a request the service cannot process: a field the typed body refuses, a limit passed, "
+                       "a line that breaks an intake rule, a model or snapshot that does not load"}
+    for path, item in schema.get("paths", {}).items():
+        if path not in API_PATHS:
+            continue
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation["security"] = [{"bearer": []}]
+            extra = dict(statuses)
+            if method == "post":
+                extra["415"] = "the body is not JSON"
+                if "requestBody" in operation:
+                    operation["requestBody"]["required"] = True
+            if path in ("/score", "/admin/reload"):
+                extra["503"] = "overloaded, or the model registry cannot be reached; retry"
+            for status, description in extra.items():
+                operation["responses"][status] = {"description": description, **answer}
+    return schema
+
+
+class DocumentedAnswers:
+    """ASGI middleware: /docs.json is BentoML's schema passed through `document_answers`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") != "/docs.json":
+            await self.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+        start: dict[str, Any] = {}
+
+        async def collect(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            parts.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(parts)
+            if start.get("status") == 200:
+                body = json.dumps(document_answers(json.loads(body))).encode()
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, collect)
 
 
 @dataclass(frozen=True)
@@ -418,7 +505,11 @@ def _service_class() -> Any:
                 return _error(503, str(exc))
             except LifetagError as exc:
                 return _error(422, str(exc))
-            return {"tags": json_rows(tags), "model_version": state.version, "as_of": _moment_text(tags["as_of"].iloc[0])}
+            tagged = set(tags["customer_id"])
+            # Customers who signed up on or after as_of are not customers yet: the batch leaves them out too.
+            untagged = [c.customer_id for c in customers if c.customer_id not in tagged]
+            return {"tags": json_rows(tags), "untagged": untagged, "model_version": state.version,
+                    "as_of": _moment_text(moment)}
 
         @routes.get("/model")
         def model(self) -> dict[str, Any]:
@@ -441,6 +532,7 @@ def _service_class() -> Any:
             return {"previous_model_version": before.version,
                     **model_info(after.bundle, after.version, after.snapshot), "loaded_at": after.loaded_at}
 
+    LifetagService.add_asgi_middleware(DocumentedAnswers)
     LifetagService.add_asgi_middleware(UnprocessableAs422)
     LifetagService.add_asgi_middleware(BearerToken)
     return LifetagService
