@@ -128,7 +128,7 @@ PHASES = [
     ("intake: read + validate orders (and customers)", "features.intake", "open_sources"),
     ("feature schema check", "serving.tags", "check_feature_columns"),
     ("scenario expression check", "serving.tags", "check_scenarios"),
-    ("features + scenario inputs (DuckDB, streamed)", "serving.scoring", "_tag_input_batches"),
+    ("features + scenario inputs (DuckDB, streamed)", "serving.scoring", "_batches"),
     ("buyers' tags, tags.tag_rows (everything below)", "serving.tags", "_buyer_tags"),
     ("  BG/NBD + Gamma-Gamma columns (bg_columns)", "serving.bundle", "Bundle.bg_columns"),
     ("  model matrix (FeatureSpec.matrix)", "serving.bundle", "FeatureSpec.matrix"),
