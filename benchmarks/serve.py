@@ -62,7 +62,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from benchmarks.common import BenchmarkError, console_script, gb  # noqa: E402
+from benchmarks.common import BenchmarkError, console_script, gb, machine_busy_seconds  # noqa: E402
 
 __all__ = [
     "GOALS", "Phase", "PhaseResult", "Server", "TreeMemory", "free_port", "main", "phases", "run_phase", "served",
@@ -127,6 +127,14 @@ class PhaseResult:
     latencies_ms: list[float] = field(repr=False)
     first_errors: list[str]
     stopped_by_time: bool
+    server_cpu_seconds: float = math.nan  # the server's whole tree, during the timed calls
+    load_cpu_seconds: float = math.nan  # the load generator's own process
+    other_cpu_seconds: float = math.nan  # the rest of the machine (other jobs); None-like NaN off Linux
+
+    @property
+    def other_cores(self) -> float:
+        """Cores the rest of the machine kept busy meanwhile, on average: above ~0.1 the figures are disturbed."""
+        return max(self.other_cpu_seconds, 0.0) / self.seconds if self.seconds > 0 else math.nan
 
     @property
     def p50_ms(self) -> float:
@@ -144,7 +152,9 @@ class PhaseResult:
         """The JSON-ready figures (no raw latencies)."""
         return {"clients": self.clients, "calls": self.calls, "errors": self.errors, "seconds": round(self.seconds, 3),
                 "p50_ms": _round(self.p50_ms), "p99_ms": _round(self.p99_ms), "req_per_s": _round(self.req_per_s),
-                "stopped_by_time": self.stopped_by_time, "first_errors": self.first_errors}
+                "server_cpu_seconds": _round(self.server_cpu_seconds), "load_cpu_seconds": _round(self.load_cpu_seconds),
+                "other_cores": _round(self.other_cores), "stopped_by_time": self.stopped_by_time,
+                "first_errors": self.first_errors}
 
 
 def _round(value: float, digits: int = 2) -> float | None:
@@ -220,8 +230,12 @@ def _client(port: int, phase: Phase, headers: dict[str, str], tally: _Tally, sta
         tally.errors.extend(errors)
 
 
-def run_phase(port: int, phase: Phase, headers: dict[str, str]) -> PhaseResult:
-    """Run one phase against the server on `port` after WARMUP_CALLS uncounted calls; its figures."""
+def run_phase(port: int, phase: Phase, headers: dict[str, str], server_pid: int | None = None) -> PhaseResult:
+    """Run one phase against the server on `port` after WARMUP_CALLS uncounted calls; its figures.
+
+    With `server_pid`, the CPU time of the server's process tree, of this process and of the rest of the
+    machine during the timed calls are measured too.
+    """
     warmup = _Tally(min(WARMUP_CALLS, phase.calls), time.monotonic() + phase.max_seconds)
     _client(port, phase, headers, warmup, threading.Barrier(1))
     start = threading.Barrier(phase.clients + 1)
@@ -230,13 +244,23 @@ def run_phase(port: int, phase: Phase, headers: dict[str, str]) -> PhaseResult:
                for _ in range(phase.clients)]
     for thread in threads:
         thread.start()
+    cpu_before = _cpu_now(server_pid)
     start.wait()
     began = time.perf_counter()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - began
+    server_cpu, load_cpu, machine_busy = (after - before for after, before in zip(_cpu_now(server_pid), cpu_before))
     return PhaseResult(phase.name, phase.clients, len(tally.latencies) + len(tally.errors), len(tally.errors),
-                       seconds, tally.latencies, tally.errors[:3], tally.stopped_by_time)
+                       seconds, tally.latencies, tally.errors[:3], tally.stopped_by_time,
+                       server_cpu, load_cpu, machine_busy - server_cpu - load_cpu)
+
+
+def _cpu_now(server_pid: int | None) -> tuple[float, float, float]:
+    """CPU seconds so far of the server's tree, of this process and of the whole machine (NaN when unknown)."""
+    busy = machine_busy_seconds()
+    server = tree_cpu_seconds(server_pid) if server_pid is not None else math.nan
+    return server, time.process_time(), math.nan if busy is None else busy
 
 
 def _ignore_sigint() -> None:
@@ -250,8 +274,8 @@ class LoadProcess:
     def __init__(self) -> None:
         self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=_ignore_sigint)
 
-    def run(self, port: int, phase: Phase, headers: dict[str, str]) -> PhaseResult:
-        return self.pool.apply(run_phase, (port, phase, headers))
+    def run(self, port: int, phase: Phase, headers: dict[str, str], server_pid: int | None = None) -> PhaseResult:
+        return self.pool.apply(run_phase, (port, phase, headers, server_pid))
 
     def close(self) -> None:
         self.pool.terminate()
@@ -260,6 +284,27 @@ class LoadProcess:
 
 # ----------------------------------------------------------------------------------------------------------
 # The servers: started as process groups, watched, always stopped.
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and all its descendants; empty once it has ended."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the tree of `pid` has used so far (of the processes alive now)."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
 
 class TreeMemory(threading.Thread):
     """Samples the summed RSS of a process and all its descendants every SAMPLE_SECONDS; keeps the peak."""
@@ -271,38 +316,33 @@ class TreeMemory(threading.Thread):
         self.last_bytes = 0
         self.stopped = threading.Event()
 
-    def tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
     def sample(self) -> int:
         """The summed RSS now (processes that end meanwhile count as 0)."""
-        total = 0
-        for process in self.tree():
+        return sum(rss for _, rss in self.breakdown())
+
+    def breakdown(self) -> list[tuple[str, int]]:
+        """Each process of the tree now: a short label (pid and role) and its RSS."""
+        rows = []
+        for process in process_tree(self.root.pid):
             try:
-                total += process.memory_info().rss
+                rows.append((f"{process.pid} {_role(process.cmdline())}", process.memory_info().rss))
             except psutil.NoSuchProcess:
                 pass
-        return total
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds the tree has used so far."""
-        total = 0.0
-        for process in self.tree():
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return rows
 
     def run(self) -> None:
         while not self.stopped.is_set():
             self.last_bytes = self.sample()
             self.peak_bytes = max(self.peak_bytes, self.last_bytes)
             self.stopped.wait(SAMPLE_SECONDS)
+
+
+def _role(cmdline: list[str]) -> str:
+    """What a process of a BentoML server is, from its command line: the arbiter or a worker."""
+    text = " ".join(cmdline)
+    if "_bentoml_impl.worker" in text or "bentoml_impl.worker" in text:
+        return "worker"
+    return "arbiter" if "serve" in text else (cmdline[0].rsplit("/", 1)[-1] if cmdline else "?")
 
 
 @dataclass
@@ -358,11 +398,11 @@ def _wait_settled(server: Server, began: float, timeout_seconds: float = 300.0) 
     /readyz answers as soon as one worker serves; connections opened while another still loads would
     all go to the first one.
     """
-    idle_polls, previous = 0, server.memory.cpu_seconds()
+    idle_polls, previous = 0, tree_cpu_seconds(server.process.pid)
     deadline = time.perf_counter() + timeout_seconds
     while idle_polls < 4 and time.perf_counter() < deadline:
         time.sleep(0.25)
-        now = server.memory.cpu_seconds()
+        now = tree_cpu_seconds(server.process.pid)
         idle_polls = idle_polls + 1 if now - previous < 0.0125 else 0
         previous = now
     return time.perf_counter() - began
@@ -370,10 +410,7 @@ def _wait_settled(server: Server, began: float, timeout_seconds: float = 300.0) 
 
 def _stop(process: subprocess.Popen[bytes], grace_seconds: float = 20.0) -> None:
     """SIGTERM to the server's process group, SIGKILL to whatever of its tree is left after the grace time."""
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
+    tree = process_tree(process.pid)
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -532,12 +569,14 @@ class ServiceFigures:
     peak_rss_bytes: int = 0
     serving_rss_bytes: int = 0
     port: int = 0
+    processes: list[tuple[str, int]] = field(default_factory=list)  # (pid and role, RSS) once the load is done
     phases: dict[str, PhaseResult] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         return {"port": self.port, "ready_seconds": round(self.ready_seconds, 2), "settled_seconds": round(self.settled_seconds, 2),
                 "peak_rss_bytes": self.peak_rss_bytes, "serving_rss_bytes": self.serving_rss_bytes,
+                "processes": [{"process": label, "rss_bytes": rss} for label, rss in self.processes],
                 "phases": {name: result.figures() for name, result in self.phases.items()}, "skipped": self.skipped}
 
 
@@ -570,7 +609,8 @@ def measure(server: Server, load: LoadProcess, fixture: Fixture, args: argparse.
     _check_tags_answer(server.port, headers, fixture, server.name)
     tag_phases, score_phases = phases(fixture, args)
     for phase in tag_phases:
-        figures.phases[phase.name] = _announce(load.run(server.port, phase, headers), server.name)
+        figures.phases[phase.name] = _announce(load.run(server.port, phase, headers, server.process.pid),
+                                                   server.name)
     status, text = _score_status(server.port, headers, fixture.score_body)
     if status == 404:
         print(f"  {server.name}: POST /score answers 404 (not on this branch yet): /score phases skipped", flush=True)
@@ -579,8 +619,10 @@ def measure(server: Server, load: LoadProcess, fixture: Fixture, args: argparse.
         if not 200 <= status < 300:
             print(f"  {server.name}: POST /score answered {status} to the probe ({text}); measuring anyway", flush=True)
         for phase in score_phases:
-            figures.phases[phase.name] = _announce(load.run(server.port, phase, headers), server.name)
-    figures.serving_rss_bytes = server.memory.sample()
+            figures.phases[phase.name] = _announce(load.run(server.port, phase, headers, server.process.pid),
+                                                   server.name)
+    figures.processes = server.memory.breakdown()
+    figures.serving_rss_bytes = sum(rss for _, rss in figures.processes)
     figures.peak_rss_bytes = max(server.memory.peak_bytes, figures.serving_rss_bytes)
     return figures
 
@@ -588,7 +630,8 @@ def measure(server: Server, load: LoadProcess, fixture: Fixture, args: argparse.
 def _announce(result: PhaseResult, service: str) -> PhaseResult:
     stopped = " (stopped by time)" if result.stopped_by_time else ""
     print(f"  {service:<8} {result.phase:<17} {result.calls:>6,} calls, {result.errors} errors, p50 {result.p50_ms:.1f} ms, "
-          f"p99 {result.p99_ms:.1f} ms, {result.req_per_s:.0f} req/s{stopped}", flush=True)
+          f"p99 {result.p99_ms:.1f} ms, {result.req_per_s:.0f} req/s; CPU s server {result.server_cpu_seconds:.1f}, "
+          f"load {result.load_cpu_seconds:.1f}, other cores busy {result.other_cores:.2f}{stopped}", flush=True)
     for error in result.first_errors:
         print(f"    e.g. {error}", flush=True)
     return result
@@ -654,7 +697,7 @@ def print_report(figures: dict[str, ServiceFigures], fixture: Fixture, args: arg
     table = Table(title=f"POST latency and throughput, {args.workers} workers, snapshot of {fixture.snapshot_rows:,} "
                         f"customers, {os.cpu_count()} cores (load generator on the same cores)")
     for column in ("phase", "service", "calls", "errors", "p50 ms", "p99 ms", "req/s", "p99 / trivial",
-                   "req/s / trivial"):
+                   "req/s / trivial", "server CPU s", "other cores"):
         table.add_column(column, justify="left" if column in ("phase", "service") else "right")
     names = list(dict.fromkeys([*trivial.phases, *trivial.skipped, *lifetag.phases, *lifetag.skipped]))
     for name in names:
@@ -663,13 +706,14 @@ def print_report(figures: dict[str, ServiceFigures], fixture: Fixture, args: arg
             result = service.phases.get(name)
             label = name if service is trivial else ""
             if result is None:
-                table.add_row(label, service.name, "skipped (404)" if name in service.skipped else "-", "", "", "", "", "", "")
+                table.add_row(label, service.name, "skipped (404)" if name in service.skipped else "-", *[""] * 8)
                 continue
             is_lifetag = service is lifetag and base is not None
             table.add_row(label, service.name, f"{result.calls:,}", str(result.errors),
                           f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", f"{result.req_per_s:,.0f}",
                           _ratio(result.p99_ms, base.p99_ms) if is_lifetag else "",
-                          _ratio(result.req_per_s, base.req_per_s) if is_lifetag else "")
+                          _ratio(result.req_per_s, base.req_per_s) if is_lifetag else "",
+                          f"{result.server_cpu_seconds:.1f}", f"{result.other_cores:.2f}")
     console.print(table)
     memory = Table(title="Server process tree (summed RSS, 1 MB = 10^6 bytes)")
     for column in ("service", "ready s", "settled s", "peak MB", "serving MB"):
@@ -681,6 +725,11 @@ def print_report(figures: dict[str, ServiceFigures], fixture: Fixture, args: arg
                    _ratio(lifetag.settled_seconds, trivial.settled_seconds),
                    _ratio(lifetag.peak_rss_bytes, trivial.peak_rss_bytes), _ratio(lifetag.serving_rss_bytes, trivial.serving_rss_bytes))
     console.print(memory)
+    for service in (trivial, lifetag):
+        console.print(f"{service.name} tree once loaded: " + ", ".join(f"{label} {rss / MB:,.0f} MB"
+                                                                     for label, rss in service.processes))
+    console.print('"other cores": CPU the rest of the machine used during the phase, in cores; above ~0.1 '
+                  "other work competed with the server and the load generator.")
     rows = goal_rows(lifetag)
     goals = Table(title="Issue 19's goals (lifetag)" + ("; a --quick run: the memory goal is for a 1M snapshot"
                                                          if fixture.snapshot_rows < 1_000_000 else ""))
