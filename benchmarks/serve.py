@@ -75,7 +75,6 @@ READY_TIMEOUT_SECONDS = 600.0  # a 1M-customer snapshot loads in well under a mi
 SAMPLE_SECONDS = 0.1
 WARMUP_CALLS = 20
 QUICK = {"customers": 20_000, "train_customers": 20_000, "calls": 200, "concurrent_calls": 200, "score_calls": 100}
-SERVICES = ("trivial", "lifetag")
 MB = 10**6
 
 
@@ -129,7 +128,7 @@ class PhaseResult:
     stopped_by_time: bool
     server_cpu_seconds: float = math.nan  # the server's whole tree, during the timed calls
     load_cpu_seconds: float = math.nan  # the load generator's own process
-    other_cpu_seconds: float = math.nan  # the rest of the machine (other jobs); None-like NaN off Linux
+    other_cpu_seconds: float = math.nan  # the rest of the machine (other jobs); NaN off Linux
 
     @property
     def other_cores(self) -> float:
