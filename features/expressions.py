@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-__all__ = ["ALLOWED_FUNCTIONS", "ExpressionRefused", "ExpressionSyntaxError", "check_expression", "sandbox"]
+__all__ = ["ALLOWED_FUNCTIONS", "ExpressionRefused", "ExpressionSyntaxError", "check_expression", "sandbox", "sandbox_cursor"]
 
 # Pure scalar functions (and the operators DuckDB parses into functions): their result depends on
 # their arguments only. Nothing that reads files, settings, variables, sequences, the catalog, the
@@ -96,6 +96,20 @@ def sandbox(**settings: Any) -> duckdb.DuckDBPyConnection:
     """
     config = {"enable_external_access": False, "temp_directory": "", "lock_configuration": True, **settings}
     return duckdb.connect(":memory:", config=config)
+
+
+_SHARED_SANDBOX: list[duckdb.DuckDBPyConnection] = []
+_SHARED_SANDBOX_LOCK = threading.Lock()
+
+
+def sandbox_cursor() -> duckdb.DuckDBPyConnection:
+    """A connection of its own to one shared `sandbox()` database (made once per process): the same locked
+    settings, in microseconds instead of the ~10 ms of a new database, for callers that evaluate
+    expressions many times (the service's tag function). Its registered frames and views are its own; close it."""
+    with _SHARED_SANDBOX_LOCK:
+        if not _SHARED_SANDBOX:
+            _SHARED_SANDBOX.append(sandbox())
+        return _SHARED_SANDBOX[0].cursor()
 
 
 def check_expression(text: str, columns: Iterable[str]) -> None:

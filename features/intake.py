@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from configs.errors import LifetagError
 from configs.schema import Config, ConfigError, SourceConfig
@@ -47,6 +48,7 @@ from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
 __all__ = [
     "CANONICAL_TYPES",
+    "ORDER_FIELDS",
     "Intake",
     "IntakeError",
     "IntakeReport",
@@ -55,6 +57,7 @@ __all__ = [
     "open_customers",
     "open_orders",
     "open_sources",
+    "open_tables",
     "read_customers",
     "read_orders",
 ]
@@ -249,6 +252,7 @@ class _Source:
     types: dict[str, str]
     report: IntakeReport
     scope_types: dict[str, str]  # what an expression sees: text columns that are all numbers become numbers
+    in_memory: bool = False  # a request's table (open_tables), not a file
 
     @property
     def conflict_key(self) -> str:
@@ -323,6 +327,53 @@ def open_customers(
         return _validate(con, [_prepare_customers(con, Path(source), config)], config, [quarantine])[0]
 
 
+def open_tables(
+    con: duckdb.DuckDBPyConnection,
+    orders: pa.Table,
+    config: Config,
+    customers: pa.Table | None = None,
+    label: str = "request",
+) -> Intake:
+    """Validate in-memory tables of canonical columns (a service request's orders and customers) by the
+    rules a file meets, and create the `orders` (and `customers`) views.
+
+    Columns are the canonical fields themselves (no mapping: `orders.columns` describes the shop's
+    files, not a request); a `_row` column numbers the rows for the reports. Bad rows raise the same
+    one-paragraph IntakeError as a file's, with `label` naming the source. Orders with no rows give an
+    empty `orders` view (a request may carry only customers who have not ordered yet). `con` reads no
+    file: its external access is switched off first, if it is not already.
+    """
+    _lock_to_inputs(con, [])
+    sources, empty_orders = [], orders.num_rows == 0
+    if empty_orders:
+        columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in ORDER_FIELDS.items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW orders AS SELECT {columns} WHERE false")
+    else:
+        sources.append(_prepare_table(con, "orders", orders, ORDER_FIELDS, f"{label} orders"))
+    if customers is not None:
+        sources.append(_prepare_table(con, "customers", customers, customer_fields(config), f"{label} customers"))
+    reports = _validate(con, sources, config, [None] * len(sources))
+    if empty_orders:
+        reports.insert(0, IntakeReport(source=f"{label} orders"))
+    return Intake(reports[0], reports[1] if len(reports) > 1 else None)
+
+
+def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, fields: dict[str, FieldSpec],
+                   label: str) -> _Source:
+    """Register an in-memory table of canonical columns as a raw source, mapped field to itself."""
+    prefix = f"_lifetag_{kind}"
+    if "_row" not in table.column_names:
+        table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
+    con.register(f"{prefix}_table", table)
+    raw = f"{prefix}_raw"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {prefix}_table")
+    types = _source_columns(con, raw)
+    wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
+    mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
+    return _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
+                   types, in_memory=True)
+
+
 @contextmanager
 def _scan_errors_explained(sources: list[tuple[Path, SourceConfig, str]]) -> Iterator[None]:
     """Turn a CSV reading error met while validating `sources` (path, config, kind) into its one-paragraph IntakeError."""
@@ -340,7 +391,8 @@ def _validate(con: duckdb.DuckDBPyConnection, sources: list["_Source"], config: 
     """Check every row of the prepared sources (each with its quarantine path) and create their views."""
     # The connection already reads nothing but the inputs (_lock_to_inputs); from here on no setting
     # changes either, whatever the expressions and views evaluated on it hold.
-    con.execute("SET lock_configuration = true")
+    if not con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]:
+        con.execute("SET lock_configuration = true")
     return [_finish(con, source, config, target) for source, target in zip(sources, quarantines)]
 
 
@@ -866,7 +918,7 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
         _create_typed_view(con, source, counts.conflicts, tolerance_us)
         report.problems = _describe_problems(con, source, config)
         if quarantine is None:
-            raise IntakeError(_bad_rows_message(source.label, report.problems))
+            raise IntakeError(_bad_rows_message(source.label, report.problems, source.in_memory))
         _write_quarantine(con, source, Path(quarantine))
         report.quarantine_path = str(quarantine)
         good = f"(SELECT * FROM {source.prefix}_typed WHERE reason IS NULL)"
@@ -1296,8 +1348,11 @@ def _shown_value(source: _Source, mapped: _Mapped) -> str:
     return "concat_ws(', ', " + ", ".join(parts) + ")"
 
 
-def _bad_rows_message(label: str, problems: list[Problem]) -> str:
+def _bad_rows_message(label: str, problems: list[Problem], in_memory: bool = False) -> str:
     details = "; ".join(p.describe() for p in problems)
+    if in_memory:
+        # A request has no quarantine: the sender fixes the rows (numbered from 1 across the request's lines).
+        return f"{label}: rows that cannot be used: {details}. Rows count the lines sent, from 1; fix them and send again."
     return (
         f"{label}: rows that cannot be used: {details}. Fix them in the source, or pass "
         "--quarantine bad_rows.csv to set them aside with a reason and use the rest."

@@ -337,22 +337,33 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything beyond loopback needs LIFETAG_API_TOKEN.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
-    snapshot: Annotated[Path | None, typer.Option("--snapshot", help="A `lifetag score` output (Parquet) for /tags lookups.")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="A `lifetag score` output (Parquet, or FILE.duckdb::TABLE) for /tags lookups.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
+    config: ConfigOption = None,
 ) -> None:
     """Serve tags over HTTP: BentoML's own server running serving.service:LifetagService."""
+    from features.engine import lifetag_home
+    from serving.bundle import load_model
     from serving.service import Snapshot
 
     if snapshot is not None:
         Snapshot.load(snapshot)  # a bad snapshot is a one-paragraph error here, not a failed worker later
+    if config is not None:
+        load_config(config)  # likewise a bad config
+    load_model(model)  # and a model that is not there
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("LIFETAG_API_TOKEN"):
         console.print(f"note: serving on {host} without LIFETAG_API_TOKEN: anyone who can reach it can read tags")
     env = dict(os.environ)
     if model:
-        env["LIFETAG_MODEL"] = model
+        env["LIFETAG_MODEL"] = str(Path(model).absolute()) if Path(model).is_dir() else model
     if snapshot is not None:
-        env["LIFETAG_SNAPSHOT"] = str(snapshot.resolve())
+        path, sep, table = snapshot.partition("::")
+        env["LIFETAG_SNAPSHOT"] = str(Path(path).resolve()) + sep + table
+    if config is not None:
+        env["LIFETAG_CONFIG"] = str(config.resolve())
     env["LIFETAG_WORKERS"] = str(workers)
+    # One file per server, touched by the worker that reloads, so its other workers follow (serving.service).
+    env["LIFETAG_RELOAD_STAMP"] = str((lifetag_home() / "service" / f"reload-{os.getpid()}").resolve())
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     # The server replaces this process, so signals (Ctrl-C, a supervisor's SIGTERM) reach BentoML directly.
     os.execvpe(bentoml, [bentoml, "serve", "serving.service:LifetagService", "--host", host, "--port", str(port)], env)

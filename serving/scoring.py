@@ -36,7 +36,7 @@ from serving.tags import (OUTPUT_DOCS, ScoringError, _apply_scenarios, check_fea
 
 __all__ = [
     "OUTPUT_DOCS", "ScoreResult", "ScoringError", "check_scenarios", "lifecycle_stage", "load_model", "output_docs",
-    "output_target", "reasons", "score", "tags_table_markdown",
+    "output_target", "reasons", "score", "tag_customers", "tags_table_markdown",
 ]
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -85,25 +85,35 @@ def _rebuy_intervals(con: duckdb.DuckDBPyConnection, bundle: Bundle, as_of: pd.T
         "in the model.")
 
 
-def _tag_input_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
-                       config: Config, intervals: dict[str, float], batch: int) -> Iterator[pd.DataFrame]:
-    # With features.season on, the season columns are shop-wide: here they come from the whole shop's
-    # orders (`shop=`), not the partition's. A request carrying one customer's orders could not compute
-    # them; the service will have to take them from elsewhere (the tag function only reads the column).
-    relation = tag_inputs_relation(con, source, as_of, config, intervals, customers, shop="orders")
-    # The relation's reader streams; nothing else may run on `con` until it has been read out.
+def _batches(relation: duckdb.DuckDBPyRelation, batch: int) -> Iterator[pd.DataFrame]:
+    # The relation's reader streams; nothing else may run on its connection until it has been read out.
     with relation.to_arrow_reader(batch_size=batch) as reader:
         for record_batch in reader:
             if record_batch.num_rows:
                 yield record_batch.to_pandas()
 
 
-def _registered_batches(con: duckdb.DuckDBPyConnection, source: str, customers: str, as_of: pd.Timestamp,
-                        config: Config, batch: int) -> Iterator[pd.DataFrame]:
-    with registered_relation(con, source, customers, as_of, config).to_arrow_reader(batch_size=batch) as reader:
-        for record_batch in reader:
-            if record_batch.num_rows:
-                yield record_batch.to_pandas()
+def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
+                  config: Config, bundle: Bundle, model_version: str, intervals: dict[str, float],
+                  batch: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The tag rows of the customers of `source` (a canonical orders view) and of the registered
+    customers of `customers` who had no order before as_of, in batches: ("buyers" | "registered", rows).
+
+    The one way from validated views to tags: the batch calls it per partition, the service per
+    request; both then call `serving.tags.tag_rows` through it.
+    """
+    # With features.season on, the season columns are shop-wide: they come from the whole shop's
+    # orders (`shop=`, the `orders` view), not the partition's. Requests carrying one customer's
+    # orders cannot compute them; the service refuses a model that needs them.
+    relation = tag_inputs_relation(con, source, as_of, config, intervals, customers, shop="orders")
+    # Registered customers' scenario tags see every tag input empty: the columns, without rows.
+    no_buyers = relation.limit(0).to_arrow_table().to_pandas() if customers else None
+    for frame in _batches(relation, batch):
+        yield "buyers", tag_rows(frame, bundle, config, as_of, model_version)
+    if customers is None:
+        return
+    for frame in _batches(registered_relation(con, source, customers, as_of, config), batch):
+        yield "registered", tag_rows(no_buyers, bundle, config, as_of, model_version, registered=frame)
 
 
 def score(
@@ -141,8 +151,6 @@ def _score_locked(
         inputs_at = tag_inputs_relation(con, "orders", as_of_ts, config, intervals, table)
         check_feature_columns(inputs_at.columns, bundle, has_customers=table is not None)
         check_scenarios(config.scoring.scenarios, scenario_columns(zip(inputs_at.columns, inputs_at.types)))
-        # Registered customers' scenario tags see every tag input empty: the columns, without rows.
-        no_buyers = inputs_at.limit(0).to_arrow_table().to_pandas()
         customers_total = con.execute(
             f"SELECT count(DISTINCT customer_id) FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'"
         ).fetchall()[0][0]
@@ -155,18 +163,11 @@ def _score_locked(
             for index in range(partitions):
                 source = _partition_view(con, "orders", partitions, index)
                 part_customers = _partition_view(con, table, partitions, index) if table else None
-                for number, frame in enumerate(_tag_input_batches(con, source, part_customers, as_of_ts, config,
-                                                                  intervals, config.scoring.batch_customers)):
-                    rows = tag_rows(frame, bundle, config, as_of_ts, model_version or "")
-                    parts.append(_write_part(scratch, f"{index:05d}-b{number:05d}", rows))
-                    advance(len(frame))
-                if part_customers is None:
-                    continue
-                for number, frame in enumerate(_registered_batches(con, source, part_customers, as_of_ts, config,
-                                                                   config.scoring.batch_customers)):
-                    rows = tag_rows(no_buyers, bundle, config, as_of_ts, model_version or "", registered=frame)
-                    parts.append(_write_part(scratch, f"{index:05d}-r{number:05d}", rows))
-                    advance(len(frame))
+                batches = tag_customers(con, source, part_customers, as_of_ts, config, bundle, model_version or "",
+                                        intervals, config.scoring.batch_customers)
+                for number, (kind, rows) in enumerate(batches):
+                    parts.append(_write_part(scratch, f"{index:05d}-{kind[0]}{number:05d}", rows))
+                    advance(len(rows))
             if not parts:
                 raise ScoringError(f"{orders}: no customer has a purchase before as_of {as_of_ts.date()}, so there "
                                    "is nothing to score; check --as-of against the dates in the orders.")

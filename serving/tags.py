@@ -19,7 +19,7 @@ from configs.errors import LifetagError
 from configs.schema import Config, ConfigError
 from features.behaviour import as_timestamp
 from features.engine import repr_ident
-from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox
+from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox, sandbox_cursor
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
 from serving.bundle import Bundle
 
@@ -544,7 +544,7 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
             check_expression(expr, [str(c) for c in frame.columns])
         except (ExpressionRefused, ExpressionSyntaxError) as exc:
             raise ConfigError(f"scoring.scenarios.{name}: the expression {expr!r} cannot be used: {exc}") from None
-    con = sandbox()
+    con = sandbox_cursor()
     try:
         con.register("scored", frame)
         try:

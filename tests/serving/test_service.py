@@ -17,6 +17,7 @@ from support import generated_shop, module_home
 AS_OF = pd.Timestamp("2024-09-01")
 TOKEN = "s3cret-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+_SHOP_ORDERS: list[Path] = []  # the served shop's orders file, set by the fixture
 
 
 def test_a_snapshot_answers_known_ids_in_the_order_asked_and_lists_the_unknown(tmp_path: Path) -> None:
@@ -59,6 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, TrainR
     try:
         config = load_config()
         trained = fit_bundle(shop / "orders.parquet", config, as_of=AS_OF, trials=0)
+        _SHOP_ORDERS[:] = [shop / "orders.parquet"]
         folder = trained.bundle.save(home / "bundle")
         snapshot = home / "tags.parquet"
         score(shop / "orders.parquet", AS_OF, snapshot, config, bundle=trained.bundle, model_version="test")
@@ -109,17 +111,20 @@ def test_too_many_ids_or_a_missing_field_is_a_4xx_that_names_the_field_and_the_l
     from serving.service import MAX_IDS
 
     too_many = client.post("/tags", json={"customer_ids": [str(i) for i in range(MAX_IDS + 1)]}, headers=AUTH)
-    assert too_many.status_code == 400 and "customer_ids" in too_many.text and f"at most {MAX_IDS}" in too_many.text
+    assert too_many.status_code == 422 and "customer_ids" in too_many.text and f"at most {MAX_IDS}" in too_many.text
     missing = client.post("/tags", json={}, headers=AUTH)
-    assert missing.status_code == 400 and "customer_ids" in missing.text
+    assert missing.status_code == 422 and "customer_ids" in missing.text
+    not_json = client.post("/tags", content=b"{customer_ids: [", headers={**AUTH, "content-type": "application/json"})
+    assert not_json.status_code == 422
 
 
 @pytest.mark.slow
 def test_model_describes_the_bundle_and_the_snapshot_and_health_is_bentomls_own(
         client, served: tuple[Path, Path, TrainResult]) -> None:  # noqa: ANN001
     _, snapshot, trained = served
-    body = client.post("/model", json={}, headers=AUTH).json()
-    assert body == model_info(trained.bundle, body["model_version"], Snapshot.load(snapshot))
+    body = client.get("/model", headers=AUTH).json()
+    assert {k: v for k, v in body.items() if k != "loaded_at"} == model_info(
+        trained.bundle, body["model_version"], Snapshot.load(snapshot))
     assert body["trained_as_of"] == "2024-09-01" and body["snapshot_rows"] == len(pd.read_parquet(snapshot))
     assert body["horizons_days"] == {"churn": 90, "repurchase": 30, "ltv": 365}
     # /metrics answers only in a real `bentoml serve` process (its Prometheus setup); checked there later.
@@ -128,14 +133,103 @@ def test_model_describes_the_bundle_and_the_snapshot_and_health_is_bentomls_own(
 
 @pytest.mark.slow
 def test_with_a_token_set_every_endpoint_but_health_needs_it_and_a_wrong_one_gets_401(client) -> None:  # noqa: ANN001
-    for path in ("/tags", "/model"):
-        body = {"customer_ids": ["x"]} if path == "/tags" else {}
+    calls = [("POST", "/tags", {"customer_ids": ["x"]}), ("GET", "/model", None), ("POST", "/admin/reload", None),
+             ("POST", "/score", {"as_of": "2024-09-01", "customers": [{"customer_id": "x"}]}),
+             ("GET", "/docs.json", None)]
+    for method, path, body in calls:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            answer = client.post(path, json=body, headers=headers)
+            answer = client.request(method, path, json=body, headers=headers)
             assert answer.status_code == 401 and "Authorization: Bearer" in answer.json()["error"], (path, headers)
             assert answer.headers["www-authenticate"] == "Bearer"
-        assert client.post(path, json=body, headers=AUTH).status_code == 200
+        assert client.request(method, path, json=body, headers=AUTH).status_code == 200, path
     assert client.get("/readyz").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+@pytest.mark.slow
+def test_score_over_http_tags_the_orders_sent_as_the_nightly_run_did(
+        client, served: tuple[Path, Path, TrainResult]) -> None:  # noqa: ANN001
+    from features.intake import read_orders
+
+    _, snapshot, _ = served
+    nightly = pd.read_parquet(snapshot).set_index("customer_id", drop=False)
+    orders, _ = read_orders(_SHOP_ORDERS[0], load_config())
+    ids = nightly.index[:5].tolist()
+    customers = [{"customer_id": c, "orders": [
+        {**{k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in line.items() if k != "customer_id"},
+         "order_ts": line["order_ts"].isoformat() + "Z"}
+        for line in orders[orders["customer_id"] == c].to_dict("records")]} for c in ids]
+    answer = client.post("/score", json={"as_of": "2024-09-01", "customers": customers}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["as_of"] == "2024-09-01" and [r["customer_id"] for r in body["tags"]] == ids
+    for row in body["tags"]:
+        expected = nightly.loc[row["customer_id"]]
+        for column in ("churn_risk", "repurchase_prob", "ltv"):
+            assert row[column] == pytest.approx(expected[column], abs=1e-9, rel=0), column
+        for column in ("rfm_segment", "lifecycle_stage", "reasons", "churn_tier", "value_tier"):
+            assert row[column] == expected[column], column
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "words"), [
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "last tuesday", "amount": 5}]}]}, "order_ts"),
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "2024-05-01", "amount": float("nan")}]}]}, "amount"),
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "2024-05-01", "amount": float("inf")}]}]}, "amount"),
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "2024-05-01"}]}]}, "amount"),
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "2024-05-01", "amount": 1, "colour": "red"}]}]},
+     "colour"),
+    ({"customers": [{"orders": []}]}, "customer_id"),
+    ({"customers": []}, "customers"),
+    ({"as_of": "soon", "customers": [{"customer_id": "a"}]}, "as_of"),
+    ({"customers": [{"customer_id": "a", "orders": [{"order_ts": "2024-05-01", "amount": 1, "status": "lost"}]}]},
+     "status"),
+    ({"customers": [{"customer_id": "a"}, {"customer_id": "a"}]}, "more than once"),
+])
+def test_a_request_score_cannot_use_is_a_422_naming_the_field(client, body: dict, words: str) -> None:  # noqa: ANN001
+    import json
+
+    # Python's JSON writes NaN and Infinity, as some clients do.
+    sent = json.dumps({"as_of": "2024-09-01", **body})
+    answer = client.post("/score", content=sent, headers={**AUTH, "content-type": "application/json"})
+    assert answer.status_code == 422 and words in answer.text, answer.text
+
+
+@pytest.mark.slow
+def test_limits_on_customers_per_call_and_lines_per_customer_state_the_limit(client) -> None:  # noqa: ANN001
+    from serving.online import MAX_CUSTOMERS, MAX_ORDER_LINES
+
+    many = [{"customer_id": str(i)} for i in range(MAX_CUSTOMERS + 1)]
+    answer = client.post("/score", json={"customers": many}, headers=AUTH)
+    assert answer.status_code == 422 and f"at most {MAX_CUSTOMERS}" in answer.text and "customers" in answer.text
+    line = {"order_ts": "2024-05-01T10:00:00Z", "amount": 1.0}
+    long = [{"customer_id": "a", "orders": [line] * (MAX_ORDER_LINES + 1)}]
+    answer = client.post("/score", json={"customers": long}, headers=AUTH)
+    assert answer.status_code == 422 and f"at most {MAX_ORDER_LINES}" in answer.text and "orders" in answer.text
+
+
+@pytest.mark.slow
+def test_reload_picks_up_a_new_snapshot_and_a_bad_one_keeps_the_old(
+        client, served: tuple[Path, Path, TrainResult]) -> None:  # noqa: ANN001
+    import os
+
+    _, snapshot, _ = served
+    original = snapshot.read_bytes()
+    nightly = pd.read_parquet(snapshot)
+    first = str(nightly["customer_id"].iloc[0])
+    try:
+        smaller = snapshot.with_name("smaller.parquet")
+        nightly.iloc[1:].to_parquet(smaller, index=False)
+        os.replace(smaller, snapshot)  # tonight's run replaced the file
+        answer = client.post("/admin/reload", headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["snapshot_rows"] == len(nightly) - 1
+        assert client.post("/tags", json={"customer_ids": [first]}, headers=AUTH).json()["unknown"] == [first]
+        snapshot.write_text("not parquet")
+        failed = client.post("/admin/reload", headers=AUTH)
+        assert failed.status_code == 422 and "still serving" in failed.json()["error"]
+        assert client.get("/model", headers=AUTH).json()["snapshot_rows"] == len(nightly) - 1
+    finally:
+        snapshot.write_bytes(original)
+        client.post("/admin/reload", headers=AUTH)
 
 
 def test_without_a_token_the_middleware_lets_everything_through() -> None:
@@ -161,23 +255,32 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_over_http_and_stops(
+def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_reloads_under_traffic_and_stops(
         served: tuple[Path, Path, TrainResult], tmp_path: Path) -> None:
     import os
+    import shutil
     import signal
     import subprocess
     import sys
+    import threading
     import time
 
     import httpx
 
     folder, snapshot, _ = served
+    # The model is served through a link, as a deployment points at "the current bundle"; reloading after the
+    # link moves must bring the other bundle in on both workers.
+    first, second = tmp_path / "bundle_a", tmp_path / "bundle_b"
+    shutil.copytree(folder, first)
+    shutil.copytree(folder, second)
+    current = tmp_path / "current"
+    current.symlink_to(first)
     port = _free_port()
-    env = {**os.environ, "LIFETAG_API_TOKEN": TOKEN, "LIFETAG_HOME": str(tmp_path)}
+    env = {**os.environ, "LIFETAG_API_TOKEN": TOKEN, "LIFETAG_HOME": str(tmp_path / "home")}
     lifetag = str(Path(sys.executable).with_name("lifetag"))
-    server = subprocess.Popen([lifetag, "serve", "--port", str(port), "--model", str(folder), "--snapshot", str(snapshot),
-                               "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen([lifetag, "serve", "--port", str(port), "--model", str(current), "--snapshot",
+                               str(snapshot), "--workers", "2"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -192,14 +295,62 @@ def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_over_http_and_sto
             time.sleep(0.5)
         nightly = pd.read_parquet(snapshot)
         known = str(nightly["customer_id"].iloc[0])
+        one = {"as_of": "2024-09-01", "customers": [{"customer_id": "web-1", "orders": [
+            {"order_ts": "2024-08-20T10:00:00+02:00", "amount": 30.0, "order_id": "w1", "category": "books"}]}]}
         with httpx.Client(base_url=base, timeout=10) as client:
             answer = client.post("/tags", json={"customer_ids": [known, "nobody"]}, headers=AUTH)
             assert answer.status_code == 200 and answer.json()["unknown"] == ["nobody"]
             assert answer.json()["tags"][0]["customer_id"] == known
             assert client.post("/tags", json={"customer_ids": [known]}).status_code == 401
-            assert client.post("/model", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
-            assert client.post("/model", json={}, headers=AUTH).json()["snapshot_rows"] == len(nightly)
-            assert client.get("/metrics").status_code == 200 and client.get("/healthz").status_code == 200
+            assert client.get("/model", headers={"Authorization": "Bearer nope"}).status_code == 401
+            assert client.post("/admin/reload").status_code == 401
+            assert client.get("/model", headers=AUTH).json()["snapshot_rows"] == len(nightly)
+            scored = client.post("/score", json=one, headers=AUTH)
+            assert scored.status_code == 200 and scored.json()["tags"][0]["frequency"] == 1
+            assert client.post("/score", json={"customers": [{"customer_id": "x", "orders": [{"amount": 1}]}]},
+                               headers=AUTH).status_code == 422
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/docs.json", headers=AUTH).json()["paths"].keys() >= {"/tags", "/score", "/model",
+                                                                                    "/admin/reload"}
+
+        failures: list[str] = []
+        calls = [0]
+        stop = threading.Event()
+
+        def traffic() -> None:
+            with httpx.Client(base_url=base, timeout=30, headers=AUTH) as own:
+                while not stop.is_set():
+                    for path, body in (("/tags", {"customer_ids": [known]}), ("/score", one)):
+                        try:
+                            reply = own.post(path, json=body)
+                            if reply.status_code != 200:
+                                failures.append(f"{path}: {reply.status_code} {reply.text[:200]}")
+                        except httpx.HTTPError as exc:
+                            failures.append(f"{path}: {exc!r}")
+                        calls[0] += 1
+
+        clients = [threading.Thread(target=traffic) for _ in range(4)]
+        for thread in clients:
+            thread.start()
+        time.sleep(1.0)
+        current.unlink()
+        current.symlink_to(second)
+        with httpx.Client(base_url=base, timeout=60, headers=AUTH) as admin:
+            reloaded = admin.post("/admin/reload")
+            time.sleep(1.5)
+            stop.set()
+            for thread in clients:
+                thread.join()
+            assert reloaded.status_code == 200, reloaded.text
+            assert reloaded.json()["previous_model_version"] == "bundle:bundle_a"
+            assert reloaded.json()["model_version"] == "bundle:bundle_b"
+            assert not failures and calls[0] > 20, (failures[:5], calls[0])
+            # Both workers answer from the new bundle (a connection per call spreads them over the workers).
+            versions = {httpx.get(f"{base}/model", headers=AUTH, timeout=10).json()["model_version"]
+                        for _ in range(12)}
+            assert versions == {"bundle:bundle_b"}
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
