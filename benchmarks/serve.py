@@ -151,7 +151,8 @@ class PhaseResult:
         """The JSON-ready figures (no raw latencies)."""
         return {"clients": self.clients, "calls": self.calls, "errors": self.errors, "seconds": round(self.seconds, 3),
                 "p50_ms": _round(self.p50_ms), "p99_ms": _round(self.p99_ms), "req_per_s": _round(self.req_per_s),
-                "server_cpu_seconds": _round(self.server_cpu_seconds), "load_cpu_seconds": _round(self.load_cpu_seconds),
+                "server_cpu_seconds": _round(self.server_cpu_seconds),
+                "load_cpu_seconds": _round(self.load_cpu_seconds),
                 "other_cores": _round(self.other_cores), "stopped_by_time": self.stopped_by_time,
                 "first_errors": self.first_errors}
 
@@ -318,6 +319,19 @@ class TreeMemory(threading.Thread):
     def sample(self) -> int:
         """The summed RSS now (processes that end meanwhile count as 0)."""
         return sum(rss for _, rss in self.breakdown())
+
+    def pss_bytes(self) -> int | None:
+        """The summed proportional set size now: shared pages (libraries, copy-on-write) counted once
+        across the tree, where the RSS sum counts them in every process; None where it cannot be read."""
+        total = 0
+        for process in process_tree(self.root.pid):
+            try:
+                total += process.memory_full_info().pss
+            except psutil.NoSuchProcess:
+                pass
+            except (psutil.AccessDenied, AttributeError):
+                return None
+        return total
 
     def breakdown(self) -> list[tuple[str, int]]:
         """Each process of the tree now: a short label (pid and role) and its RSS."""
@@ -506,7 +520,8 @@ def score_body(orders: Path, as_of: str, lines: int, cache: Path) -> tuple[bytes
     source = "read_parquet($path) WHERE order_ts < CAST($as_of AS TIMESTAMP)"
     params = {"path": str(orders), "as_of": as_of}
     customer = con.execute(f"SELECT customer_id FROM {source} GROUP BY customer_id "  # noqa: S608 - no input in the SQL
-                           f"ORDER BY abs(count(*) - $lines), customer_id LIMIT 1", {**params, "lines": lines}).fetchone()[0]
+                           "ORDER BY abs(count(*) - $lines), customer_id LIMIT 1",
+                           {**params, "lines": lines}).fetchone()[0]
     frame = con.execute(f"SELECT * FROM {source} AND customer_id = $customer ORDER BY order_ts, order_id",  # noqa: S608
                         {**params, "customer": customer}).fetch_df()
     con.close()
@@ -540,7 +555,8 @@ def prepare(workdir: Path, args: argparse.Namespace) -> tuple[Fixture, list[str]
     ids = [str(ids_column[i]) for i in picks]
     first = next(pq.ParquetFile(snapshot).iter_batches(batch_size=1)).to_pylist()[0]
     shop = ensure_shop(workdir, args.customers, args.seed)
-    body, lines = score_body(shop.orders, args.as_of, 20, workdir / f"score-body-{args.customers}-{args.seed}-{args.as_of}.json")
+    cache = workdir / f"score-body-{args.customers}-{args.seed}-{args.as_of}.json"
+    body, lines = score_body(shop.orders, args.as_of, 20, cache)
     return Fixture(bundle, snapshot, len(ids_column), ids, body, lines, _json_ready(first)), notes
 
 
@@ -567,14 +583,17 @@ class ServiceFigures:
     settled_seconds: float
     peak_rss_bytes: int = 0
     serving_rss_bytes: int = 0
+    serving_pss_bytes: int | None = None
     port: int = 0
     processes: list[tuple[str, int]] = field(default_factory=list)  # (pid and role, RSS) once the load is done
     phases: dict[str, PhaseResult] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
-        return {"port": self.port, "ready_seconds": round(self.ready_seconds, 2), "settled_seconds": round(self.settled_seconds, 2),
+        return {"port": self.port, "ready_seconds": round(self.ready_seconds, 2),
+                "settled_seconds": round(self.settled_seconds, 2),
                 "peak_rss_bytes": self.peak_rss_bytes, "serving_rss_bytes": self.serving_rss_bytes,
+                "serving_pss_bytes": self.serving_pss_bytes,
                 "processes": [{"process": label, "rss_bytes": rss} for label, rss in self.processes],
                 "phases": {name: result.figures() for name, result in self.phases.items()}, "skipped": self.skipped}
 
@@ -622,21 +641,25 @@ def measure(server: Server, load: LoadProcess, fixture: Fixture, args: argparse.
                                                    server.name)
     figures.processes = server.memory.breakdown()
     figures.serving_rss_bytes = sum(rss for _, rss in figures.processes)
+    figures.serving_pss_bytes = server.memory.pss_bytes()
     figures.peak_rss_bytes = max(server.memory.peak_bytes, figures.serving_rss_bytes)
     return figures
 
 
 def _announce(result: PhaseResult, service: str) -> PhaseResult:
+    """Print one line of a finished phase (the table comes at the end)."""
     stopped = " (stopped by time)" if result.stopped_by_time else ""
-    print(f"  {service:<8} {result.phase:<17} {result.calls:>6,} calls, {result.errors} errors, p50 {result.p50_ms:.1f} ms, "
-          f"p99 {result.p99_ms:.1f} ms, {result.req_per_s:.0f} req/s; CPU s server {result.server_cpu_seconds:.1f}, "
-          f"load {result.load_cpu_seconds:.1f}, other cores busy {result.other_cores:.2f}{stopped}", flush=True)
+    print(f"  {service:<8} {result.phase:<17} {result.calls:>6,} calls, {result.errors} errors, "
+          f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.req_per_s:.0f} req/s; "
+          f"CPU s server {result.server_cpu_seconds:.1f}, load {result.load_cpu_seconds:.1f}, "
+          f"other cores busy {result.other_cores:.2f}{stopped}", flush=True)
     for error in result.first_errors:
         print(f"    e.g. {error}", flush=True)
     return result
 
 
-def server_commands(fixture: Fixture, args: argparse.Namespace, token: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+def server_commands(fixture: Fixture, args: argparse.Namespace,
+                    token: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     """The command and environment of each service, same worker count and token."""
     base = {**os.environ, "LIFETAG_API_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     trivial_env = {**base, "TRIVIAL_WORKERS": str(args.workers), "TRIVIAL_ROW": json.dumps(fixture.row)}
@@ -673,7 +696,10 @@ def goal_rows(lifetag: ServiceFigures) -> list[tuple[Goal, float | None, bool | 
         else:
             result = lifetag.phases.get(goal.phase)
             value = None if result is None else getattr(result, goal.figure)
-        met = None if value is None or math.isnan(value) else (value <= goal.limit if goal.at_most else value >= goal.limit)
+        if value is None or math.isnan(value):
+            met = None
+        else:
+            met = value <= goal.limit if goal.at_most else value >= goal.limit
         rows.append((goal, value, met))
     errors = sum(r.errors for r in lifetag.phases.values())
     rows.append((Goal("zero errors", "", "errors", 0, True), float(errors), errors == 0))
@@ -714,15 +740,19 @@ def print_report(figures: dict[str, ServiceFigures], fixture: Fixture, args: arg
                           _ratio(result.req_per_s, base.req_per_s) if is_lifetag else "",
                           f"{result.server_cpu_seconds:.1f}", f"{result.other_cores:.2f}")
     console.print(table)
-    memory = Table(title="Server process tree (summed RSS, 1 MB = 10^6 bytes)")
-    for column in ("service", "ready s", "settled s", "peak MB", "serving MB"):
+    memory = Table(title="Server process tree: RSS summed over its processes (peak from start to stop, and once "
+                         "the load is done) and PSS (shared pages counted once); 1 MB = 10^6 bytes")
+    for column in ("service", "ready s", "settled s", "peak MB", "serving MB", "serving PSS MB"):
         memory.add_column(column, justify="left" if column == "service" else "right")
     for service in (trivial, lifetag):
         memory.add_row(service.name, f"{service.ready_seconds:.1f}", f"{service.settled_seconds:.1f}",
-                       f"{service.peak_rss_bytes / MB:,.0f}", f"{service.serving_rss_bytes / MB:,.0f}")
+                       f"{service.peak_rss_bytes / MB:,.0f}", f"{service.serving_rss_bytes / MB:,.0f}",
+                       "-" if service.serving_pss_bytes is None else f"{service.serving_pss_bytes / MB:,.0f}")
     memory.add_row("lifetag / trivial", _ratio(lifetag.ready_seconds, trivial.ready_seconds),
                    _ratio(lifetag.settled_seconds, trivial.settled_seconds),
-                   _ratio(lifetag.peak_rss_bytes, trivial.peak_rss_bytes), _ratio(lifetag.serving_rss_bytes, trivial.serving_rss_bytes))
+                   _ratio(lifetag.peak_rss_bytes, trivial.peak_rss_bytes),
+                   _ratio(lifetag.serving_rss_bytes, trivial.serving_rss_bytes),
+                   _ratio(lifetag.serving_pss_bytes or math.nan, trivial.serving_pss_bytes or math.nan))
     console.print(memory)
     for service in (trivial, lifetag):
         console.print(f"{service.name} tree once loaded: " + ", ".join(f"{label} {rss / MB:,.0f} MB"
@@ -790,9 +820,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-customers", type=_count, help="shop the bundle is trained on (default 20,000)")
     parser.add_argument("--workers", type=_count, default=2, help="server workers of both services (default 2)")
     parser.add_argument("--calls", type=_count, help="sequential /tags calls (default 1,000; 200 with --quick)")
-    parser.add_argument("--concurrent-calls", type=_count, help="/tags calls at 4 and at 16 clients (default 2,000; 200 with --quick)")
-    parser.add_argument("--score-calls", type=_count, help="sequential /score calls, twice as many at 4 clients (default 500; 100 with --quick)")
-    parser.add_argument("--phase-seconds", type=float, default=60.0, help="a phase stops after this long whatever its count (default 60)")
+    parser.add_argument("--concurrent-calls", type=_count,
+                        help="/tags calls at 4 and at 16 clients (default 2,000; 200 with --quick)")
+    parser.add_argument("--score-calls", type=_count,
+                        help="sequential /score calls, twice as many at 4 clients (default 500; 100 with --quick)")
+    parser.add_argument("--phase-seconds", type=float, default=60.0,
+                        help="a phase stops after this long whatever its count (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="generator seed of the snapshot's shop (default 0)")
     parser.add_argument("--as-of", default="2025-01-01", help="training and scoring cut-off (default 2025-01-01)")
     parser.add_argument("--quick", action="store_true", help="a small run: 20,000 customers, 200 calls a phase")
@@ -818,11 +851,13 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = (args.workdir or lifetag_home() / "bench" / "serve").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM (a supervisor, `timeout`) stops the servers like Ctrl-C; signals can be set in the main thread only.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
     try:
         fixture, notes = prepare(workdir, args)
-        print(f"serve benchmark: snapshot {fixture.snapshot.name} ({fixture.snapshot_rows:,} customers), /score body of "
-              f"{fixture.score_lines} order lines; {'; '.join(notes)}", flush=True)
+        print(f"serve benchmark: snapshot {fixture.snapshot.name} ({fixture.snapshot_rows:,} customers), "
+              f"/score body of {fixture.score_lines} order lines; {'; '.join(notes)}", flush=True)
         figures = run_services(fixture, args, workdir)
         rows = print_report(figures, fixture, args)
         write_json(workdir / "last.json", figures, fixture, args, rows, notes)

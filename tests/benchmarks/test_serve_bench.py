@@ -75,7 +75,7 @@ def test_a_tiny_run_measures_both_services_side_by_side_and_writes_last_json(
         assert all(phase["errors"] == 0 for phase in phases.values()), phases
         assert service["peak_rss_bytes"] >= service["serving_rss_bytes"] > 0 and service["ready_seconds"] > 0
         assert any(p["process"].endswith("worker") for p in service["processes"]), service["processes"]
-        assert phases["tags sequential"]["server_cpu_seconds"] is not None
+        assert phases["tags sequential"]["server_cpu_seconds"] is not None and service["serving_pss_bytes"] > 0
         assert not _listening(service["port"]), f"the {name} server still listens"
     lifetag = figures["services"]["lifetag"]
     if lifetag["skipped"]:
