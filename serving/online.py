@@ -11,19 +11,19 @@ import math
 import os
 import threading
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from configs.schema import Config
-from features.behaviour import as_timestamp
-from features.engine import connect, lock_external_access
-from features.intake import ORDER_FIELDS, open_tables
-from serving.bundle import Bundle
-from serving.scoring import tag_customers
-from serving.tags import ScoringError
+from configs.errors import LifetagError
+
+if TYPE_CHECKING:  # the engine, pandas and the models load only where requests are tagged, not in
+    # BentoML's supervising process, which imports the service module to read its definition
+    import pandas as pd
+    import pyarrow as pa
+
+    from configs.schema import Config
+    from serving.bundle import Bundle
 
 __all__ = ["MAX_CUSTOMERS", "MAX_ORDER_LINES", "CustomerOrders", "OrderLine", "OnlineScorer", "RequestError",
            "json_ready", "json_rows", "request_tables"]
@@ -35,7 +35,7 @@ MAX_ORDER_LINES = int(os.environ.get("LIFETAG_MAX_ORDER_LINES", "5000"))
 _ID = Field(min_length=1, max_length=256)
 
 
-class RequestError(ScoringError):
+class RequestError(LifetagError, ValueError):
     """A request the service cannot tag as sent (answered with a 422 and this one paragraph)."""
 
 
@@ -77,6 +77,10 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def request_tables(customers: list[CustomerOrders], config: Config) -> tuple[pa.Table, pa.Table]:
     """The request as the intake's canonical orders and customers tables (one customers row each)."""
+    import pyarrow as pa
+
+    from features.intake import ORDER_FIELDS
+
     ids = [c.customer_id for c in customers]
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
@@ -93,10 +97,11 @@ def request_tables(customers: list[CustomerOrders], config: Config) -> tuple[pa.
                 f"{', '.join(declared) or 'none'}); send only declared attributes.")
     lines = [(c.customer_id, line) for c in customers for line in c.orders]
     text = pa.string()
+    arrow_types = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "DOUBLE": pa.float64()}
     orders = pa.table({
         "customer_id": pa.array([c for c, _ in lines], text),
         **{name: pa.array([getattr(line, name) if name != "order_ts" else _utc(line.order_ts) for _, line in lines],
-                          _ARROW_TYPES[spec.sql_type])
+                          arrow_types[spec.sql_type])
            for name, spec in ORDER_FIELDS.items() if name != "customer_id"},
     })
     table = {
@@ -108,9 +113,6 @@ def request_tables(customers: list[CustomerOrders], config: Config) -> tuple[pa.
         table[name] = pa.array([None if c.attributes.get(name) is None else _attribute_text(c.attributes[name])
                                 for c in customers], text)
     return orders, pa.table(table)
-
-
-_ARROW_TYPES = {"VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "DOUBLE": pa.float64()}
 
 
 def _attribute_text(value: str | float) -> str:
@@ -134,6 +136,8 @@ def json_ready(row: dict[str, Any]) -> dict[str, Any]:
 
 def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Tag rows as JSON-ready dicts (json_ready), through Arrow as the snapshot's rows are."""
+    import pyarrow as pa
+
     return [json_ready(row) for row in pa.Table.from_pandas(frame, preserve_index=False).to_pylist()]
 
 
@@ -146,6 +150,8 @@ class OnlineScorer:
     """
 
     def __init__(self, bundle: Bundle, version: str, config: Config) -> None:
+        from features.engine import connect, lock_external_access
+
         self.bundle, self.version, self.config = bundle, version, config
         self.unavailable = _why_unavailable(bundle, config)
         self.intervals = bundle.rebuy_days or {}
@@ -159,6 +165,12 @@ class OnlineScorer:
     def score(self, customers: list[CustomerOrders], as_of: str | date | datetime | pd.Timestamp) -> pd.DataFrame:
         """One row of tags per customer, in the order sent: the columns of `lifetag score`'s output. A customer
         who signed up on or after as_of is not a customer yet and gets no row, as in the batch."""
+        import pandas as pd
+
+        from features.behaviour import as_timestamp
+        from features.intake import open_tables
+        from serving.scoring import tag_customers
+
         if self.unavailable:
             raise RequestError(self.unavailable)
         orders, table = request_tables(customers, self.config)

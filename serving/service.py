@@ -23,19 +23,20 @@ import math
 import os
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from configs.errors import LifetagError
 from serving.online import MAX_CUSTOMERS, CustomerOrders, json_ready, json_rows
+
+if TYPE_CHECKING:  # loaded where requests are answered, not in BentoML's supervising process
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
 
 __all__ = ["MAX_IDS", "OPEN_PATHS", "BearerToken", "LifetagService", "ServiceError", "ServiceState", "Snapshot",
            "UnprocessableAs422", "model_info"]
@@ -50,34 +51,40 @@ class ServiceError(LifetagError, ValueError):
 
 @dataclass
 class Snapshot:
-    """A `lifetag score` output held in memory for lookups by customer id."""
+    """A `lifetag score` output held for lookups by customer id.
+
+    The table is read once into an uncompressed Arrow file under LIFETAG_HOME/service/snapshots (named
+    by the source's path, size and modification time) and memory-mapped from there: a server's workers
+    share its pages instead of holding a copy each, and a worker starts in a second. The index is the
+    sorted ids as one fixed-width array (a binary search per id), not a dictionary of a million strings.
+    """
 
     table: pa.Table
-    row_of: dict[str, int]
+    ids: np.ndarray  # the customer ids, sorted
+    rows: np.ndarray | None  # the table row of each sorted id; None when the table is sorted already
     path: str
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Snapshot":
         """Read a snapshot (Parquet, or `file.duckdb::table`); one row per customer_id, or a one-paragraph error."""
-        if "::" in str(path):
-            table = _read_duckdb_table(str(path))
-        else:
-            try:
-                table = pq.read_table(path)
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise ServiceError(f"snapshot {path}: not a readable Parquet file of tags ({exc}). Point "
-                                   "LIFETAG_SNAPSHOT at the output of `lifetag score --out tags.parquet` (or "
-                                   "FILE.duckdb::TABLE).") from None
+        import numpy as np
+        import pyarrow as pa
+
+        table = pa.ipc.open_file(pa.memory_map(str(_arrow_copy(str(path))), "r")).read_all()
         if "customer_id" not in table.column_names:
             raise ServiceError(f"snapshot {path}: no customer_id column; it has {', '.join(table.column_names[:8])}. "
                                "Use a `lifetag score` output.")
-        ids = [str(v) for v in table.column("customer_id").to_pylist()]
-        row_of = {customer: i for i, customer in enumerate(ids)}
-        if len(row_of) != len(ids):
-            repeated = sorted(c for c, n in Counter(ids).items() if n > 1)[:5]
-            raise ServiceError(f"snapshot {path}: {len(ids) - len(row_of):,} customer ids appear more than once "
-                               f"({', '.join(repeated)}); a `lifetag score` output has one row per customer.")
-        return cls(table, row_of, str(path))
+        ids = np.array(table.column("customer_id").cast(pa.string()).to_pylist(), dtype=str)
+        rows = None
+        if len(ids) > 1 and not (ids[:-1] < ids[1:]).all():
+            rows = np.argsort(ids, kind="stable")
+            ids = ids[rows]
+        repeated = np.flatnonzero(ids[:-1] == ids[1:]) if len(ids) > 1 else np.array([], dtype=int)
+        if len(repeated):
+            shown = ", ".join(list(dict.fromkeys(str(ids[i]) for i in repeated))[:5])
+            raise ServiceError(f"snapshot {path}: {len(repeated):,} customer ids appear more than once "
+                               f"({shown}); a `lifetag score` output has one row per customer.")
+        return cls(table, ids, rows, str(path))
 
     @property
     def as_of(self) -> str | None:
@@ -88,10 +95,58 @@ class Snapshot:
 
     def lookup(self, customer_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """The rows of the known ids (JSON-ready, in the order asked) and the unknown ids."""
-        known = [(c, self.row_of[c]) for c in customer_ids if c in self.row_of]
-        unknown = [c for c in customer_ids if c not in self.row_of]
-        rows = self.table.take(np.array([i for _, i in known], dtype=np.int64)).to_pylist() if known else []
-        return [json_ready(row) for row in rows], unknown
+        import numpy as np
+        import pyarrow as pa
+
+        asked = np.array(customer_ids, dtype=str)
+        at = np.minimum(np.searchsorted(self.ids, asked), max(len(self.ids) - 1, 0))
+        found = (self.ids[at] == asked) if len(self.ids) else np.zeros(len(asked), dtype=bool)
+        rows = at[found] if self.rows is None else self.rows[at[found]]
+        unknown = [c for c, known in zip(customer_ids, found) if not known]
+        taken = self.table.take(pa.array(rows, pa.int64())).to_pylist() if len(rows) else []
+        return [json_ready(row) for row in taken], unknown
+
+
+def _arrow_copy(source: str) -> Path:
+    """The snapshot as an uncompressed Arrow file in LIFETAG_HOME/service/snapshots, written once per version
+    of the source (atomically: a temporary name, then rename); older copies of the same source go."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import hashlib
+
+    from features.engine import lifetag_home
+
+    path = source.split("::", 1)[0]
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ServiceError(f"snapshot {source}: cannot read it ({exc.strerror}). Point LIFETAG_SNAPSHOT at the output "
+                           "of `lifetag score --out tags.parquet` (or FILE.duckdb::TABLE).") from None
+    folder = lifetag_home() / "service" / "snapshots"
+    key = hashlib.sha256(str(Path(path).resolve()).encode() + source.partition("::")[2].encode()).hexdigest()[:16]
+    target = folder / f"{key}-{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}.arrow"
+    if target.is_file():
+        return target
+    if "::" in source:
+        table = _read_duckdb_table(source)
+    else:
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ServiceError(f"snapshot {source}: not a readable Parquet file of tags ({exc}). Point "
+                               "LIFETAG_SNAPSHOT at the output of `lifetag score --out tags.parquet` (or "
+                               "FILE.duckdb::TABLE).") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{target.name}.{os.getpid()}.tmp"
+    # One chunk per column: taking rows from a table of many chunks costs ~25 ms on a million rows.
+    with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=max(len(table), 1))
+    os.replace(temporary, target)
+    for older in folder.glob(f"{key}-*.arrow"):
+        if older != target:
+            older.unlink(missing_ok=True)  # a worker still mapping it keeps its pages until it lets go
+    return target
 
 
 def _read_duckdb_table(text: str) -> pa.Table:
@@ -452,6 +507,8 @@ class ScoreBatcher:
 
 def _moment_text(moment: Any) -> str:
     """A day as YYYY-MM-DD (as the snapshot says it), any other moment as ISO text."""
+    import pandas as pd
+
     moment = pd.Timestamp(moment)
     return moment.date().isoformat() if moment == moment.normalize() else moment.isoformat()
 
@@ -495,6 +552,8 @@ def _service_class() -> Any:
             """Tags computed now from the orders sent, as `lifetag score` would tag these customers at as_of
             (default: now); one row per customer, in the order sent. Requests arriving together are
             tagged together (adaptive batching)."""
+            import pandas as pd
+
             state = self.states.current()
             moment = as_of or datetime.now(timezone.utc).replace(microsecond=0)
             if isinstance(moment, datetime) and moment.tzinfo is not None:
