@@ -377,14 +377,19 @@ def registered_relation(con: duckdb.DuckDBPyConnection, source: str, customers: 
 
     Sign-ups on or after `as_of` are not there yet; customers without a sign-up date are.
     """
+    return con.sql(registered_sql(source, customers, as_of, config))
+
+
+def registered_sql(source: str, customers: str, as_of, config: Config) -> str:
+    """`registered_relation`'s query as text."""
     cut = _ts_sql(as_timestamp(as_of))
     customer_columns(config)
-    return con.sql(f"""
+    return f"""
 SELECT k.customer_id {customer_select_sql(customers, 'k', cut, config)}
 FROM {customers} k ANTI JOIN ({_purchase_before(source, cut, config)}) b USING (customer_id)
 WHERE k.signup_ts IS NULL OR k.signup_ts < {cut}
 ORDER BY k.customer_id
-""")
+"""
 
 
 def unmatched_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str, as_of, config: Config) -> int:

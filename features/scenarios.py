@@ -153,6 +153,13 @@ def tag_inputs_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, conf
     scenario inputs, categories_due counted against `intervals` ({category: re-buy days}, the bundle's).
     Ordered by customer_id; a customer's row depends only on their own orders (and, with
     features.season, on `shop`)."""
+    return con.sql(tag_inputs_sql(con, source, as_of, config, intervals, customers, shop))
+
+
+def tag_inputs_sql(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config,
+                   intervals: Mapping[str, float], customers: str | None = None, shop: str | None = None) -> str:
+    """`tag_inputs_relation`'s query as text, for running it without a relation (binding the relation
+    costs a third of its run for one customer). Registers the re-buy intervals in `con`."""
     as_of = as_timestamp(as_of)
     if customers is not None:
         customer_columns(config)  # a config's attribute names are checked before they reach SQL
@@ -160,9 +167,9 @@ def tag_inputs_relation(con: duckdb.DuckDBPyConnection, source: str, as_of, conf
     scenario = scenario_features_sql(source, as_of, config, rebuy=rebuy)
     # Each side in a subquery of its own: the feature SQL's CTE names (e.g. `orders`) are scoped to it
     # and cannot capture the relation names the scenario SQL reads.
-    return con.sql(f"""
+    return f"""
 SELECT f.*, coalesce(s.categories_due, 0) AS categories_due, coalesce(s.promo_orders, 0) AS promo_orders,
        s.orders_since_promo
 FROM ({feature_sql(source, as_of, config, customers, shop)}) f LEFT JOIN ({scenario}) s USING (customer_id)
 ORDER BY f.customer_id
-""")
+"""

@@ -61,7 +61,13 @@ class FeatureSpec:
                 f"({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''}). Build features with the same "
                 "lifetag version and config the model was trained with."
             )
-        data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in self.numeric}
+        numeric = frame[self.numeric]
+        if all(pd.api.types.is_numeric_dtype(kind) for kind in numeric.dtypes):
+            # One conversion for the whole block: per column it costs a third of tagging one customer online.
+            block = numeric.to_numpy(dtype="float64", na_value=np.nan)
+            data = {c: block[:, i] for i, c in enumerate(self.numeric)}
+        else:
+            data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in self.numeric}
         for column, categories in self.categorical.items():
             values = frame[column].astype("object").where(frame[column].notna(), None)
             text = values.map(lambda v: None if v is None else str(v))

@@ -180,7 +180,8 @@ class OnlineScorer:
         try:
             open_tables(con, orders, self.config, table, label="request")
             frames = [rows for _, rows in tag_customers(con, "orders", "customers", as_of_ts, self.config, self.bundle,
-                                                         self.version, self.intervals, batch=len(customers) + 1)]
+                                                         self.version, self.intervals, batch=len(customers) + 1,
+                                                         streamed=False)]
         finally:
             con.close()
         if not frames:

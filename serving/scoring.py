@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import glob
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs.schema import Config
-from features.behaviour import as_timestamp, registered_relation, require_orders_before, unmatched_customers
+from features.behaviour import (as_timestamp, registered_relation, registered_sql, require_orders_before,
+                                unmatched_customers)
 from features.engine import connect, repr_ident, repr_sql
 from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
 from features.paths import file_part
-from features.scenarios import learn_rebuy_intervals, tag_inputs_relation
+from features.scenarios import learn_rebuy_intervals, tag_inputs_relation, tag_inputs_sql
 from serving.bundle import Bundle, load_model
 from serving.locks import LockHeld, output_lock, scratch_folder
 # The tag logic lives in serving.tags; the names callers imported from here before it moved are re-exported.
@@ -85,9 +87,18 @@ def _rebuy_intervals(con: duckdb.DuckDBPyConnection, bundle: Bundle, as_of: pd.T
         "in the model.")
 
 
-def _batches(relation: duckdb.DuckDBPyRelation, batch: int) -> Iterator[pd.DataFrame]:
+def _batches(con: duckdb.DuckDBPyConnection, query: str, batch: int, streamed: bool) -> Iterator[pd.DataFrame]:
+    if not streamed:
+        # A request's few rows: run the text directly, without binding a relation first (a third of the
+        # time of tagging one customer); DuckDB's warning that this copies the rows does not matter here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
+            table = con.execute(query).to_arrow_table()
+        if table.num_rows:
+            yield table.to_pandas()
+        return
     # The relation's reader streams; nothing else may run on its connection until it has been read out.
-    with relation.to_arrow_reader(batch_size=batch) as reader:
+    with con.sql(query).to_arrow_reader(batch_size=batch) as reader:
         for record_batch in reader:
             if record_batch.num_rows:
                 yield record_batch.to_pandas()
@@ -95,30 +106,31 @@ def _batches(relation: duckdb.DuckDBPyRelation, batch: int) -> Iterator[pd.DataF
 
 def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
                   config: Config, bundle: Bundle, model_version: str, intervals: dict[str, float],
-                  batch: int) -> Iterator[tuple[str, pd.DataFrame]]:
+                  batch: int, streamed: bool = True) -> Iterator[tuple[str, pd.DataFrame]]:
     """The tag rows of the customers of `source` (a canonical orders view) and of the registered
     customers of `customers` who had no order before as_of, in batches: ("buyers" | "registered", rows).
 
     The one way from validated views to tags: the batch calls it per partition, the service per
-    request; both then call `serving.tags.tag_rows` through it.
+    request; both then call `serving.tags.tag_rows` through it. `streamed=False` (a request's few
+    customers) reads each query's rows at once instead of streaming them in bounded batches.
     """
     # With features.season on, the season columns are shop-wide: they come from the whole shop's
     # orders (`shop=`, the `orders` view), not the partition's. Requests carrying one customer's
     # orders cannot compute them; the service refuses a model that needs them.
-    relation = tag_inputs_relation(con, source, as_of, config, intervals, customers, shop="orders")
+    query = tag_inputs_sql(con, source, as_of, config, intervals, customers, shop="orders")
     # Registered customers' scenario tags see every tag input empty: the columns, without rows. Taken
     # from the first batch of buyers; asked of the engine only when there is none (the query costs as
     # much as tagging a request's customers).
     no_buyers = None
-    for frame in _batches(relation, batch):
+    for frame in _batches(con, query, batch, streamed):
         if no_buyers is None:
             no_buyers = frame.iloc[:0].copy()
         yield "buyers", tag_rows(frame, bundle, config, as_of, model_version)
     if customers is None:
         return
     if no_buyers is None:
-        no_buyers = relation.limit(0).to_arrow_table().to_pandas()
-    for frame in _batches(registered_relation(con, source, customers, as_of, config), batch):
+        no_buyers = con.execute(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().to_pandas()
+    for frame in _batches(con, registered_sql(source, customers, as_of, config), batch, streamed):
         yield "registered", tag_rows(no_buyers, bundle, config, as_of, model_version, registered=frame)
 
 
