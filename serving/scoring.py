@@ -106,7 +106,7 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, batch: int, streamed: b
 
 def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
                   config: Config, bundle: Bundle, model_version: str, intervals: dict[str, float],
-                  batch: int, streamed: bool = True) -> Iterator[tuple[str, pd.DataFrame]]:
+                  batch: int, streamed: bool = True, shop: str = "orders") -> Iterator[tuple[str, pd.DataFrame]]:
     """The tag rows of the customers of `source` (a canonical orders view) and of the registered
     customers of `customers` who had no order before as_of, in batches: ("buyers" | "registered", rows).
 
@@ -115,9 +115,9 @@ def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | 
     customers) reads each query's rows at once instead of streaming them in bounded batches.
     """
     # With features.season on, the season columns are shop-wide: they come from the whole shop's
-    # orders (`shop=`, the `orders` view), not the partition's. Requests carrying one customer's
+    # orders (`shop`, the `orders` view), not the partition's. Requests carrying one customer's
     # orders cannot compute them; the service refuses a model that needs them.
-    query = tag_inputs_sql(con, source, as_of, config, intervals, customers, shop="orders")
+    query = tag_inputs_sql(con, source, as_of, config, intervals, customers, shop=shop)
     # Registered customers' scenario tags see every tag input empty: the columns, without rows. Taken
     # from the first batch of buyers; asked of the engine only when there is none (the query costs as
     # much as tagging a request's customers).
