@@ -27,7 +27,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -42,15 +42,17 @@ from features.behaviour import as_timestamp, require_orders_before
 from features.engine import connect, lock_external_access
 from features.intake import Intake, open_sources
 from features.labels import window_sql
-from serving.bundle import Bundle, load_model
 from serving.experiment import (MEAN_METHOD, RATE_METHOD, Difference, SampleRatio, bootstrap_interval,
                                 mean_difference, rate_difference, sample_ratio)
 from serving.locks import scratch_folder
 
+if TYPE_CHECKING:  # the model libraries load only once the inputs have passed their checks
+    from serving.bundle import Bundle
+
 __all__ = [
-    "GROUPS", "MEASURE_LABELS", "NO_ORDER", "CampaignError", "CampaignInputs", "CampaignResult", "CampaignRun", "Measure", "Stratum",
-    "Window", "compare", "evaluate", "format_figure", "format_interval", "format_p", "headline", "read_assignments",
-    "read_inputs", "settings_with", "split_warning",
+    "GROUPS", "MEASURE_LABELS", "NO_ORDER", "CampaignError", "CampaignInputs", "CampaignResult", "CampaignRun",
+    "Measure", "STRATA", "Stratum", "Window", "compare", "evaluate", "format_figure", "format_interval", "format_p", "headline",
+    "read_assignments", "read_inputs", "settings_with", "split_warning",
 ]
 
 GROUPS = ("treatment", "control")
@@ -243,9 +245,9 @@ def read_assignments(path: str | os.PathLike[str]) -> pd.DataFrame:
             f"{'is' if len(missing) == 1 else 'are'} missing. The file has columns: "
             f"{', '.join(map(str, frame.columns))}. An assignments file has customer_id, group (treatment or "
             "control) and, for several campaigns at once, campaign.")
-    out = pd.DataFrame({"customer_id": _text(frame[columns["customer_id"]]),
-                        "group": _text(frame[columns["group"]]).str.lower(),
-                        "row": np.arange(1, len(frame) + 1)})
+    group = _text(frame[columns["group"]])
+    out = pd.DataFrame({"customer_id": _text(frame[columns["customer_id"]]), "group": group.str.lower(),
+                        "group_given": group, "row": np.arange(1, len(frame) + 1)})
     out["campaign"] = _text(frame[columns["campaign"]]) if "campaign" in columns else path.stem
     _check_rows(path, out, has_campaign="campaign" in columns)
     return out[["customer_id", "group", "campaign", "row"]]
@@ -282,12 +284,12 @@ def _text(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "").astype(str).str.strip()
 
 
-def _examples(rows: pd.DataFrame, column: str, source: str | None = None) -> str:
+def _examples(rows: pd.DataFrame, column: str) -> str:
     """'rows 4, 9, 12, ...: 'x', 'y', 'z', ...' for a one-paragraph message."""
     shown = rows.head(_EXAMPLES)
     noun = "row" if len(rows) == 1 else "rows"
     more = ", ..." if len(rows) > _EXAMPLES else ""
-    values = ", ".join(repr(v) for v in shown[source or column])
+    values = ", ".join(repr(v) for v in shown[column])
     return f"{noun} {', '.join(str(r) for r in shown['row'])}{more}: {values}{more}"
 
 
@@ -300,9 +302,9 @@ def _check_rows(path: Path, frame: pd.DataFrame, has_campaign: bool) -> None:
     other = frame[~frame["group"].isin(GROUPS)]
     if len(other):
         raise CampaignError(
-            f"{path}: column 'group' has {len(other):,} {'row' if len(other) == 1 else 'rows'} that {'is' if len(other) == 1 else 'are'} "
-            f"neither treatment nor control ({_examples(other, 'group')}). Name the groups treatment and control "
-            "(in any case); put several campaigns in one file with a campaign column.")
+            f"{path}: column 'group' has {len(other):,} {'row that is' if len(other) == 1 else 'rows that are'} "
+            f"neither treatment nor control ({_examples(other, 'group_given')}). Name the groups treatment and "
+            "control (in any case); put several campaigns in one file with a campaign column.")
     if has_campaign:
         unnamed = frame[frame["campaign"] == ""]
         if len(unnamed):
@@ -373,10 +375,12 @@ def read_inputs(
     """Read and check the assignments and the orders, refuse what cannot be compared, and tag at the start."""
     if days < 1:
         raise CampaignError(f"--days {days}: a window needs at least one day.")
-    if bundle is None:
-        bundle, model_version = load_model(model_uri)
     window = Window(as_timestamp(start).normalize(), int(days))
     assigned = read_assignments(assignments)
+    if bundle is None:
+        from serving.bundle import load_model
+
+        bundle, model_version = load_model(model_uri)
     con = connect(config.engine)
     try:
         intake = open_sources(con, orders, config, customers, quarantine)

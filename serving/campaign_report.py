@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from features.output import write_text
-from serving.campaign import NO_ORDER, CampaignError, CampaignResult, CampaignRun, format_figure, format_interval, format_p
+from serving.campaign import (NO_ORDER, CampaignError, CampaignResult, CampaignRun, format_figure, format_interval,
+                              format_p)
 from serving.locks import LockHeld, output_lock
 
-__all__ = ["MARKER", "add_to_report", "campaign_section_html", "result_json", "write_result"]
+__all__ = ["MARKER", "add_to_report", "campaign_section_html", "check_report", "check_result_path", "result_json",
+           "write_result"]
 
 MARKER = "<!-- lifetag:campaign-sections -->"
 
@@ -31,24 +33,23 @@ _TEXT = {
     "en": {
         "campaign": "Campaign", "window": "Window", "days": "days", "model": "model", "treated": "treatment",
         "control": "control", "measure": "measure", "difference": "difference", "ci": "CI", "p": "p-value",
-        "lift": "relative lift", "verdict": "verdict", "customers": "customers", "note": "note",
-        "split_ok": "Split as intended", "split_bad": "Sample-ratio mismatch",
-        "conversion": "conversion", "orders": "orders per customer", "spend": "spend per customer",
-        "by_rfm_segment": "By RFM segment at the start", "by_churn_tier": "By churn tier at the start",
-        "overall": "all customers", "bootstrap": "bootstrap", "chart": "Difference in {measure} (treatment - control) "
-        "with its {confidence} interval", "notes": "Notes", "unknown": "unknown ids",
+        "lift": "relative lift", "verdict": "verdict", "split_ok": "Split as intended",
+        "split_bad": "Sample-ratio mismatch", "conversion": "conversion", "orders": "orders per customer",
+        "spend": "spend per customer", "by_rfm_segment": "By RFM segment at the start",
+        "by_churn_tier": "By churn tier at the start", "overall": "all customers", "notes": "Notes",
+        "unknown": "unknown ids", "chart": "Difference in {measure} (treatment - control) with its {confidence} interval",
         "higher": "higher", "lower": "lower", "no clear difference": "no clear difference",
         "too few customers": "too few customers",
     },
+    # Headings and labels; the verdict sentence and the notes stay as the result states them (English).
     "zh": {
         "campaign": "活动", "window": "评估窗口", "days": "天", "model": "模型", "treated": "实验组",
         "control": "对照组", "measure": "指标", "difference": "差值", "ci": "置信区间", "p": "p 值",
-        "lift": "相对提升", "verdict": "结论", "customers": "客户数", "note": "备注",
-        "split_ok": "分组比例符合预期", "split_bad": "分组比例异常 (SRM)",
+        "lift": "相对提升", "verdict": "结论", "split_ok": "分组比例符合预期", "split_bad": "分组比例异常 (SRM)",
         "conversion": "转化率", "orders": "人均订单数", "spend": "人均消费",
         "by_rfm_segment": "按活动开始时的 RFM 分群", "by_churn_tier": "按活动开始时的流失风险等级",
-        "overall": "全部客户", "bootstrap": "自助法", "chart": "{measure}差值 (实验组 - 对照组) 及其 {confidence} 置信区间",
-        "notes": "说明", "unknown": "未知客户编号",
+        "overall": "全部客户", "notes": "说明", "unknown": "未知客户编号",
+        "chart": "{measure}差值 (实验组 - 对照组) 及其 {confidence} 置信区间",
         "higher": "更高", "lower": "更低", "no clear difference": "无明显差异", "too few customers": "样本过少",
     },
 }
@@ -76,10 +77,15 @@ def result_json(run: CampaignRun) -> str:
     return json.dumps(_finite(run.to_dict()), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_result(run: CampaignRun, path: str | os.PathLike[str]) -> Path:
-    """Write the run's JSON document to `path`, atomically."""
+def check_result_path(path: str | os.PathLike[str]) -> None:
+    """Refuse an `--out` that is not a .json file name (checked before anything is read)."""
     if Path(path).suffix.lower() != ".json":
         raise CampaignError(f"--out {path}: a campaign result is a JSON document; give the file a .json name.")
+
+
+def write_result(run: CampaignRun, path: str | os.PathLike[str]) -> Path:
+    """Write the run's JSON document to `path`, atomically."""
+    check_result_path(path)
     return write_text(result_json(run), path)
 
 
@@ -137,8 +143,9 @@ def _overall_table(r: Mapping[str, Any], t: dict[str, str], confidence: str, lan
     rows = []
     for m in r["overall"]:
         lift = f"{m['relative_lift']:+.1%}" if m["relative_lift"] is not None else "-"
-        cells = [t[m["measure"]], format_figure(m["measure"], m["treatment"]), format_figure(m["measure"], m["control"]),
-                 format_figure(m["measure"], m["difference"], True), format_interval(m), format_p(m["p_value"]) or "-", lift]
+        name = m["measure"]
+        cells = [t[name], format_figure(name, m["treatment"]), format_figure(name, m["control"]),
+                 format_figure(name, m["difference"], True), format_interval(m), format_p(m["p_value"]) or "-", lift]
         rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + _verdict_cell(m["verdict"], t) + "</tr>")
     return ('<table class="campaign-overall"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
@@ -237,6 +244,13 @@ def add_to_report(report: str | os.PathLike[str], result: CampaignResult | Mappi
     return how
 
 
+def check_report(report: str | os.PathLike[str]) -> None:
+    """Refuse, before anything is computed, a report that cannot take a campaign section (missing, not
+    UTF-8, no marker); `add_to_report` checks again when it writes."""
+    path = Path(report)
+    _require_marker(_read_report(path), path)
+
+
 def _read_report(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -249,13 +263,17 @@ def _read_report(path: Path) -> str:
 
 def _with_section(text: str, section: str, name: str, path: Path) -> tuple[str, str]:
     """The report text with `section` in place of campaign `name`'s earlier section, or before the marker."""
-    if MARKER not in text:
-        raise CampaignError(
-            f"--report {path}: the file has no `{MARKER}` marker, so there is no agreed place for campaign sections "
-            "(it is not a lifetag report, or was made by a lifetag before campaigns). Make the report with "
-            "`lifetag report`, or pass another --report. The file was not changed.")
+    _require_marker(text, path)
     earlier = re.compile(r'<section class="campaign" data-campaign="' + re.escape(html.escape(name, quote=True))
                          + r'">.*?</section>', re.S)
     if earlier.search(text):
         return earlier.sub(lambda _: section, text, count=1), "replaced"
     return text.replace(MARKER, section + "\n" + MARKER, 1), "added"
+
+
+def _require_marker(text: str, path: Path) -> None:
+    if MARKER not in text:
+        raise CampaignError(
+            f"--report {path}: the file has no `{MARKER}` marker, so there is no agreed place for campaign sections "
+            "(it is not a lifetag report, or was made by a lifetag before campaigns). Make the report with "
+            "`lifetag report`, or pass another --report. The file was not changed.")

@@ -541,7 +541,7 @@ def campaign(
     """Compare treated and control customers over a window: conversion, orders and spend per customer, with intervals."""
     from features.paths import check_outputs_apart
     from serving.campaign import evaluate, settings_with
-    from serving.campaign_report import add_to_report, write_result
+    from serving.campaign_report import add_to_report, check_report, check_result_path, write_result
 
     config = load_config(config_path)
     cut = _parse_day(start, "--start")
@@ -552,6 +552,10 @@ def campaign(
     check_outputs_apart({"--assignments": assignments, "--orders": orders, customers_option: customers,
                          "--config": config_path, "--model": model if model and ":/" not in model else None},
                         {"--report": report, "--out": out_path, "--quarantine": quarantine})
+    if out_path is not None:
+        check_result_path(out_path)
+    if report is not None:
+        check_report(report)
     began = time.perf_counter()
     with console.status("Reading, tagging at the start and comparing"):
         run = evaluate(assignments, orders, cut, days, config, settings, model_uri=model, customers=customers,
@@ -574,7 +578,7 @@ def campaign(
 
 def _print_campaign(result: Any) -> None:
     """A campaign's split, overall table, strata tables and notes."""
-    from serving.campaign import MEASURE_LABELS, format_figure, format_interval, format_p, split_warning
+    from serving.campaign import MEASURE_LABELS, STRATA, format_figure, format_interval, format_p, split_warning
 
     split, window = result.split, result.window
     out.print(f"\n[bold]Campaign {result.campaign}[/]: {split.treatment:,} treatment, {split.control:,} control; window "
@@ -596,8 +600,8 @@ def _print_campaign(result: Any) -> None:
                       format_interval(figures), format_p(figures["p_value"]) or "-",
                       f"{figures['relative_lift']:+.1%}" if figures["relative_lift"] is not None else "-", m.verdict)
     out.print(table)
-    for by, title in (("rfm_segment", "By RFM segment at the start"), ("churn_tier", "By churn tier at the start")):
-        strata = Table(title=f"{title}: conversion", title_justify="left")
+    for by, title in STRATA.items():
+        strata = Table(title=f"By {title}: conversion", title_justify="left")
         for column in ("stratum", "treatment", "control", "conversion T / C", "difference", f"{confidence} CI", "p",
                        "verdict", "spend difference"):
             strata.add_column(column, justify="left" if column in ("stratum", "verdict") else "right")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["Difference", "SampleRatio", "bootstrap_interval", "mean_difference", "rate_difference", "sample_ratio",
-           "wilson_interval"]
+__all__ = ["MEAN_METHOD", "RATE_METHOD", "Difference", "SampleRatio", "bootstrap_interval", "mean_difference",
+           "rate_difference", "sample_ratio", "wilson_interval"]
 
 RATE_METHOD = ("Newcombe hybrid score interval (from the two Wilson intervals); two-sided two-proportion z-test, "
                "pooled rate")
@@ -34,7 +34,7 @@ class Difference:
 
     treatment, control: mean per customer (a rate for a yes/no measure).
     difference: treatment - control; ci_low / ci_high: its confidence interval; p_value: two-sided,
-    for "no difference". relative_lift: difference / control (None when control is 0).
+    for "no difference".
     """
 
     treatment: float
@@ -44,11 +44,6 @@ class Difference:
     ci_high: float
     p_value: float
     method: str
-
-    @property
-    def relative_lift(self) -> float | None:
-        """difference / control; None when the control mean is 0 (no base to compare with)."""
-        return self.difference / self.control if self.control else None
 
 
 @dataclass(frozen=True)
