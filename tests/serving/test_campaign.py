@@ -299,6 +299,9 @@ REFUSED_FILES = {
                          ["e.g. '{id0}' in campaign 'assignments' (rows 1, 3: treatment, control)"]),
     "an empty id": (lambda ids: pd.DataFrame({"customer_id": [ids[0], " "], "group": ["treatment", "control"]}),
                     ["column 'customer_id' has 1 row with an empty customer id (row 2: '')"]),
+    "a campaign without a name": (lambda ids: pd.DataFrame({"customer_id": ids[:3], "group": "control",
+                                                            "campaign": ["spring", "", "spring"]}),
+                                  ["column 'campaign' has 1 empty value (row 2: '')"]),
     "unknown ids beyond the share": (
         lambda ids: pd.concat([_split(ids, 4), pd.DataFrame({"customer_id": [f"X{i}" for i in range(200)],
                                                              "group": "treatment"})]),
@@ -348,6 +351,25 @@ def test_windows_options_and_outputs_that_cannot_work_are_refused(
     _refused(done, *words)
     assert not (tmp_path / "result.json").exists()
     assert plain.read_text() == "<html><main><p>someone else's page</p></main></html>"
+
+
+def test_orders_go_through_the_intake_with_its_messages_and_quarantine(
+        shop: Path, ids: np.ndarray, bundle_dir: Path, tmp_path: Path) -> None:
+    orders = tmp_path / "orders"
+    orders.mkdir()
+    shutil.copy(shop / "orders.parquet", orders / "shop.parquet")
+    bad = pa.table({"customer_id": [str(ids[0])], "order_id": ["R-1"], "order_ts": [pd.Timestamp("2024-10-02")],
+                    "amount": [12.0], "quantity": [1], "category": [None], "product_id": [None], "discount": [0.0],
+                    "channel": [None], "status": ["refunded"]}, schema=ORDERS_SCHEMA)
+    pq.write_table(bad, orders / "late.parquet")
+    args = ["--assignments", _csv(_split(ids, 13), tmp_path), "--orders", orders, "--customers",
+            shop / "customers.parquet", "--start", START, "--days", DAYS, "--model", bundle_dir]
+    _refused(_campaign(*args), f"{orders}: rows that cannot be used: column 'status' has 1 row with a status in "
+                               "neither orders.purchase_statuses nor orders.return_statuses", "--quarantine")
+    done = _campaign(*args, "--quarantine", tmp_path / "bad.csv")
+    assert done.exit_code == 0, f"{done.output}\n{done.exception!r}"
+    assert "quarantined 1 (-> " in done.stdout
+    assert pd.read_csv(tmp_path / "bad.csv")["status"].tolist() == ["refunded"]
 
 
 def test_unreadable_assignments_are_refused_in_one_paragraph(tmp_path: Path) -> None:
