@@ -555,6 +555,10 @@ def _with_notes(result: CampaignResult) -> CampaignResult:
             (spend.difference.ci_low, spend.difference.ci_high)):
         notes.append("spend: Welch's interval and the bootstrap interval disagree about zero (heavy-tailed spend); "
                      "the verdict follows Welch's, read it with care")
+    small = [s.label for s in result.strata if s.note]
+    if small:
+        notes.append(f"{', '.join(small)}: fewer than {result.settings.min_stratum_customers} customers in an arm, "
+                     "so means only, no interval or verdict")
     tested = sum(1 for s in result.strata if not s.note)
     if tested:
         notes.append(f"the {tested} strata with a verdict are {tested} separate tests at the "

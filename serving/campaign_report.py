@@ -172,8 +172,8 @@ def _strata_table(r: Mapping[str, Any], by: str, t: dict[str, str], confidence: 
                  f"{format_figure('conversion', conv['treatment'])} / {format_figure('conversion', conv['control'])}",
                  format_figure("conversion", conv["difference"], True),
                  format_interval(conv), format_p(conv["p_value"]) or "-"]
-        verdict = (f'<td style="color:{_GREY}">{e(s["note"])}</td>' if s["note"]
-                   else _verdict_cell(conv["verdict"], t))
+        verdict = (f'<td style="color:{_GREY}" title="{e(s["note"], quote=True)}">{e(t[conv["verdict"]])}</td>'
+                   if s["note"] else _verdict_cell(conv["verdict"], t))
         rows.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + verdict
                     + f"<td>{e(format_figure('spend', spend['difference'], True))}</td></tr>")
     return (f"<h3>{e(t['by_' + by])}</h3>" f'<table class="campaign-strata" data-by="{e(by)}"><thead><tr>'

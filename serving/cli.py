@@ -611,7 +611,7 @@ def _print_campaign(result: Any) -> None:
                            f"{format_figure('conversion', conv['treatment'])} / "
                            f"{format_figure('conversion', conv['control'])}",
                            format_figure("conversion", conv["difference"], True), format_interval(conv, False),
-                           format_p(conv["p_value"]) or "-", s.note or conv["verdict"],
+                           format_p(conv["p_value"]) or "-", conv["verdict"],
                            format_figure("spend", spend["difference"], True))
         out.print(strata)
     for line in result.notes:
