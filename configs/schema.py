@@ -13,6 +13,7 @@ from configs.errors import LifetagError
 
 __all__ = [
     "Attribute",
+    "CampaignConfig",
     "Config",
     "ConfigError",
     "CustomersConfig",
@@ -316,6 +317,18 @@ class ScoringConfig(_Strict):
         return self
 
 
+class CampaignConfig(_Strict):
+    """`lifetag campaign`: the intended split, the unknown-id limit and the statistics' settings."""
+
+    treatment_share: float = Field(0.5, gt=0, lt=1)
+    max_unknown_share: float = Field(0.01, ge=0, le=1)
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    srm_p_value: float = Field(0.001, gt=0, lt=1)
+    min_stratum_customers: int = Field(30, ge=2)
+    bootstrap_resamples: int = Field(2000, ge=0)
+    seed: int = 42
+
+
 # A DuckDB memory size: a number and a unit (1000- or 1024-based), or a share of the machine's memory.
 _MEMORY_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|%)", re.IGNORECASE)
 _MEMORY_EXAMPLES = "e.g. 2GB, 512MiB, 1.5GB or 60% (of the machine's memory)"
@@ -363,6 +376,7 @@ class Config(_Strict):
     rfm: RfmConfig = Field(default_factory=RfmConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    campaign: CampaignConfig = Field(default_factory=CampaignConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from configs.errors import LifetagError
 from features.engine import is_locked
 
-__all__ = ["OutputError", "write_relation", "write_frame", "output_format"]
+__all__ = ["OutputError", "write_relation", "write_frame", "write_text", "output_format"]
 
 _FORMATS = {".parquet": "parquet", ".csv": "csv"}
 
@@ -72,6 +72,21 @@ def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; an existing file keeps its permission bits."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -522,6 +522,103 @@ def _print_rfm_summary(features_path: Path, config: Any) -> None:
     out.print(table)
 
 
+@app.command(epilog=EXIT_CODES)
+@friendly_errors
+def campaign(
+    assignments: Annotated[Path, typer.Option("--assignments", help="CSV or Parquet: customer_id, group (treatment/control), optional campaign.")],
+    orders: OrdersOption,
+    start: Annotated[str, typer.Option("--start", help="First day of the campaign window (YYYY-MM-DD); segments and tiers are taken at it.")],
+    days: Annotated[int, typer.Option("--days", min=1, help="Length of the window in days: [start, start + days).")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write every figure to this JSON file.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Add (or replace) the campaign's section in this lifetag HTML report.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
+    treatment_share: Annotated[float | None, typer.Option("--treatment-share", help="Intended share of treated customers (default campaign.treatment_share, 0.5).")] = None,
+    max_unknown_share: Annotated[float | None, typer.Option("--max-unknown-share", help="Refuse a campaign with more ids unknown to the orders and customers (default campaign.max_unknown_share, 0.01).")] = None,
+    customers: CustomersOption = None,
+    config_path: ConfigOption = None,
+    quarantine: QuarantineOption = None,
+) -> None:
+    """Compare treated and control customers over a window: conversion, orders and spend per customer, with intervals."""
+    from features.paths import check_outputs_apart
+    from serving.campaign import evaluate, settings_with
+    from serving.campaign_report import add_to_report, check_report, check_result_path, write_result
+
+    config = load_config(config_path)
+    cut = _parse_day(start, "--start")
+    settings = settings_with(config, treatment_share, max_unknown_share)
+    customers_option = _customers_option(customers)
+    customers = _customers_source(customers, config)
+    _check_paths(orders, customers, customers_option, config_path, quarantine, out_path, model)
+    check_outputs_apart({"--assignments": assignments, "--orders": orders, customers_option: customers,
+                         "--config": config_path, "--model": model if model and ":/" not in model else None},
+                        {"--report": report, "--out": out_path, "--quarantine": quarantine})
+    if out_path is not None:
+        check_result_path(out_path)
+    if report is not None:
+        check_report(report)
+    began = time.perf_counter()
+    with console.status("Reading, tagging at the start and comparing"):
+        run = evaluate(assignments, orders, cut, days, config, settings, model_uri=model, customers=customers,
+                       quarantine=quarantine)
+    out.print(f"Orders: {run.intake.orders.summary()}")
+    for line in run.notes:
+        console.print(f"note: {line}")
+    for result in run.results:
+        _print_campaign(result)
+    if out_path is not None:
+        write_result(run, out_path)
+        out.print(f"Result -> {out_path}")
+    if report is not None:
+        for result in run.results:
+            how = add_to_report(report, result)
+            out.print(f"Campaign {result.campaign!r}: section {how} in {report}")
+    out.print(f"Compared {len(run.results)} campaign{'s' if len(run.results) != 1 else ''} in "
+              f"{time.perf_counter() - began:.1f} s")
+
+
+def _print_campaign(result: Any) -> None:
+    """A campaign's split, overall table, strata tables and notes."""
+    from serving.campaign import MEASURE_LABELS, STRATA, format_figure, format_interval, format_p, split_warning
+
+    split, window = result.split, result.window
+    out.print(f"\n[bold]Campaign {result.campaign}[/]: {split.treatment:,} treatment, {split.control:,} control; window "
+              f"{window.start.date()} to {window.last_day.date()} ({window.days} days); model {result.model_version}",
+              highlight=False)
+    if split.mismatch:
+        out.print(f"[bold red]warning:[/] {split_warning(split)}", highlight=False)
+    else:
+        out.print(f"Split: {split.observed_share:.1%} treated, {split.intended_share:.1%} intended "
+                  f"(chi-square {format_p(split.p_value)}): no sample-ratio mismatch", highlight=False)
+    confidence = f"{result.settings.confidence:.0%}"
+    table = Table(title=result.verdict, title_justify="left")
+    for column in ("measure", "treatment", "control", "difference", f"{confidence} CI", "p", "lift", "verdict"):
+        table.add_column(column, justify="left" if column in ("measure", "verdict") else "right")
+    for m in result.overall:
+        figures = m.to_dict()
+        table.add_row(MEASURE_LABELS[m.name], format_figure(m.name, m.treatment_mean),
+                      format_figure(m.name, m.control_mean), format_figure(m.name, figures["difference"], True),
+                      format_interval(figures), format_p(figures["p_value"]) or "-",
+                      f"{figures['relative_lift']:+.1%}" if figures["relative_lift"] is not None else "-", m.verdict)
+    out.print(table)
+    for by, title in STRATA.items():
+        strata = Table(title=f"By {title}: conversion", title_justify="left")
+        for column in ("stratum", "treatment", "control", "conversion T / C", "difference", f"{confidence} CI", "p",
+                       "verdict", "spend difference"):
+            strata.add_column(column, justify="left" if column in ("stratum", "verdict") else "right")
+        for s in (s for s in result.strata if s.by == by):
+            conv, spend = (m.to_dict() for m in s.measures if m.name in ("conversion", "spend"))
+            strata.add_row(s.label, f"{s.treatment:,}", f"{s.control:,}",
+                           f"{format_figure('conversion', conv['treatment'])} / "
+                           f"{format_figure('conversion', conv['control'])}",
+                           format_figure("conversion", conv["difference"], True), format_interval(conv, False),
+                           format_p(conv["p_value"]) or "-", conv["verdict"],
+                           format_figure("spend", spend["difference"], True))
+        out.print(strata)
+    for line in result.notes:
+        out.print(f"note: {line}", highlight=False)
+
+
+
 def main() -> None:
     """Console entry point."""
     app(prog_name="lifetag")

@@ -91,6 +91,28 @@ def test_labels_count_orders_and_net_spend_in_the_horizon(tiny_history, config):
     assert got.loc["7", "future_orders"] == 0 and got.loc["7", "future_spend"] == 0
 
 
+def test_a_window_counts_purchase_orders_and_net_spend_of_everyone_with_a_line_in_it(tiny_history, config):
+    from features.behaviour import orders_view
+    from features.engine import connect
+    from features.labels import window_relation
+
+    history = pd.concat([tiny_history, pd.DataFrame([
+        _line("7", "O5-R", "2024-04-03 10:00", 40.0, "C", status="returned"),  # money back only: no order
+        _line("new", "O6", "2024-04-05 10:00", 15.0, "A"),  # first order in the window
+        _line("new", "O6", "2024-04-05 10:00", -5.0, "A"),  # a negative line of the same order: money back
+        _line("late", "O7", "2024-05-01 10:00", 99.0, "A"),  # after the window
+    ])])
+    con = connect(config.engine)
+    try:
+        got = window_relation(con, orders_view(con, history), AS_OF, 30, config).df().set_index("customer_id")
+    finally:
+        con.close()
+    assert sorted(got.index) == ["00042", "7", "new"]
+    assert (got.loc["00042", "future_orders"], got.loc["00042", "future_spend"]) == (1, 25)
+    assert (got.loc["7", "future_orders"], got.loc["7", "future_spend"]) == (0, -40)
+    assert (got.loc["new", "future_orders"], got.loc["new", "future_spend"]) == (1, 10)
+
+
 def test_same_features_whatever_the_customer_partition(small_shop, config):
     whole = features.build(small_shop, "2024-06-01", config)
     ids = small_shop["customer_id"].unique()
