@@ -196,6 +196,7 @@ class SegmentLabel(_Strict):
     label: str
     label_zh: str
     action: str
+    action_zh: str | None = None  # the action in Chinese (`lifetag report --lang zh`; English when absent)
 
 
 RFM_SEGMENT_KEYS = (
