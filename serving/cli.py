@@ -387,6 +387,7 @@ def score(
     engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
     customers: CustomersOption = None,
+    clusters: Annotated[bool, typer.Option("--clusters", help="Also tag each buyer's behavioural cluster (cluster, cluster_description; report.clusters_k).")] = False,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
     from serving.scoring import output_target, score as run_score
@@ -406,7 +407,7 @@ def score(
             return lambda n: progress.advance(task, n)
 
         result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
-                           partitions=partitions, progress=stage, customers=customers)
+                           partitions=partitions, progress=stage, customers=customers, clusters=clusters)
     out.print(f"Orders: {result.intake.summary()}")
     if result.customers_intake is not None:
         out.print(f"Customers: {result.customers_intake.summary()}; {result.registered:,} registered without an "
