@@ -43,11 +43,13 @@ CLUSTER_FEATURES: dict[str, bool] = {
     "return_rate": False,
     "novdec_share": False,
 }
+# The two columns `lifetag score --clusters` adds (docs/tags.md lists them; a test checks they agree).
 CLUSTER_DOCS = {
-    "cluster": ("behavioural cluster (lifetag score --clusters): 1 is the largest; k-means on scaled behaviour, "
-                "k by silhouette within report.clusters_k, learned at each run from a fixed sample of customers",
-                "label"),
-    "cluster_description": ("how the cluster differs from all customers, in words", "text"),
+    "cluster": ("behavioural cluster, 1 the largest: k-means on scaled behaviour, k by silhouette within "
+                "`report.clusters_k`, learned at each run from a fixed sample of its customers; empty for registered "
+                "customers without an order", "label"),
+    "cluster_description": ("how the cluster differs from all buyers, in words (\"buy every 3 weeks, small baskets "
+                            "(mean order 12), mostly weekends (90% of orders)\")", "text"),
 }
 SILHOUETTE_ROWS = 10_000
 MIN_CUSTOMERS = 50
@@ -201,7 +203,8 @@ def fit_clusters(sample: pd.DataFrame, config: Config) -> ClusterModel:
     logged = model.standardised(sample)  # mean 0, scale 1: the transformed values
     model.mean = logged.mean(axis=0)
     spread = logged.std(axis=0)
-    model.scale = np.where(spread > 0, spread, 1.0)
+    # A feature every customer shares (up to rounding) has no spread to scale by: it then adds nothing.
+    model.scale = np.where(spread > 1e-9 * (1 + np.abs(model.mean)), spread, np.inf)
     z = (logged - model.mean) / model.scale
     fitted = {}
     for k in range(low, high + 1):
