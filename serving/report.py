@@ -42,8 +42,8 @@ LTV_BINS = 20
 
 Progress = Callable[[str], None]
 # What `write_report` tells its progress callback, in order (each when the stage is done).
-STAGES = ("Reading the tags", "Reading and validating the orders", "Cohorts and retention", "Behavioural clusters",
-          "Model validation", "Drawing and writing the page")
+STAGES = ("Reading the tags", "Model validation", "Reading and validating the orders", "Cohorts and retention",
+          "Behavioural clusters", "Drawing and writing the page")
 
 
 class ReportError(LifetagError, ValueError):
@@ -139,19 +139,19 @@ def read_report_data(tags: str | os.PathLike[str], orders: str | os.PathLike[str
     finally:
         con.close()
     progress(STAGES[0])
+    model = model_section(version, model_uri)  # before the orders: a wrong --model is said at once
+    progress(STAGES[1])
     con = connect(config.engine)
     try:
         open_sources(con, orders, config, customers)
         _require_orders_before(con, as_of, orders)
-        progress(STAGES[1])
-        cohorts, retention = _cohorts(con, as_of, config)
         progress(STAGES[2])
-        clusters, counts, note = _clusters(con, as_of, config)
+        cohorts, retention = _cohorts(con, as_of, config)
         progress(STAGES[3])
+        clusters, counts, note = _clusters(con, as_of, config)
+        progress(STAGES[4])
     finally:
         con.close()
-    model = model_section(version, model_uri)
-    progress(STAGES[4])
     kpis = {**tag_figures.pop("kpis"), "monthly_retention": retention}
     return ReportData(as_of=as_of, kpis=kpis, cohorts=cohorts, clusters=clusters, cluster_counts=counts,
                       cluster_note=note, model=model, ltv_days=config.horizons.ltv_days, **tag_figures)
@@ -242,6 +242,7 @@ def _tag_figures(con: duckdb.DuckDBPyConnection, config: Config) -> dict[str, An
 
 
 def _churn_histogram(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Customers per 5-point bin of churn risk (registered customers, who have none, are left out)."""
     counts = dict(con.execute(f"""
         SELECT least(CAST(floor(churn_risk * {CHURN_BINS}) AS INTEGER), {CHURN_BINS - 1}) AS bin, count(*)
         FROM tags WHERE churn_risk IS NOT NULL GROUP BY ALL""").fetchall())
@@ -275,6 +276,7 @@ def _ltv_histogram(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def _top_at_risk(con: duckdb.DuckDBPyConnection, scenario: list[str], n: int) -> pd.DataFrame:
+    """The `n` customers with the largest value at risk, with their tags and scenario flags."""
     flags = "".join(f", {repr_ident(name)}" for name in scenario)
     return con.execute(f"""
         SELECT customer_id, rfm_segment, lifecycle_stage, churn_tier, value_tier, churn_risk, ltv, value_at_risk,
@@ -287,6 +289,7 @@ def _top_at_risk(con: duckdb.DuckDBPyConnection, scenario: list[str], n: int) ->
 
 
 def _require_orders_before(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp, orders: str | os.PathLike[str]) -> None:
+    """Refuse orders with nothing before the tags' as_of: they cannot be the orders the tags came from."""
     first = con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0]
     if first is None or pd.Timestamp(first) >= as_of:
         since = f"the first order is on {pd.Timestamp(first).date()}" if first is not None else "it has no usable order"
@@ -361,6 +364,10 @@ def model_section(version: str, model_uri: str | None) -> ModelSection:
     what a bundle folder holds (and what is missing)."""
     if model_uri and Path(model_uri).is_dir():
         return _bundle_section(version, model_uri)
+    if model_uri and ":/" not in model_uri:
+        raise ReportError(f"--model {model_uri}: no such bundle folder, and not a model URI either; pass the folder "
+                          "the tags were scored with, or a registry URI such as models:/lifetag/3 (or leave --model "
+                          "out: the tags name their model version).")
     if model_uri is None and not version.isdigit():
         return ModelSection(version, missing=(
             f"the tags were scored with {version}, a bundle folder, not a registered model version: its validation "
@@ -378,6 +385,7 @@ def model_section(version: str, model_uri: str | None) -> ModelSection:
 
 
 def _bundle_section(version: str, folder: str) -> ModelSection:
+    """What a bundle folder holds about its validation (its score), and what it does not."""
     from serving.bundle import load_model
 
     bundle, label = load_model(folder)
@@ -394,6 +402,7 @@ def _bundle_section(version: str, folder: str) -> ModelSection:
 
 
 def _registered_section(version: str, uri: str) -> ModelSection:
+    """A registered version's validation: metrics from its run, curves from the run's validation/curves.json."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 

@@ -228,6 +228,7 @@ class _Words:
 
 
 def _text(value: Any) -> str:
+    """A value as table text; empty for a missing one."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return ""
     return str(value)
@@ -246,6 +247,7 @@ def _percent(value: float, decimals: int = 1) -> str:
 
 
 def _layout(title: str, x_title: str = "", y_title: str = "", **extra: Any) -> dict[str, Any]:
+    """A chart's layout: its title, axis titles, the page's font and colours."""
     return {"title": {"text": title, "x": 0.01, "font": {"size": 16}}, "height": _CHART_HEIGHT,
             "font": {"family": _FONT, "size": 12}, "colorway": _COLOURS, "paper_bgcolor": "white",
             "plot_bgcolor": "white", "margin": {"l": 70, "r": 30, "t": 60, "b": 60},
@@ -255,6 +257,7 @@ def _layout(title: str, x_title: str = "", y_title: str = "", **extra: Any) -> d
 
 
 def _segment_frame(data: Any) -> pd.DataFrame:
+    """The segments with their shares of customers and revenue, largest revenue first."""
     frame = data.segments.copy()
     frame["share"] = frame["customers"] / max(frame["customers"].sum(), 1)
     total = frame["revenue"].sum()
@@ -298,6 +301,7 @@ def _segment_contribution(frame: pd.DataFrame, w: _Words) -> dict[str, Any]:
 
 
 def _stage_counts(stages: dict[str, int]) -> dict[str, int]:
+    """Customers per funnel stage, dormant and churned together."""
     counts = {s: int(stages.get(s, 0)) for s in STAGES if s != "dormant_lost"}
     counts["dormant_lost"] = int(stages.get("dormant", 0)) + int(stages.get("churned", 0))
     return counts

@@ -27,7 +27,7 @@ from serving.clusters import CLUSTER_DOCS, cluster_sample, fit_clusters
 from serving.report import ReportError, ReportResult, write_report
 from serving.report_page import CAMPAIGN_MARKER, SECTIONS, TEXT
 from serving.scoring import score
-from training.pipeline import fit_bundle
+from training.pipeline import TrainResult, fit_bundle
 from training.tracking import record_training
 from support import generated_shop, use_embedded_store
 
@@ -56,14 +56,22 @@ def _store(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def tags(shop: Path, home: Path, config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shop trained at AS_OF, registered as version 1 (champion), and scored with it."""
+def trained(shop: Path, home: Path, config: Config) -> TrainResult:
+    """The shop trained at AS_OF and registered as version 1 (champion)."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_embedded_store(monkeypatch, home)
         result = fit_bundle(shop / "orders.parquet", config, as_of=AS_OF, trials=0,
                             customers=shop / "customers.parquet")
         assert record_training(result, promote=False, trials=0).version == "1"
-        out = tmp_path_factory.mktemp("tags") / "tags.parquet"
+    return result
+
+
+@pytest.fixture(scope="module")
+def tags(trained: TrainResult, shop: Path, home: Path, config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shop scored with the champion."""
+    out = tmp_path_factory.mktemp("tags") / "tags.parquet"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_embedded_store(monkeypatch, home)
         score(shop / "orders.parquet", AS_OF, out, config, customers=shop / "customers.parquet")
     return out
 
@@ -390,6 +398,23 @@ def test_a_failed_report_leaves_the_earlier_file_as_it_was(tags: Path, shop: Pat
     assert out.read_text() == "yesterday's report" and not list(tmp_path.glob(".*.tmp"))
     wrong = _report("--tags", str(tags), "--orders", str(shop / "orders.parquet"), "--out", str(out), "--lang", "fr")
     assert wrong.exit_code == 2 and "--lang 'fr'" in wrong.output
+
+
+def test_tags_scored_with_a_bundle_folder_are_reported_but_not_logged(trained: TrainResult, shop: Path,
+                                                                     config: Config, tmp_path: Path) -> None:
+    folder = trained.bundle.save(tmp_path / "nightly-bundle")
+    tags = tmp_path / "tags.parquet"
+    score(shop / "orders.parquet", AS_OF, tags, config, model_uri=str(folder), customers=shop / "customers.parquet")
+    out = tmp_path / "report.html"
+    done = _report("--tags", str(tags), "--orders", str(shop / "orders.parquet"), "--out", str(out),
+                   "--model", str(folder))
+    assert done.exit_code == 0, done.output
+    assert "not logged to MLflow: the model is a bundle folder" in done.output
+    model = out.read_text(encoding="utf-8").split('<section id="model"')[1]
+    assert "bundle:nightly-bundle" in model and "Not shown" in model and "calibration_churn" not in model
+    wrong = _report("--tags", str(tags), "--orders", str(shop / "orders.parquet"), "--out", str(out),
+                    "--model", str(tmp_path / "no-such-folder"))
+    assert wrong.exit_code == 2 and "no such bundle folder" in wrong.output
 
 
 def test_tags_that_are_not_a_score_output_are_refused(shop: Path, tmp_path: Path, config: Config) -> None:
