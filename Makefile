@@ -24,9 +24,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 # The main job on embedded defaults: a generated shop -> features -> training (MLflow under
-# LIFETAG_HOME) -> nightly tags for every customer. Training runs again only when the shop changes.
+# LIFETAG_HOME) -> nightly tags for every customer -> the insight report (one HTML file, also logged to the
+# model version's MLflow run). Training runs again only when the shop changes.
 demo: venv $(DEMO)/trained
 	$(BIN)/lifetag score --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --out $(DEMO)/tags.parquet
+	$(BIN)/lifetag report --tags $(DEMO)/tags.parquet --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --out $(DEMO)/report.html
+	@echo "Insight report: $(abspath $(DEMO)/report.html)"
 
 # The customers table (static attributes, sign-ups who never bought) comes with the shop.
 $(DEMO)/shop/customers.parquet: | venv
@@ -37,7 +40,9 @@ $(DEMO)/trained: $(DEMO)/shop/customers.parquet
 	$(BIN)/lifetag train --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --trials 2
 	touch $@
 
+# The report test renders the HTML report in headless Chromium: installed here when missing (Debian's package).
 test: venv
+	@bash .ci/install-chromium
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -19,6 +19,7 @@ __all__ = [
     "CustomersConfig",
     "OrderColumns",
     "RFM_SEGMENT_KEYS",
+    "ReportConfig",
     "REQUIRED_ORDER_FIELDS",
     "OPTIONAL_ORDER_FIELDS",
     "load_config",
@@ -196,6 +197,7 @@ class SegmentLabel(_Strict):
     label: str
     label_zh: str
     action: str
+    action_zh: str | None = None  # the action in Chinese (`lifetag report --lang zh`; English when absent)
 
 
 RFM_SEGMENT_KEYS = (
@@ -366,6 +368,29 @@ class EngineConfig(_Strict):
         return v
 
 
+class ReportConfig(_Strict):
+    """`lifetag report` and `lifetag score --clusters`: behavioural clusters and the report's tables."""
+
+    # k-means: the number of clusters is the silhouette's best k in [min, max] (inclusive).
+    clusters_k: tuple[int, int] = (3, 8)
+    # Customers (a fixed hash sample) the clusters are fitted on; silhouettes use at most 10,000 of them.
+    cluster_sample: int = Field(20_000, ge=100)
+    seed: int = 42
+    # Rows of the report's table of the customers with the most value at risk.
+    top_customers: int = Field(20, ge=1, le=500)
+
+    @field_validator("clusters_k", mode="before")
+    @classmethod
+    def _k_pair(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(k, int) and not isinstance(k, bool)
+                                                                 for k in v):
+            if not 2 <= v[0] <= v[1] <= 20:
+                raise ValueError(f"{list(v)} is not a range of cluster counts; write [min, max] with "
+                                 "2 <= min <= max <= 20, e.g. [3, 8]")
+            return tuple(v)
+        raise ValueError(f"{v!r} is not a range of cluster counts; write two whole numbers [min, max], e.g. [3, 8]")
+
+
 class Config(_Strict):
     """The whole lifetag configuration."""
 
@@ -378,6 +403,7 @@ class Config(_Strict):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     campaign: CampaignConfig = Field(default_factory=CampaignConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from features.intake import CANONICAL_TYPES
 
 __all__ = [
     "FEATURE_DOCS", "SEASON_DOCS", "as_timestamp", "require_orders_before", "build", "build_relation", "customer_columns",
-    "feature_columns", "feature_docs", "customer_select_sql", "customers_view", "feature_table_markdown", "orders_view",
+    "feature_columns", "feature_docs", "customer_select_sql", "customers_view", "feature_table_markdown", "order_rows_sql",
+    "orders_view",
     "registered", "registered_relation", "season_columns", "season_horizons", "unmatched_customers",
 ]
 
@@ -204,6 +205,15 @@ def _orders_sql(lines: str) -> str:
            min(channel) AS channel
     FROM {lines} GROUP BY customer_id, order_key
 """
+
+
+def order_rows_sql(source: str, as_of, config: Config) -> str:
+    """One row per order of the canonical orders relation `source` before `as_of`, as the features see
+    orders: customer_id, order_key, order_ts (its first line's), gross_c and returned_c (cents),
+    is_purchase (any bought line), discount_c, channel. For reports over orders (cohorts, retention),
+    so that an order and a purchase mean there what they mean in the features."""
+    cut = _ts_sql(as_timestamp(as_of))
+    return f"WITH lines AS ({_lines_sql(source, cut, config)})\n{_orders_sql('lines')}"
 
 
 def _shop_orders(source: str, shop: str | None, cut: str, config: Config) -> tuple[str, str]:

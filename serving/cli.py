@@ -387,6 +387,7 @@ def score(
     engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
     customers: CustomersOption = None,
+    clusters: Annotated[bool, typer.Option("--clusters", help="Also tag each buyer's behavioural cluster (cluster, cluster_description; report.clusters_k).")] = False,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
     from serving.scoring import output_target, score as run_score
@@ -406,7 +407,7 @@ def score(
             return lambda n: progress.advance(task, n)
 
         result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
-                           partitions=partitions, progress=stage, customers=customers)
+                           partitions=partitions, progress=stage, customers=customers, clusters=clusters)
     out.print(f"Orders: {result.intake.summary()}")
     if result.customers_intake is not None:
         out.print(f"Customers: {result.customers_intake.summary()}; {result.registered:,} registered without an "
@@ -416,6 +417,41 @@ def score(
     out.print(f"Scored {result.customers:,} customers at {cut.date()} with model {result.model_version} "
               f"-> {out_path} in {time.perf_counter() - began:.1f} s")
     _print_score_summary(result, config)
+
+
+@app.command(epilog=EXIT_CODES)
+@friendly_errors
+def report(
+    tags: Annotated[str, typer.Option("--tags", help="A `lifetag score` output: .parquet, .csv or FILE.duckdb::TABLE.")],
+    orders: OrdersOption,
+    out_path: Annotated[Path, typer.Option("--out", help="The report: one self-contained .html file.")],
+    customers: CustomersOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="The model that scored the tags (default: the tags' model_version in the registry), or its bundle folder.")] = None,
+    lang: Annotated[str, typer.Option("--lang", help="Language of the page: en or zh.")] = "en",
+    config_path: ConfigOption = None,
+) -> None:
+    """Write the insight report (KPIs, RFM segments, lifecycle, value at risk, cohorts, clusters, model) as one
+    HTML file that opens offline, and log it to the scoring model version's MLflow run."""
+    from features.paths import check_outputs_apart
+    from serving.report import STAGES, check_report_path, write_report
+
+    config = load_config(config_path)
+    customers_option = _customers_option(customers)
+    customers = _customers_source(customers, config)
+    inputs: dict[str, Any] = {"--tags": tags, "--orders": orders, customers_option: customers, "--config": config_path}
+    if model is not None and ":/" not in model:
+        inputs["--model"] = model
+    check_outputs_apart(inputs, {"--out": out_path})
+    check_report_path(out_path, lang)
+    began = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(STAGES[0], total=len(STAGES))
+        result = write_report(tags, orders, out_path, config, customers=customers, model_uri=model, lang=lang,
+                              progress=lambda stage: progress.update(task, advance=1, description=stage))
+    logged = f"; logged to MLflow as {result.logged}" if result.logged else f"; {result.note}"
+    out.print(f"Report of {result.customers:,} customers at {result.as_of.date()} (model {result.model_version}) "
+              f"-> {result.out} ({result.size_bytes / 1e6:.1f} MB) in {time.perf_counter() - began:.1f} s{logged}",
+              highlight=False, soft_wrap=True)
 
 
 def _print_score_summary(result: Any, config: Any) -> None:

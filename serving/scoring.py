@@ -31,6 +31,7 @@ from features.output import OutputError, write_relation
 from features.paths import file_part
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation, tag_inputs_sql
 from serving.bundle import Bundle, load_model
+from serving.clusters import ClusterModel, cluster_sample, fit_clusters
 from serving.locks import LockHeld, output_lock, scratch_folder
 # The tag logic lives in serving.tags; the names callers imported from here before it moved are re-exported.
 from serving.tags import (OUTPUT_DOCS, ScoringError, _apply_scenarios, check_feature_columns, check_scenarios,
@@ -106,13 +107,16 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, batch: int, streamed: b
 
 def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
                   config: Config, bundle: Bundle, model_version: str, intervals: dict[str, float],
-                  batch: int, streamed: bool = True, shop: str = "orders") -> Iterator[tuple[str, pd.DataFrame]]:
+                  batch: int, streamed: bool = True, shop: str = "orders",
+                  clusters: ClusterModel | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
     """The tag rows of the customers of `source` (a canonical orders view) and of the registered
     customers of `customers` who had no order before as_of, in batches: ("buyers" | "registered", rows).
 
     The one way from validated views to tags: the batch calls it per partition, the service per
     request; both then call `serving.tags.tag_rows` through it. `streamed=False` (a request's few
-    customers) reads each query's rows at once instead of streaming them in bounded batches.
+    customers) reads each query's rows at once instead of streaming them in bounded batches. With
+    `clusters` (`score --clusters`), buyers' rows also get `cluster` and `cluster_description` from
+    their features; registered customers, who have no behaviour yet, get them empty.
     """
     # With features.season on, the season columns are shop-wide: they come from the whole shop's
     # orders (`shop`, the `orders` view), not the partition's. Requests carrying one customer's
@@ -125,36 +129,49 @@ def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | 
     for frame in _batches(con, query, batch, streamed):
         if no_buyers is None:
             no_buyers = frame.iloc[:0].copy()
-        yield "buyers", tag_rows(frame, bundle, config, as_of, model_version)
+        rows = tag_rows(frame, bundle, config, as_of, model_version)
+        yield "buyers", rows if clusters is None else _with_clusters(rows, clusters, frame)
     if customers is None:
         return
     if no_buyers is None:
-        no_buyers = con.execute(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().to_pandas()
+        no_buyers = con.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().to_pandas()
     for frame in _batches(con, registered_sql(source, customers, as_of, config), batch, streamed):
-        yield "registered", tag_rows(no_buyers, bundle, config, as_of, model_version, registered=frame)
+        rows = tag_rows(no_buyers, bundle, config, as_of, model_version, registered=frame)
+        yield "registered", rows if clusters is None else _with_clusters(rows, clusters, None)
+
+
+def _with_clusters(rows: pd.DataFrame, clusters: ClusterModel, features: pd.DataFrame | None) -> pd.DataFrame:
+    """`rows` with `cluster` and `cluster_description` after the tag columns (empty without `features`)."""
+    if features is None:
+        extra = pd.DataFrame({"cluster": pd.array([pd.NA] * len(rows), dtype="Int64"),
+                              "cluster_description": pd.Series([None] * len(rows), dtype=object)}, index=rows.index)
+    else:
+        extra = clusters.columns(features.reset_index(drop=True)).set_index(rows.index)
+    return pd.concat([rows, extra], axis=1)
 
 
 def score(
     orders: str | os.PathLike[str], as_of: str | pd.Timestamp, out: str | os.PathLike[str], config: Config,
     model_uri: str | None = None, quarantine: str | os.PathLike[str] | None = None, partitions: int = 1,
     progress: Progress | None = None, bundle: Bundle | None = None, model_version: str | None = None,
-    customers: str | os.PathLike[str] | None = None,
+    customers: str | os.PathLike[str] | None = None, clusters: bool = False,
 ) -> ScoreResult:
     """Tag every customer with an order before `as_of`, and every registered customer of the customers
-    table who has not ordered yet, and write one row each to `out` (atomically)."""
+    table who has not ordered yet, and write one row each to `out` (atomically). `clusters`: also the
+    behavioural `cluster` and its description (`serving.clusters`, learned on this run's customers)."""
     out_format = output_target(out)
     if partitions < 1:
         raise ScoringError(f"--partitions must be at least 1, got {partitions}.")
     with _one_run_per_output(out):
         return _score_locked(orders, as_of, out, out_format, config, model_uri, quarantine, partitions, progress,
-                             bundle, model_version, customers)
+                             bundle, model_version, customers, clusters)
 
 
 def _score_locked(
     orders: str | os.PathLike[str], as_of: str | pd.Timestamp, out: str | os.PathLike[str], out_format: str,
     config: Config, model_uri: str | None, quarantine: str | os.PathLike[str] | None, partitions: int,
     progress: Progress | None, bundle: Bundle | None, model_version: str | None,
-    customers: str | os.PathLike[str] | None,
+    customers: str | os.PathLike[str] | None, clusters: bool = False,
 ) -> ScoreResult:
     """`score`, once this run holds the output's lock."""
     if bundle is None:
@@ -174,6 +191,8 @@ def _score_locked(
         ).fetchall()[0][0]
         registered_total = registered_relation(con, "orders", table, as_of_ts, config).count("*").fetchall()[0][0] \
             if table else 0
+        # Learned once on the whole shop before the partitions, so a customer's cluster does not depend on them.
+        cluster_model = fit_clusters(cluster_sample(con, "orders", as_of_ts, config), config) if clusters else None
         advance = progress("Scoring customers", int(customers_total + registered_total)) if progress else (lambda n: None)
         scratch = scratch_folder("score")
         try:
@@ -182,7 +201,7 @@ def _score_locked(
                 source = _partition_view(con, "orders", partitions, index)
                 part_customers = _partition_view(con, table, partitions, index) if table else None
                 batches = tag_customers(con, source, part_customers, as_of_ts, config, bundle, model_version or "",
-                                        intervals, config.scoring.batch_customers)
+                                        intervals, config.scoring.batch_customers, cluster_model)
                 for number, (kind, rows) in enumerate(batches):
                     parts.append(_write_part(scratch, f"{index:05d}-{kind[0]}{number:05d}", rows))
                     advance(len(rows))

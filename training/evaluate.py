@@ -33,8 +33,10 @@ from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 __all__ = [
+    "calibration_curve",
     "calibration_plot",
     "classifier_metrics",
+    "cumulative_gain_curve",
     "cumulative_gain_plot",
     "feature_importance_plot",
     "gini_difference_interval",
@@ -152,6 +154,29 @@ def metrics_table(rows: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     )
     table.index.name = "model"
     return table
+
+
+def calibration_curve(y_true: ArrayLike, p_pred: ArrayLike) -> dict[str, list[float]]:
+    """The reliability curve behind ``calibration_plot`` and ``ece`` as numbers, per quantile bin:
+    ``mean_predicted``, ``positive_rate`` and ``customers`` (JSON-ready, for a run's artifacts)."""
+    y, p = _labels_and_probabilities("y_true", y_true, "p_pred", p_pred)
+    mean_p, positive_rate, sizes = _calibration_bins(y, p)
+    return {"mean_predicted": [float(v) for v in mean_p], "positive_rate": [float(v) for v in positive_rate],
+            "customers": [int(v) for v in sizes]}
+
+
+def cumulative_gain_curve(y_true: ArrayLike, p_pred: ArrayLike, points: int = 101) -> dict[str, list[float]]:
+    """The curve of ``cumulative_gain_plot`` at ``points`` evenly spaced shares of customers targeted:
+    ``targeted_share`` (0 to 1, highest scores first) and ``captured_share`` of all positives (ties
+    shared pro rata, as in the plot). JSON-ready."""
+    y, p = _labels_and_probabilities("y_true", y_true, "p_pred", p_pred)
+    if y.sum() == 0:
+        raise ValueError("y_true has no positives, so there is nothing to capture: a cumulative gain curve "
+                         "needs at least one customer with y_true == 1.")
+    targeted, captured = _gain_curve(y, p)
+    shares = np.linspace(0, 1, points)
+    return {"targeted_share": [float(v) for v in shares],
+            "captured_share": [float(v) for v in np.interp(shares * y.size, targeted, captured) / y.sum()]}
 
 
 # ---------------------------------------------------------------------------------------------

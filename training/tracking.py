@@ -15,8 +15,10 @@ from mlflow.models import ModelSignature, infer_signature
 from serving.bundle import Bundle, BundleError, LifetagPyfunc
 from serving import registry
 from training.evaluate import (
+    calibration_curve,
     calibration_plot,
     classifier_metrics,
+    cumulative_gain_curve,
     cumulative_gain_plot,
     feature_importance_plot,
     ltv_decile_plot,
@@ -24,12 +26,13 @@ from training.evaluate import (
 )
 from training.pipeline import TargetResult, TrainResult, validation_score
 
-__all__ = ["Comparison", "Recorded", "baseline_score", "chance_score", "compare_with_champion", "model_signature",
-           "record_training"]
+__all__ = ["CURVES_ARTIFACT", "Comparison", "Recorded", "baseline_score", "chance_score", "compare_with_champion",
+           "model_signature", "record_training", "validation_curves"]
 
 _BASELINES = {"classifier": ("recency_heuristic", "bgnbd"), "regressor": ("run_rate", "bgnbd_gg")}
 _KEY = {"classifier": "roc_auc", "regressor": "gini_normalised"}  # the metric validation_score takes
 _CHANCE = {"classifier": 0.5, "regressor": 0.0}
+CURVES_ARTIFACT = "validation/curves.json"  # the classifiers' calibration and gain curves on the held-out cut-off
 
 
 @dataclass
@@ -53,6 +56,7 @@ def record_training(result: TrainResult, promote: bool, trials: int, tolerance: 
         _log_params(result, trials)
         _log_metrics(result)
         registry.log_figures(_figures(result))
+        mlflow.log_dict(validation_curves(result), CURVES_ARTIFACT)
         with tempfile.TemporaryDirectory() as folder:
             result.bundle.save(folder)
             version = registry.register_bundle(
@@ -224,6 +228,24 @@ def _log_metrics(result: TrainResult) -> None:
         for model, values in result.first_purchase.metrics.items():
             metrics.update({f"first_purchase.{model}.{k}": float(v) for k, v in values.items() if np.isfinite(v)})
     mlflow.log_metrics(metrics)
+
+
+def validation_curves(result: TrainResult) -> dict[str, Any]:
+    """The calibration and cumulative gain curves of each classifier target on its held-out validation
+    cut-off, for the model and each baseline: the numbers behind the run's plots, which `lifetag report`
+    draws. {target: {"horizon_days", "cutoff", "examples", "positive_rate", "models": {name:
+    {"calibration": ..., "gain": ...}}}}; targets without validation rows (fallbacks) are left out."""
+    curves: dict[str, Any] = {}
+    for name, r in result.results.items():
+        if r.valid is None or r.target.kind != "classifier" or not 0 < r.valid["label"].sum() < len(r.valid):
+            continue
+        labels = r.valid["label"].to_numpy()
+        models = {c: {"calibration": calibration_curve(labels, r.valid[c]),
+                      "gain": cumulative_gain_curve(labels, r.valid[c])}
+                  for c in ("model", *_BASELINES["classifier"]) if c in r.valid and np.isfinite(r.valid[c]).all()}
+        curves[name] = {"horizon_days": r.target.horizon_days, "cutoff": str(pd.Timestamp(r.valid["cutoff"].max()).date()),
+                        "examples": int(len(labels)), "positive_rate": float(labels.mean()), "models": models}
+    return curves
 
 
 def _figures(result: TrainResult) -> dict[str, Any]:
