@@ -28,6 +28,7 @@ __all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc"
 OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
 REBUY_FILE = "rebuy_intervals.json"
+CLUSTERS_FILE = "clusters.json"
 
 
 class BundleError(LifetagError, ValueError):
@@ -236,6 +237,21 @@ class Bundle:
     # Shop-wide re-buy interval per category, {category: days} (features.scenarios.learn_rebuy_intervals,
     # from the history before as_of). None: a bundle saved before lifetag stored them (`rebuy_intervals`).
     rebuy_days: dict[str, float] | None = None
+    # The behavioural clusters (features.clusters.ClusterModel.to_dict), learned at training time; None:
+    # a bundle saved before lifetag stored them, or a shop too small to cluster (metadata says why).
+    clusters: dict[str, Any] | None = None
+
+    def cluster_model(self) -> Any:
+        """The behavioural clusters learned at training time (a features.clusters.ClusterModel); a BundleError
+        saying why and what to do when the model has none."""
+        from features.clusters import ClusterModel
+
+        if self.clusters is None:
+            why = self.metadata.get("clusters_note") or "it was saved by an older lifetag that did not learn them"
+            raise BundleError(f"the model (trained at as_of {self.as_of}) has no behavioural clusters: {why}. Retrain "
+                              "it with `lifetag train` (clusters are learned with the model, report.clusters_k), "
+                              "or score without --clusters.")
+        return ClusterModel.from_dict(self.clusters)
 
     def rebuy_intervals(self) -> dict[str, float]:
         """The category re-buy intervals (days) that `categories_due` is counted against, learned at training time.
@@ -296,6 +312,8 @@ class Bundle:
         (folder / BUNDLE_FILE).write_text(json.dumps(document, indent=2, default=str))
         if self.rebuy_days is not None:
             (folder / REBUY_FILE).write_text(json.dumps(self.rebuy_days, indent=2))
+        if self.clusters is not None:
+            (folder / CLUSTERS_FILE).write_text(json.dumps(self.clusters, indent=2))
         return folder
 
     @classmethod
@@ -319,7 +337,16 @@ class Bundle:
         return cls(spec, models, document["clv"], document["horizons"], document["config"],
                    document["rfm_cut_points"], document["as_of"], document.get("metadata", {}),
                    model(first["model"]) if first else None, FeatureSpec(**first["spec"]) if first else None,
-                   _load_rebuy_days(folder))
+                   _load_rebuy_days(folder), _load_clusters(folder))
+
+
+def _load_clusters(folder: Path) -> dict[str, Any] | None:
+    """The stored behavioural clusters; None when the bundle has none (no file)."""
+    path = folder / CLUSTERS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: not a readable clusters file ({exc}).") from None
 
 
 def _load_rebuy_days(folder: Path) -> dict[str, float] | None:

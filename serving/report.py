@@ -1,7 +1,7 @@
 """The insight report: one self-contained HTML page from a `lifetag score` output and the orders behind it.
 
 `write_report` gathers the figures in DuckDB (aggregates over the tags file and over the validated
-orders, never all orders in pandas), fits the behavioural clusters (`serving.clusters`), reads the
+orders, never all orders in pandas), takes the behavioural clusters stored with the model (`features.clusters`), reads the
 scoring model's validation metrics and curves from its MLflow run, draws the page
 (`serving.report_page`) and writes it atomically; for a registered model version it also logs the
 page as an artifact of that version's run. Every number on the page is computed here; the page
@@ -25,7 +25,7 @@ from configs.schema import Config
 from features.behaviour import as_timestamp, build_relation, order_rows_sql
 from features.engine import connect, lock_external_access, repr_ident, repr_sql
 from features.intake import open_sources
-from serving.clusters import CLUSTER_FEATURES, ClusterError, ClusterModel, cluster_sample, fit_clusters
+from features.clusters import CLUSTER_FEATURES, ClusterError, ClusterModel, cluster_sample, fit_clusters
 
 __all__ = ["LANGUAGES", "STAGES", "ModelSection", "ReportData", "ReportError", "ReportResult", "read_report_data",
            "write_report"]
@@ -148,7 +148,7 @@ def read_report_data(tags: str | os.PathLike[str], orders: str | os.PathLike[str
         progress(STAGES[2])
         cohorts, retention = _cohorts(con, as_of, config)
         progress(STAGES[3])
-        clusters, counts, note = _clusters(con, as_of, config)
+        clusters, counts, note = _clusters(con, as_of, config, version, model_uri)
         progress(STAGES[4])
     finally:
         con.close()
@@ -327,13 +327,36 @@ WHERE a.month + INTERVAL 1 MONTH >= DATE '{first_month}' AND a.month + INTERVAL 
     return cohorts, (kept / before if before else float("nan"))
 
 
-def _clusters(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp,
-              config: Config) -> tuple[ClusterModel | None, pd.DataFrame, str]:
-    """The clusters fitted on the fixed sample, and every buyer's cluster counted (features streamed in batches)."""
+def _trained_clusters(version: str, model_uri: str | None) -> tuple[ClusterModel | None, str]:
+    """The clusters stored with the model that scored the tags (so the page and `score --clusters` number
+    them alike), or None and why not."""
+    from serving import registry
+    from serving.bundle import BundleError, load_model
+
+    uri = model_uri or (f"models:/{registry.MODEL_NAME}/{version}" if version.isdigit() else None)
+    if uri is None:
+        return None, f"the tags were scored with {version}, which this report cannot load without --model"
     try:
-        model = fit_clusters(cluster_sample(con, "orders", as_of, config), config)
-    except ClusterError as exc:
-        return None, pd.DataFrame(), str(exc)
+        bundle, _ = load_model(uri)
+        return bundle.cluster_model(), ""
+    except (BundleError, registry.RegistryError) as exc:
+        return None, str(exc)
+
+
+def _clusters(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp, config: Config, version: str = "",
+              model_uri: str | None = None) -> tuple[ClusterModel | None, pd.DataFrame, str]:
+    """The model's clusters (learned at training time), and every buyer's cluster counted (features streamed
+    in batches). A model without clusters (older, or unreachable): clusters learned from these orders, and
+    the page says so."""
+    model, why = _trained_clusters(version, model_uri)
+    note = ""
+    if model is None:
+        try:
+            model = fit_clusters(cluster_sample(con, "orders", as_of, config), config)
+        except ClusterError as exc:
+            return None, pd.DataFrame(), str(exc)
+        note = (f"These clusters were learned from the orders of this report, not stored with the model ({why}); "
+                "`lifetag score --clusters` numbers clusters by the model's own.")
     relation = build_relation(con, "orders", as_of, config, shop="orders").select(
         ", ".join(["monetary_total", *CLUSTER_FEATURES]))
     customers = np.zeros(model.k + 1, dtype=np.int64)
@@ -346,7 +369,7 @@ def _clusters(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp,
             revenue += np.bincount(numbers, weights=frame["monetary_total"].to_numpy(dtype=float),
                                    minlength=model.k + 1)
     counts = pd.DataFrame({"cluster": np.arange(1, model.k + 1), "customers": customers[1:], "revenue": revenue[1:]})
-    return model, counts, ""
+    return model, counts, note
 
 
 # ---------------------------------------------------------------------------------------------

@@ -569,7 +569,8 @@ def _clusters_body(page: _Page, data: Any, config: Config, w: _Words) -> str:
             for r in counts.itertuples(index=False)]
     headers = [(w("col_cluster"), False), (w("col_customers"), True), (w("col_share"), True),
                (w("col_revenue_share"), True), (w("col_description"), False)]
-    return (_note(intro) + page.chart("cluster_sizes", _cluster_sizes(counts, descriptions, w)) + _table(headers, rows)
+    return (_note(intro) + (_note(data.cluster_note) if data.cluster_note else "")
+            + page.chart("cluster_sizes", _cluster_sizes(counts, descriptions, w)) + _table(headers, rows)
             + page.chart("cluster_profile", _cluster_profile(model, w)))
 
 

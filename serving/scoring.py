@@ -25,13 +25,13 @@ import pyarrow.parquet as pq
 from configs.schema import Config
 from features.behaviour import (as_timestamp, registered_relation, registered_sql, require_orders_before,
                                 unmatched_customers)
+from features.clusters import ClusterModel
 from features.engine import connect, repr_ident, repr_sql
 from features.intake import IntakeReport, open_sources
 from features.output import OutputError, write_relation
 from features.paths import file_part
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation, tag_inputs_sql
 from serving.bundle import Bundle, load_model
-from serving.clusters import ClusterModel, cluster_sample, fit_clusters
 from serving.locks import LockHeld, output_lock, scratch_folder
 # The tag logic lives in serving.tags; the names callers imported from here before it moved are re-exported.
 from serving.tags import (OUTPUT_DOCS, ScoringError, _apply_scenarios, check_feature_columns, check_scenarios,
@@ -158,7 +158,7 @@ def score(
 ) -> ScoreResult:
     """Tag every customer with an order before `as_of`, and every registered customer of the customers
     table who has not ordered yet, and write one row each to `out` (atomically). `clusters`: also the
-    behavioural `cluster` and its description (`serving.clusters`, learned on this run's customers)."""
+    behavioural `cluster` and its description (`features.clusters`, learned with the model)."""
     out_format = output_target(out)
     if partitions < 1:
         raise ScoringError(f"--partitions must be at least 1, got {partitions}.")
@@ -176,6 +176,9 @@ def _score_locked(
     """`score`, once this run holds the output's lock."""
     if bundle is None:
         bundle, model_version = load_model(model_uri)
+    # The clusters learned with the model (before any reading: a model without them is said at once);
+    # a scoring run never re-learns a shop-wide statistic.
+    cluster_model = bundle.cluster_model() if clusters else None
     as_of_ts = as_timestamp(as_of)
     con = connect(config.engine)
     try:
@@ -191,8 +194,6 @@ def _score_locked(
         ).fetchall()[0][0]
         registered_total = registered_relation(con, "orders", table, as_of_ts, config).count("*").fetchall()[0][0] \
             if table else 0
-        # Learned once on the whole shop before the partitions, so a customer's cluster does not depend on them.
-        cluster_model = fit_clusters(cluster_sample(con, "orders", as_of_ts, config), config) if clusters else None
         advance = progress("Scoring customers", int(customers_total + registered_total)) if progress else (lambda n: None)
         scratch = scratch_folder("score")
         try:
@@ -201,7 +202,7 @@ def _score_locked(
                 source = _partition_view(con, "orders", partitions, index)
                 part_customers = _partition_view(con, table, partitions, index) if table else None
                 batches = tag_customers(con, source, part_customers, as_of_ts, config, bundle, model_version or "",
-                                        intervals, config.scoring.batch_customers, cluster_model)
+                                        intervals, config.scoring.batch_customers, clusters=cluster_model)
                 for number, (kind, rows) in enumerate(batches):
                     parts.append(_write_part(scratch, f"{index:05d}-{kind[0]}{number:05d}", rows))
                     advance(len(rows))

@@ -13,6 +13,7 @@ import pandas as pd
 from configs.errors import LifetagError
 from configs.schema import Config
 from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
+from features.clusters import ClusterError, cluster_sample, fit_clusters
 from features.engine import connect
 from features.intake import Intake, IntakeReport, open_sources
 from features.scenarios import learn_rebuy_intervals
@@ -674,6 +675,11 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
         rebuy_days=learn_rebuy_intervals(store.con, store.source, as_of, config),
     )
     bundle.metadata["tier_cut_points"] = _tier_cut_points(bundle, now, config)
+    # Also shop-wide, so learned here: the behavioural clusters `score --clusters` and the report use.
+    try:
+        bundle.clusters = fit_clusters(cluster_sample(store.con, store.source, as_of, config), config).to_dict()
+    except ClusterError as exc:
+        bundle.metadata["clusters_note"] = str(exc)
     return bundle
 
 

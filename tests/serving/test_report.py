@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from configs.schema import Config, ConfigError, load_config
 from serving.cli import app
-from serving.clusters import CLUSTER_DOCS, cluster_sample, fit_clusters
+from features.clusters import CLUSTER_DOCS, cluster_sample, fit_clusters
 from serving.report import ReportError, ReportResult, write_report
 from serving.report_page import CAMPAIGN_MARKER, SECTIONS, TEXT
 from serving.scoring import score
@@ -305,6 +305,28 @@ def test_score_clusters_are_the_reports_clusters(tags: Path, shop: Path, config:
         assert group["cluster_description"].nunique() == 1
         assert re.search(rf"<td>cluster {int(number)}</td><td class=num>{len(group):,}</td>", text), number
         assert description in text
+
+
+def test_clusters_are_learned_with_the_model_and_stored_with_it(trained: TrainResult, tags: Path, shop: Path,
+                                                               config: Config, tmp_path: Path) -> None:
+    from features.clusters import ClusterModel
+    from serving.bundle import Bundle, BundleError
+
+    folder = trained.bundle.save(tmp_path / "bundle")
+    loaded = Bundle.load(folder).cluster_model()
+    assert isinstance(loaded, ClusterModel) and loaded.k == trained.bundle.cluster_model().k
+    features = _behaviour([{"recency_days": 10, "frequency": 9, "monetary_mean": 30, "gap_median_days": 20},
+                           {"recency_days": 300, "frequency": 1, "monetary_mean": 80, "gap_median_days": 0}], 40)
+    for column in loaded.features:
+        if column not in features:
+            features[column] = 0.3
+    assert (loaded.assign(features) == trained.bundle.cluster_model().assign(features)).all()
+    assert loaded.descriptions() == trained.bundle.cluster_model().descriptions()
+    # A model without them (an older lifetag): score --clusters says to retrain, nothing is re-learned.
+    (folder / "clusters.json").unlink()
+    with pytest.raises(BundleError, match="no behavioural clusters.*Retrain"):
+        score(shop / "orders.parquet", AS_OF, tmp_path / "out.parquet", config, model_uri=str(folder), clusters=True,
+              customers=shop / "customers.parquet")
 
 
 def _behaviour(rows: list[dict[str, float]], n: int, seed: int = 5) -> pd.DataFrame:

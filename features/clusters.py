@@ -4,12 +4,13 @@
 (`features.behaviour`, never a second definition of a feature) on a fixed hash sample of customers
 (`report.cluster_sample`), with the number of clusters k the best silhouette in `report.clusters_k`.
 `ClusterModel.assign` then labels any buyers' features: `lifetag report` counts every buyer,
-`lifetag score --clusters` adds the `cluster` and `cluster_description` columns to the tags. Both
-go through these two functions, so a customer's cluster is the same in both for the same orders,
-`as_of` and config.
+`lifetag score --clusters` (and a Spark task, and the service) adds the `cluster` and
+`cluster_description` columns to the tags.
 
-The clusters are learned per run, not stored with the model: they describe this population as it
-is, and the same orders, `as_of` and config give the same clusters (fixed sample, fixed seed).
+The clusters are learned once, at training time on the history before the model's `as_of`, and
+stored with the model (`ClusterModel.to_dict`), like every other shop-wide statistic: a scoring run
+or a request never re-learns them, so a customer's cluster number means the same thing every night
+until the next training.
 
 Scaling: counts, money and days are taken as log(1 + x), shares as they are; then every feature is
 standardised with the sample's mean and spread. A cluster's description names the (at most three)
@@ -46,8 +47,8 @@ CLUSTER_FEATURES: dict[str, bool] = {
 # The two columns `lifetag score --clusters` adds (docs/tags.md lists them; a test checks they agree).
 CLUSTER_DOCS = {
     "cluster": ("behavioural cluster, 1 the largest: k-means on scaled behaviour, k by silhouette within "
-                "`report.clusters_k`, learned at each run from a fixed sample of its customers; empty for registered "
-                "customers without an order", "label"),
+                "`report.clusters_k`, learned at training time from a fixed sample of the shop's buyers and stored with "
+                "the model; empty for registered customers without an order", "label"),
     "cluster_description": ("how the cluster differs from all buyers, in words (\"buy every 3 weeks, small baskets "
                             "(mean order 12), mostly weekends (90% of orders)\")", "text"),
 }
@@ -156,6 +157,27 @@ class ClusterModel:
     def descriptions(self, lang: str = "en") -> dict[int, str]:
         """Cluster number -> description."""
         return {int(c): self.describe(int(c), lang) for c in self.profile.index}
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form, stored with the model."""
+        return {"features": self.features, "log_scale": self.log_scale, "fill": self.fill.tolist(),
+                "mean": self.mean.tolist(), "scale": [None if not np.isfinite(v) else float(v) for v in self.scale],
+                "centres": self.centres.tolist(), "silhouettes": {str(k): v for k, v in self.silhouettes.items()},
+                "sample_size": self.sample_size,
+                "profile": {str(c): {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                     for k, v in row.items()} for c, row in self.profile.to_dict("index").items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClusterModel":
+        """The model `to_dict` wrote."""
+        profile = pd.DataFrame.from_dict({int(c): {k: (np.nan if v is None else v) for k, v in row.items()}
+                                          for c, row in data["profile"].items()}, orient="index")
+        return cls(list(data["features"]), list(data["log_scale"]), np.asarray(data["fill"], dtype=float),
+                   np.asarray(data["mean"], dtype=float),
+                   np.asarray([np.inf if v is None else v for v in data["scale"]], dtype=float),
+                   np.asarray(data["centres"], dtype=float).reshape(-1, len(data["features"])),
+                   {int(k): float(v) for k, v in data["silhouettes"].items()}, int(data["sample_size"]),
+                   profile.sort_index())
 
     def columns(self, features: pd.DataFrame) -> pd.DataFrame:
         """The tags' `cluster` and `cluster_description` (English) columns for buyers' features."""
