@@ -64,6 +64,7 @@ __all__ = [
     "open_partition",
     "open_tables",
     "partition_keys",
+    "problem_order",
     "raw_columns",
     "read_customers",
     "read_orders",
@@ -1468,8 +1469,8 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
     )
 
 
-def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
-    """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
+def _problem_kinds(source: _Source, config: Config) -> list[tuple[_Mapped, str, str]]:
+    """Every kind of bad row the source can have, in the order reports list them: (field, reason tag SQL, text)."""
     checks = [(source.mapping[c.field], repr_sql(c.tag), c.text) for c in _parsed_columns(source, config).checks]
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
@@ -1477,6 +1478,21 @@ def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: 
             minutes = config.orders.order_time_tolerance_minutes
             text += f" more than {minutes:g} minutes apart (orders.order_time_tolerance_minutes)"
         checks.append((source.mapping[source.conflict_key], reason, text))
+    return checks
+
+
+def problem_order(con: duckdb.DuckDBPyConnection, kind: str, schema: pa.Schema, config: Config,
+                  scope_types: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(check, column) of every Problem a source of raw rows with `schema` can have, in the order a report lists
+    them: how problems found in parts of a source are put in order again."""
+    _lock_to_inputs(con, [])
+    source = _prepare_raw_table(con, kind, schema.empty_table(), config, kind, scope_types)
+    return [(text, mapped.shown()) for mapped, _, text in _problem_kinds(source, config)]
+
+
+def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
+    """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
+    checks = _problem_kinds(source, config)
     aggs = []
     for mapped, tag, _ in checks:
         shown = _shown_value(source, mapped)

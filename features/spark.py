@@ -35,7 +35,7 @@ from configs.errors import LifetagError
 from configs.schema import Config, EngineConfig, SourceConfig
 from features.engine import connect
 from features.intake import (IntakeError, combine_scope_stats, csv_delimiter, needs_scope_types, partition_keys,
-                             raw_columns, scope_stats, scope_types_from, source_files)
+                             problem_order, raw_columns, scope_stats, scope_types_from, source_files)
 from features.paths import DUCKDB_SUFFIXES
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def session(master: str | None = None, shuffle_partitions: int | None = None) ->
         if shuffle_partitions:
             builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     return spark
@@ -262,7 +263,7 @@ def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | No
     numbered = (df.join(F.broadcast(table), ["_lifetag_file", "_lifetag_block"])
                 .withColumn("_row", F.col("_lifetag_mono") + F.col("_lifetag_offset")))
     if keep_filename:
-        path_of = F.udf(_local_path, "string")
+        path_of = F.udf(lambda uri: _local_path(uri), "string")
         numbered = numbered.withColumn("filename", path_of(F.col("_lifetag_file")))
     return numbered.drop(*_HELPERS, "_lifetag_offset"), start
 
@@ -281,6 +282,7 @@ class PartitionedSources:
     scope_types: tuple[dict[str, str] | None, dict[str, str] | None]
     partitions: int
     rows: tuple[int, int]
+    problem_orders: tuple[list[tuple[str, str]], list[tuple[str, str]]]  # intake.problem_order of each source
 
 
 def partition_sources(spark: "SparkSession", orders: RawSource, customers: RawSource | None, config: Config,
@@ -291,8 +293,15 @@ def partition_sources(spark: "SparkSession", orders: RawSource, customers: RawSo
     keyed_orders = _route_orders_across_customers(spark, _keyed(orders, config, scopes[0], partitions), partitions)
     keyed_customers = _keyed(customers, config, scopes[1], partitions) if customers else None
     labels = (orders.label, customers.label if customers else "customers")
+    con = connect(EngineConfig())
+    try:
+        orders_problems = problem_order(con, "orders", _arrow_schema(orders.df), config, scopes[0])
+        customers_problems = problem_order(con, "customers", _arrow_schema(customers.df), config, scopes[1]) \
+            if customers else []
+    finally:
+        con.close()
     return PartitionedSources(keyed_orders, keyed_customers, labels, scopes, partitions,
-                              (orders.rows, customers.rows if customers else 0))
+                              (orders.rows, customers.rows if customers else 0), (orders_problems, customers_problems))
 
 
 def _arrow_schema(df: "DataFrame") -> pa.Schema:

@@ -107,7 +107,7 @@ def _score(spark: "SparkSession", orders: str | os.PathLike[str], as_of: pd.Time
     result = result.persist(StorageLevel.DISK_ONLY)
     try:
         reports = result.where("_report IS NOT NULL").select(*_EXTRAS).collect()
-        sources, first_order, counts = _merge_reports(reports, keyed.labels, raw_customers is not None)
+        sources, first_order, counts = _merge_reports(reports, keyed)
         _check_bad_rows(sources, reports, quarantine, keyed.labels)
         _require_orders_before(first_order, as_of, str(orders))
         if not counts["buyers"]:
@@ -212,16 +212,18 @@ def _ipc(path: Path) -> bytes | None:
 # The partitions' reports, added up
 
 
-def _merge_reports(rows: list[Any], labels: tuple[str, str], has_customers: bool) -> tuple[Intake, str | None, dict[str, int]]:
+def _merge_reports(rows: list[Any], keyed: PartitionedSources) -> tuple[Intake, str | None, dict[str, int]]:
     reports = [json.loads(r["_report"]) for r in rows]
-    orders = _merged([r["orders"] for r in reports], labels[0])
-    customers = _merged([r["customers"] for r in reports if r["customers"]], labels[1]) if has_customers else None
+    labels, orders_problems, customers_problems = keyed.labels, *keyed.problem_orders
+    orders = _merged([r["orders"] for r in reports], labels[0], orders_problems)
+    customers = _merged([r["customers"] for r in reports if r["customers"]], labels[1], customers_problems) \
+        if keyed.customers is not None else None
     firsts = [r["first_order"] for r in reports if r["first_order"]]
     counts = {k: sum(int(r[k]) for r in reports) for k in ("buyers", "registered", "unmatched")}
     return Intake(orders, customers), min(firsts) if firsts else None, counts
 
 
-def _merged(parts: list[dict[str, Any]], label: str) -> IntakeReport:
+def _merged(parts: list[dict[str, Any]], label: str, order: list[tuple[str, str]]) -> IntakeReport:
     """One source's report from its partitions' reports: counts added, the widest spread, examples of the
     first rows of each problem, the optional fields and columns as the partitions with rows saw them."""
     report = IntakeReport(source=label)
@@ -232,24 +234,18 @@ def _merged(parts: list[dict[str, Any]], label: str) -> IntakeReport:
     read = [p for p in parts if p["rows_read"]] or parts
     report.missing_optional = list(read[0]["missing_optional"]) if read else []
     report.ignored_columns = list(read[0]["ignored_columns"]) if read else []
-    report.problems = _merged_problems([p["problems"] for p in parts])
+    report.problems = _merged_problems([p["problems"] for p in parts], order)
     return report
 
 
-def _merged_problems(lists: list[list[dict[str, Any]]]) -> list[Problem]:
-    """Problems of all partitions by kind (check and column), in the order intake checks them."""
-    order: list[tuple[str, str]] = []
+def _merged_problems(lists: list[list[dict[str, Any]]], order: list[tuple[str, str]]) -> list[Problem]:
+    """Problems of all partitions by kind (check and column), in the order intake lists them (`order`)."""
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for problems in lists:
-        keys = [(p["check"], p["column"]) for p in problems]
-        for i, key in enumerate(keys):
-            found.setdefault(key, []).append(problems[i])
-            if key in order:
-                continue
-            later = [order.index(k) for k in keys[i + 1:] if k in order]
-            order.insert(min(later), key) if later else order.append(key)
+        for problem in problems:
+            found.setdefault((problem["check"], problem["column"]), []).append(problem)
     merged = []
-    for key in order:
+    for key in sorted(found, key=lambda k: order.index(k) if k in order else len(order)):
         examples = sorted((tuple(e) for p in found[key] for e in p["examples"]), key=lambda e: e[0])
         merged.append(Problem(check=key[0], column=key[1], count=sum(int(p["count"]) for p in found[key]),
                               examples=tuple((int(r), v) for r, v in examples[:3])))
