@@ -90,6 +90,10 @@ def session(master: str | None = None, shuffle_partitions: int | None = None) ->
         if local:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        if local and not shuffle_partitions:
+            # Spark's default of 200 shuffle partitions is for clusters; on one machine a few per core do.
+            cores = re.fullmatch(r"local\[(\d+)(,\d+)?\]", master or "")
+            shuffle_partitions = 2 * (int(cores.group(1)) if cores else os.cpu_count() or 1)
         if shuffle_partitions:
             builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         spark = builder.getOrCreate()

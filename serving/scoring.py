@@ -60,6 +60,7 @@ class ScoreResult:
     registered: int = 0  # customers-table rows with no order before as_of, tagged `registered`
     unmatched_customers: int = 0  # buyers without a row in the customers table
     notes: list[str] = field(default_factory=list)
+    partition_seconds: list[float] = field(default_factory=list)  # Spark: each partition task's own time
 
 
 def _partition_view(con: duckdb.DuckDBPyConnection, table: str, partitions: int, index: int) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,7 +121,8 @@ def _score(spark: "SparkSession", orders: str | os.PathLike[str], as_of: pd.Time
     by_segment, by_stage, scenario_counts = _summaries(out, config)
     notes = score_notes(sources, bundle, raw_customers is not None, counts["unmatched"])
     return ScoreResult(out, counts["buyers"] + counts["registered"], model_version, sources.orders, by_segment,
-                       by_stage, scenario_counts, sources.customers, counts["registered"], counts["unmatched"], notes)
+                       by_stage, scenario_counts, sources.customers, counts["registered"], counts["unmatched"], notes,
+                       counts["seconds"])
 
 
 def tag_schema(config: Config, bundle: Bundle, has_customers: bool) -> pa.Schema:
@@ -159,6 +161,7 @@ def _tag_partitions(spark: "SparkSession", keyed: PartitionedSources, schema: pa
 
     @carry_errors
     def task(orders: pa.Table, customers: pa.Table | None) -> pa.Table:
+        began = time.perf_counter()
         con, folder = connect(engine), task_folder()
         try:
             bad = folder / "bad.parquet"
@@ -173,7 +176,8 @@ def _tag_partitions(spark: "SparkSession", keyed: PartitionedSources, schema: pa
             first = con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0]
             counts["unmatched"] = unmatched_customers(con, "orders", table, as_of, config) if table else 0
             report = {"orders": dataclasses.asdict(sources.orders), "first_order": str(first) if first else None,
-                      "customers": dataclasses.asdict(sources.customers) if sources.customers else None, **counts}
+                      "customers": dataclasses.asdict(sources.customers) if sources.customers else None, **counts,
+                      "seconds": time.perf_counter() - began}
             extras = {"_report": [json.dumps(report)], "_bad_orders": [_ipc(bad)],
                       "_bad_customers": [_ipc(customers_quarantine(bad))]}
             row = pa.table({f.name: pa.array(extras.get(f.name, [None]), f.type) for f in out_schema})
@@ -212,7 +216,7 @@ def _ipc(path: Path) -> bytes | None:
 # The partitions' reports, added up
 
 
-def _merge_reports(rows: list[Any], keyed: PartitionedSources) -> tuple[Intake, str | None, dict[str, int]]:
+def _merge_reports(rows: list[Any], keyed: PartitionedSources) -> tuple[Intake, str | None, dict[str, Any]]:
     reports = [json.loads(r["_report"]) for r in rows]
     labels, orders_problems, customers_problems = keyed.labels, *keyed.problem_orders
     orders = _merged([r["orders"] for r in reports], labels[0], orders_problems)
@@ -220,6 +224,7 @@ def _merge_reports(rows: list[Any], keyed: PartitionedSources) -> tuple[Intake, 
         if keyed.customers is not None else None
     firsts = [r["first_order"] for r in reports if r["first_order"]]
     counts = {k: sum(int(r[k]) for r in reports) for k in ("buyers", "registered", "unmatched")}
+    counts["seconds"] = [float(r["seconds"]) for r in reports]
     return Intake(orders, customers), min(firsts) if firsts else None, counts
 
 
