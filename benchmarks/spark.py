@@ -32,6 +32,7 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 import psutil  # noqa: E402
 
@@ -98,6 +99,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--partitions", type=int, default=None, help="Spark scoring partitions (default: lifetag's)")
     parser.add_argument("--workdir", type=Path, default=None, help="default $LIFETAG_HOME/bench")
+    parser.add_argument("--steps", nargs="+", choices=["score", "training-set"], default=["score", "training-set"])
     parser.add_argument("--child", choices=["score-spark", "set-local", "set-spark"], help=argparse.SUPPRESS)
     parser.add_argument("--orders", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
@@ -172,16 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         warm_page_cache(shop.orders)
         with tempfile.TemporaryDirectory(prefix="lifetag-spark-bench-", dir=workdir) as scratch:
             local_out, spark_out = Path(scratch) / "local.parquet", Path(scratch) / "spark_tags"
-            local = run_tree([*console_script("lifetag"), "score", "--orders", str(shop.orders), "--as-of", args.as_of,
-                              "--out", str(local_out), "--model", str(bundle)])
-            print(local.line("score, embedded (local)"), flush=True)
-            extra = ["--partitions", str(args.partitions)] if args.partitions else []
-            on_spark = run_tree([*me, "--child", "score-spark", "--orders", str(shop.orders), "--bundle", str(bundle),
-                                 "--out", str(spark_out), *extra])
-            print(on_spark.line(f"score, Spark {args.master}"), flush=True)
-            _compare(local_out, spark_out)
-            _estimate(json.loads(on_spark.stdout.strip().splitlines()[-1]), on_spark)
-            for mode, label in (("set-local", "training set, embedded (local)"), ("set-spark", f"training set, Spark {args.master}")):
+            if "score" in args.steps:
+                _score_both(args, shop, bundle, local_out, spark_out, me)
+            for mode, label in (("set-local", "training set, embedded (local)"),
+                                ("set-spark", f"training set, Spark {args.master}")):
+                if "training-set" not in args.steps:
+                    break
                 measured = run_tree([*me, "--child", mode, "--orders", str(shop.orders)])
                 done = json.loads(measured.stdout.strip().splitlines()[-1])
                 print(measured.line(label) + f"; {done['cutoffs']} cut-offs, {done['rows']:,} rows", flush=True)
@@ -189,6 +187,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _score_both(args: argparse.Namespace, shop: Any, bundle: Path, local_out: Path, spark_out: Path,
+                me: list[str]) -> None:
+    """`lifetag score` by each engine, the tags compared, the Spark run's partition figures."""
+    local = run_tree([*console_script("lifetag"), "score", "--orders", str(shop.orders), "--as-of", args.as_of,
+                      "--out", str(local_out), "--model", str(bundle)])
+    print(local.line("score, embedded (local)"), flush=True)
+    extra = ["--partitions", str(args.partitions)] if args.partitions else []
+    on_spark = run_tree([*me, "--child", "score-spark", "--orders", str(shop.orders), "--bundle", str(bundle),
+                         "--out", str(spark_out), *extra])
+    print(on_spark.line(f"score, Spark {args.master}"), flush=True)
+    _compare(local_out, spark_out)
+    _estimate(json.loads(on_spark.stdout.strip().splitlines()[-1]), on_spark)
 
 
 def _compare(local_out: Path, spark_out: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -20,7 +21,8 @@ import pyarrow as pa
 
 from configs.schema import Config, EngineConfig
 from features.behaviour import build_relation
-from features.engine import connect, repr_ident
+from features.engine import (connect, lifetag_home, remove_dead_runs_folders, repr_ident, repr_sql,
+                             run_folder_name)
 from features.intake import ORDER_FIELDS, customer_fields, open_partition
 from features.labels import labels_relation
 from features.spark import (SparkError, carry_errors, partition_sources, raw_tables, read_source, session, task_engine,
@@ -28,7 +30,7 @@ from features.spark import (SparkError, carry_errors, partition_sources, raw_tab
 from training.dataset import CutoffStore, plan_cutoffs, targets
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 __all__ = ["SparkCutoffStore", "TrainingSet", "build_training_set", "spark_training_set"]
 
@@ -53,16 +55,34 @@ def build_training_set(spark: "SparkSession", orders: str | os.PathLike[str], co
         schema = pa.schema([pa.field("_kind", pa.string()), pa.field("_cutoff", pa.string()),
                             pa.field("_horizon", pa.int32()), *feature_schema,
                             *(f for f in label_schema if f.name not in feature_schema.names)])
-        rows = _run(spark, keyed, schema, config, as_of, cutoffs, horizons)
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("_rows", rows)
-        features = {c: _frame(con, "features", c, None, feature_schema.names) for c in cutoffs}
-        labels = {(c, h): _frame(con, "labels", c, h, label_schema.names) for c in cutoffs for h in horizons}
-    finally:
-        con.close()
+        result = _run(spark, keyed, schema, config, as_of, cutoffs, horizons)
+        scratch = _scratch() if spark.sparkContext.master.startswith("local") else None
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            if scratch is not None:
+                # Through Parquet files on this machine, not through the JVM: a million customers' rows at a
+                # dozen cut-offs are gigabytes, more than Spark hands to Python at once by default.
+                result.write.parquet(str(scratch / "rows"))
+                # A view holds no bound parameter; the folder is lifetag's own scratch, quoted.
+                con.execute(f"CREATE VIEW _rows AS SELECT * FROM read_parquet({repr_sql(str(scratch / 'rows' / '*.parquet'))})")
+            else:
+                con.register("_rows", result.toArrow())  # a cluster: spark.driver.maxResultSize must hold it
+            features = {c: _frame(con, "features", c, None, feature_schema.names) for c in cutoffs}
+            labels = {(c, h): _frame(con, "labels", c, h, label_schema.names) for c in cutoffs for h in horizons}
+        finally:
+            con.close()
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
     return features, labels
+
+
+def _scratch() -> Path:
+    """A private folder under LIFETAG_HOME/scratch for this run (a killed run's are removed first)."""
+    root = lifetag_home().resolve() / "scratch"
+    root.mkdir(parents=True, exist_ok=True)
+    remove_dead_runs_folders(root, "spark-training-set")
+    return root / run_folder_name("spark-training-set")
 
 
 def _schemas(config: Config, has_customers: bool) -> tuple[pa.Schema, pa.Schema]:
@@ -81,7 +101,7 @@ def _schemas(config: Config, has_customers: bool) -> tuple[pa.Schema, pa.Schema]
 
 
 def _run(spark: "SparkSession", keyed: Any, schema: pa.Schema, config: Config, as_of: pd.Timestamp,
-         cutoffs: list[pd.Timestamp], horizons: list[int]) -> pa.Table:
+         cutoffs: list[pd.Timestamp], horizons: list[int]) -> "DataFrame":
     from pyspark.sql.pandas.types import from_arrow_schema
 
     engine, labels, scopes = task_engine(config), keyed.labels, keyed.scope_types
@@ -117,7 +137,7 @@ def _run(spark: "SparkSession", keyed: Any, schema: pa.Schema, config: Config, a
         result = grouped.applyInArrow(lambda key, o, c: task(o, c), spark_schema)
     else:
         result = keyed.orders.groupBy("_part").applyInArrow(lambda key, o: task(o, None), spark_schema)
-    return result.toArrow()
+    return result
 
 
 def _frame(con: duckdb.DuckDBPyConnection, kind: str, cutoff: pd.Timestamp, horizon: int | None,
