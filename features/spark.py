@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "INSTALL", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "partition_sources", "read_source",
-    "replace_folder", "session", "task_engine", "task_errors_explained",
+    "INSTALL", "KEYS", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "partition_sources", "raw_tables",
+    "read_source", "remove_stale_folders", "replace_folder", "session", "task_engine", "task_errors_explained",
+    "task_folder",
 ]
 
 INSTALL = "pip install 'lifetag[spark]' (in a checkout: pip install '.[spark]')"
@@ -80,12 +81,14 @@ def session(master: str | None = None, shuffle_partitions: int | None = None) ->
     if master is None and SparkSession.getActiveSession() is not None:
         spark = SparkSession.getActiveSession()
     else:
-        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        # Started by spark-submit: its master and settings hold, nothing is set here.
+        submitted = master is None and bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+        if not submitted and shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
             raise SparkError("--engine spark needs Java 17 (Spark runs on the JVM) and there is no `java` here: "
                              "install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME.")
         builder = SparkSession.builder.appName("lifetag")
-        local = master is None or master.startswith("local")
-        if master is not None or not os.environ.get("SPARK_HOME"):
+        local = not submitted and (master is None or master.startswith("local"))
+        if not submitted:
             builder = builder.master(master or "local[*]")
         if local:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -31,12 +31,12 @@ from features.intake import (ORDER_FIELDS, Intake, IntakeReport, Problem, bad_ro
 from features.output import OutputError, write_relation
 from features.paths import customers_quarantine
 from features.scenarios import tag_inputs_relation
-from features.spark import (PartitionedSources, SparkError, carry_errors, partition_sources, raw_tables, read_source,
+from features.spark import (PartitionedSources, carry_errors, partition_sources, raw_tables, read_source,
                             remove_stale_folders, replace_folder, session, task_engine, task_errors_explained,
                             task_folder)
 from serving.bundle import Bundle, load_model
 from serving.scoring import ScoreResult, ScoringError, one_run_per_output, score_notes, summaries, tag_customers
-from serving.tags import check_feature_columns, check_scenarios, scenario_columns, OUTPUT_DOCS
+from serving.tags import OUTPUT_DOCS, check_feature_columns, check_scenarios, scenario_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
