@@ -53,13 +53,24 @@ __all__ = [
     "IntakeError",
     "IntakeReport",
     "Problem",
+    "bad_rows_error",
+    "combine_scope_stats",
+    "csv_delimiter",
     "customer_fields",
+    "needs_scope_types",
     "open_customers",
     "open_orders",
     "open_sources",
+    "open_partition",
     "open_tables",
+    "partition_keys",
+    "problem_order",
+    "raw_columns",
     "read_customers",
     "read_orders",
+    "scope_stats",
+    "source_files",
+    "scope_types_from",
 ]
 
 CANONICAL_TYPES: dict[str, str] = {
@@ -358,6 +369,120 @@ def open_tables(
     return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 
+# ---------------------------------------------------------------------------------------------
+# A source read by another engine (Spark): its raw rows arrive as Arrow tables, in parts, and each part
+# is validated here by the very rules a file meets. The rows carry `_row`, their row number in the
+# whole source (and `filename` for a folder), so reports name the rows a file run would name.
+
+
+def raw_columns(table: pa.Table | pa.Schema) -> dict[str, str]:
+    """Source column -> DuckDB type of raw rows as another engine hands them over (`_row` left out)."""
+    schema = table if isinstance(table, pa.Schema) else table.schema
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("_lifetag_schema", schema.empty_table())
+        return _source_columns(con, "_lifetag_schema")
+    finally:
+        con.close()
+
+
+def needs_scope_types(kind: str, types: dict[str, str], config: Config) -> bool:
+    """Whether some mapping of `kind` may be an expression, so its columns' types as expressions see them
+    (`scope_stats` over every row) are needed."""
+    return any(m.text not in types and not _IDENTIFIER.fullmatch(m.text) for m in _wanted(kind, config).values())
+
+
+def scope_stats(con: duckdb.DuckDBPyConnection, table: pa.Table) -> dict[str, tuple[bool, bool, int]]:
+    """`_scope_stats` of one part of a source: combine the parts' with `combine_scope_stats`, then
+    `scope_types_from` gives the whole source's types as expressions see them."""
+    _lock_to_inputs(con, [])
+    con.register("_lifetag_scope_part", table)
+    types = _source_columns(con, "_lifetag_scope_part")
+    return _scope_stats(con, "_lifetag_scope_part", types)
+
+
+def combine_scope_stats(parts: list[dict[str, tuple[bool, bool, int]]]) -> dict[str, tuple[bool, bool, int]]:
+    """The stats of a whole source from those of its parts (every value an integer in every part, ...)."""
+    combined: dict[str, tuple[bool, bool, int]] = {}
+    for part in parts:
+        for column, (integers, numbers, non_blank) in part.items():
+            i, n, b = combined.get(column, (True, True, 0))
+            combined[column] = (i and integers, n and numbers, b + non_blank)
+    return combined
+
+
+def partition_keys(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, config: Config, label: str,
+                   scope_types: dict[str, str] | None, partitions: int) -> pa.Table:
+    """The raw rows of `table` plus what partitions them: `_cid` (the customer id as intake reads it,
+    trimmed; NULL when unusable), `_oid` (orders: the order id as intake reads it), `_valid` (the row
+    passes its own checks) and `_part` (hash of the customer id modulo `partitions`, as the embedded
+    batch splits customers). A config expression that fails on a row raises its IntakeError."""
+    _lock_to_inputs(con, [])
+    source = _prepare_raw_table(con, kind, table, config, label, scope_types)
+    _create_parsed_view(con, source, config)
+    if source.has_expressions:
+        _evaluate_expressions(con, source)
+    order_id = "order_id" if kind == "orders" else "CAST(NULL AS VARCHAR)"
+    return con.sql(
+        f"SELECT _src.*, customer_id AS _cid, {order_id} AS _oid, reason IS NULL AS _valid, "
+        f"CAST(coalesce(hash(customer_id) % {int(partitions)}, 0) AS INTEGER) AS _part "
+        f"FROM {source.prefix}_parsed").to_arrow_table()
+
+
+def open_partition(
+    con: duckdb.DuckDBPyConnection,
+    orders: pa.Table,
+    config: Config,
+    customers: pa.Table | None = None,
+    labels: tuple[str, str] = ("orders", "customers"),
+    scope_types: tuple[dict[str, str] | None, dict[str, str] | None] = (None, None),
+    quarantine: str | os.PathLike[str] | None = None,
+) -> Intake:
+    """Validate one part of the sources, given as raw Arrow rows (source columns, `_row`, and `filename` for a
+    folder) of whole customers, by the rules a file meets, and create the `orders` (and `customers`) views.
+
+    Columns are mapped by the config as for files; `scope_types` are the whole sources' column types as
+    expressions see them (`scope_types_from`), so an expression computes alike in every part. Bad rows
+    raise the one-paragraph IntakeError naming `labels`, or with `quarantine` are written there. A part
+    with no order rows gets an empty `orders` view (its customers have not ordered). `con` reads no file.
+    """
+    _lock_to_inputs(con, [])
+    sources, empty_orders = [], orders.num_rows == 0
+    if empty_orders:
+        columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in ORDER_FIELDS.items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW orders AS SELECT {columns} WHERE false")
+    else:
+        sources.append(_prepare_raw_table(con, "orders", orders, config, labels[0], scope_types[0]))
+    if customers is not None:
+        sources.append(_prepare_raw_table(con, "customers", customers, config, labels[1], scope_types[1]))
+    targets = [quarantine, customers_quarantine(quarantine) if quarantine is not None else None]
+    reports = _validate(con, sources, config, targets[1:] if empty_orders else targets[:len(sources)])
+    if empty_orders:
+        reports.insert(0, IntakeReport(source=labels[0]))
+    return Intake(reports[0], reports[1] if len(reports) > 1 else None)
+
+
+def _prepare_raw_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, config: Config, label: str,
+                       scope_types: dict[str, str] | None) -> _Source:
+    """Register raw rows (source columns and `_row`) as `<prefix>_raw` and map them as `_prepare` maps a file."""
+    prefix = f"_lifetag_{kind}"
+    con.register(f"{prefix}_table", table)
+    raw = f"{prefix}_raw"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {prefix}_table")
+    types = _source_columns(con, raw)
+    fields = ORDER_FIELDS if kind == "orders" else customer_fields(config)
+    if scope_types is None:
+        scope_types = _expression_scope_types(con, raw, types) if needs_scope_types(kind, types, config) else types
+    mapping, missing_optional = _resolve_mapping(fields, _wanted(kind, config), types, scope_types, label)
+    if any(m.is_expression for m in mapping.values()):
+        con.execute("SET old_implicit_casting = true")
+    source = _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
+                     scope_types)
+    if kind == "customers":
+        _list_ignored_columns(source)
+    return source
+
+
 def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, fields: dict[str, FieldSpec],
                    label: str) -> _Source:
     """Register an in-memory table of canonical columns as a raw source, mapped field to itself."""
@@ -444,22 +569,32 @@ def _read(opener: Callable[..., IntakeReport], query: str, source: str | os.Path
 
 
 def _prepare_orders(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
-    cfg = config.orders
-    wanted = {name: _Mapped(text, False, f"orders.columns.{name}") for name, text in cfg.columns.mapped().items()}
-    return _prepare(con, "orders", path, cfg, ORDER_FIELDS, wanted, "--orders")
+    return _prepare(con, "orders", path, config.orders, ORDER_FIELDS, _wanted("orders", config), "--orders")
 
 
 def _prepare_customers(con: duckdb.DuckDBPyConnection, path: Path, config: Config) -> _Source:
-    cfg = config.customers
-    wanted = {name: _Mapped(text, False, f"customers.columns.{name}") for name, text in cfg.columns.mapped().items()}
-    for name in cfg.attributes:
-        entry = f"customers.attributes.{name}" + (".column" if cfg.attributes[name].column else "")
-        wanted[name] = _Mapped(cfg.source_column(name), False, entry)
-    source = _prepare(con, "customers", path, cfg, customer_fields(config), wanted, "--customers")
+    source = _prepare(con, "customers", path, config.customers, customer_fields(config), _wanted("customers", config),
+                      "--customers")
+    _list_ignored_columns(source)
+    return source
+
+
+def _wanted(kind: str, config: Config) -> dict[str, "_Mapped"]:
+    """Field -> the configured column or expression of the orders or the customers table."""
+    cfg = config.orders if kind == "orders" else config.customers
+    wanted = {name: _Mapped(text, False, f"{kind}.columns.{name}") for name, text in cfg.columns.mapped().items()}
+    if kind == "customers":
+        for name in config.customers.attributes:
+            entry = f"customers.attributes.{name}" + (".column" if config.customers.attributes[name].column else "")
+            wanted[name] = _Mapped(config.customers.source_column(name), False, entry)
+    return wanted
+
+
+def _list_ignored_columns(source: _Source) -> None:
+    """Customers: the source columns no field reads, for the notes."""
     used = {m.text for m in source.mapping.values() if not m.is_expression}
     used |= {c for m in source.mapping.values() if m.is_expression for c in _referenced(m.text, list(source.types))}
     source.report.ignored_columns = [c for c in source.types if c not in used and c != "filename"]
-    return source
 
 
 def _prepare(con: duckdb.DuckDBPyConnection, kind: str, path: Path, cfg: SourceConfig, fields: dict[str, FieldSpec],
@@ -539,6 +674,17 @@ def _source_files(path: Path) -> list[Path]:
     if not found:
         raise IntakeError(f"{path}: the folder holds no .parquet or .csv files.")
     return found
+
+
+def source_files(path: Path) -> list[Path]:
+    """The files a local CSV or Parquet source names, as intake reads them (sorted; IntakeError for a folder
+    holding both kinds or neither): another engine reading the source reads these, in this order."""
+    return _source_files(path)
+
+
+def csv_delimiter(path: Path, cfg: SourceConfig) -> str | None:
+    """The configured CSV delimiter, else the one the file's header evidently uses (None: one column)."""
+    return cfg.delimiter or _header_delimiter(_first_line(path, cfg))
 
 
 def _literal_path(path: Path) -> str:
@@ -820,9 +966,14 @@ def _expression_scope_types(con: duckdb.DuckDBPyConnection, raw: str, types: dic
     `Quantity * UnitPrice` needs numbers. Every row is checked, not a sample: one invoice number
     starting with 'C' must keep `Invoice LIKE 'C%'` working on text.
     """
+    return scope_types_from(types, _scope_stats(con, raw, types))
+
+
+def _scope_stats(con: duckdb.DuckDBPyConnection, raw: str, types: dict[str, str]) -> dict[str, tuple[bool, bool, int]]:
+    """Per text column of `raw`: (every non-blank value is an integer, ... is a number, non-blank values)."""
     text_columns = [c for c, t in types.items() if t == "VARCHAR" and c != "filename"]
     if not text_columns:
-        return dict(types)
+        return {}
     checks = []
     for column in text_columns:
         value = f"NULLIF(trim({repr_ident(column)}), '')"
@@ -831,9 +982,15 @@ def _expression_scope_types(con: duckdb.DuckDBPyConnection, raw: str, types: dic
         checks.append(f"bool_and({value} IS NULL OR TRY_CAST({value} AS DOUBLE) IS NOT NULL)")
         checks.append(f"count({value})")
     row = con.execute(f"SELECT {', '.join(checks)} FROM {raw}").fetchall()[0]
+    return {c: (row[3 * i] is not False, row[3 * i + 1] is not False, int(row[3 * i + 2]))
+            for i, c in enumerate(text_columns)}
+
+
+def scope_types_from(types: dict[str, str], stats: dict[str, tuple[bool, bool, int]]) -> dict[str, str]:
+    """Column types as expressions see them, from `_scope_stats` (of the whole source, or combined over its parts
+    with `combine_scope_stats`): a text column whose every non-blank value is a number is a number."""
     scope = dict(types)
-    for i, column in enumerate(text_columns):
-        integers, numbers, non_blank = row[3 * i], row[3 * i + 1], row[3 * i + 2]
+    for column, (integers, numbers, non_blank) in stats.items():
         if non_blank:
             scope[column] = "BIGINT" if integers else "DOUBLE" if numbers else "VARCHAR"
     return scope
@@ -1312,8 +1469,8 @@ def _create_typed_view(con: duckdb.DuckDBPyConnection, source: _Source, conflict
     )
 
 
-def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
-    """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
+def _problem_kinds(source: _Source, config: Config) -> list[tuple[_Mapped, str, str]]:
+    """Every kind of bad row the source can have, in the order reports list them: (field, reason tag SQL, text)."""
     checks = [(source.mapping[c.field], repr_sql(c.tag), c.text) for c in _parsed_columns(source, config).checks]
     if source.conflict_key in source.mapping:
         _, text, reason = _CONFLICTS[source.kind]
@@ -1321,6 +1478,21 @@ def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: 
             minutes = config.orders.order_time_tolerance_minutes
             text += f" more than {minutes:g} minutes apart (orders.order_time_tolerance_minutes)"
         checks.append((source.mapping[source.conflict_key], reason, text))
+    return checks
+
+
+def problem_order(con: duckdb.DuckDBPyConnection, kind: str, schema: pa.Schema, config: Config,
+                  scope_types: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(check, column) of every Problem a source of raw rows with `schema` can have, in the order a report lists
+    them: how problems found in parts of a source are put in order again."""
+    _lock_to_inputs(con, [])
+    source = _prepare_raw_table(con, kind, schema.empty_table(), config, kind, scope_types)
+    return [(text, mapped.shown()) for mapped, _, text in _problem_kinds(source, config)]
+
+
+def _describe_problems(con: duckdb.DuckDBPyConnection, source: _Source, config: Config) -> list[Problem]:
+    """Per check, the count and first example rows of the bad rows, in one scan (run only when there are some)."""
+    checks = _problem_kinds(source, config)
     aggs = []
     for mapped, tag, _ in checks:
         shown = _shown_value(source, mapped)
@@ -1346,6 +1518,11 @@ def _shown_value(source: _Source, mapped: _Mapped) -> str:
     used = _referenced(mapped.text, [c for c in source.types if c != "filename"]) or list(source.types)[:3]
     parts = [f"{repr_sql(c + '=')} || coalesce(CAST({_source_expr(c, row='t._src')} AS VARCHAR), '')" for c in used]
     return "concat_ws(', ', " + ", ".join(parts) + ")"
+
+
+def bad_rows_error(label: str, problems: list[Problem]) -> IntakeError:
+    """The one-paragraph error for a source's bad rows (found in parts, by another engine, and added up)."""
+    return IntakeError(_bad_rows_message(label, problems))
 
 
 def _bad_rows_message(label: str, problems: list[Problem], in_memory: bool = False) -> str:

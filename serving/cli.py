@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -75,7 +76,8 @@ def friendly_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except LifetagError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # Escaped: a message naming `x[1].csv` or `pip install 'lifetag[spark]'` is text, not rich markup.
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]
@@ -166,6 +168,19 @@ CustomersOption = Annotated[Path | None, typer.Option(
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML merged over the defaults.")]
 QuarantineOption = Annotated[Path | None, typer.Option(
     "--quarantine", help="Write bad rows here (with a reason) instead of stopping.")]
+
+
+ENGINE_HELP = "local (embedded DuckDB, the default) or spark (PySpark: pip install 'lifetag[spark]'; Java 17)."
+SparkMasterOption = Annotated[str | None, typer.Option(
+    "--spark-master", help="With --engine spark: the Spark master URL (default: spark-submit's, else local[*]).")]
+
+
+def _check_engine(engine: str, spark_master: str | None) -> None:
+    """--engine is local or spark; --spark-master only goes with spark."""
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"--engine {engine!r} is not available; the engines are: local, spark.")
+    if spark_master is not None and engine != "spark":
+        raise ConfigError("--spark-master goes with --engine spark; add it, or leave --spark-master out.")
 
 
 # Listed here rather than read from features.synthetic.SHAPES, so that `--help` does not load numpy and
@@ -269,11 +284,14 @@ def train(
     promote: Annotated[bool, typer.Option("--promote", help="Make this version champion even if it scores lower.")] = False,
     quarantine: QuarantineOption = None,
     customers: CustomersOption = None,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP + " Spark builds the training set; the models are fitted here.")] = "local",
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """Train churn, repurchase and LTV models, compare them with baselines, register them in MLflow."""
     from training.pipeline import fit_bundle
     from training.tracking import record_training
 
+    _check_engine(engine, spark_master)
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of") if as_of else None
     trials = config.training.trials if trials is None else trials
@@ -286,8 +304,13 @@ def train(
             task = progress.add_task(description, total=total)
             return lambda: progress.advance(task)
 
+        training_set = None
+        if engine == "spark":
+            from training.spark_dataset import spark_training_set
+
+            training_set = spark_training_set(str(orders), customers, master=spark_master)
         result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage,
-                            customers=customers)
+                            customers=customers, training_set=training_set)
         task = progress.add_task("Logging to MLflow and registering", total=1)
         recorded = record_training(result, promote, trials, config.training.promote_tolerance)
         progress.advance(task)
@@ -384,19 +407,20 @@ def score(
     model: Annotated[str | None, typer.Option("--model", help="Model URI (default models:/lifetag@champion) or a bundle folder.")] = None,
     config_path: ConfigOption = None,
     quarantine: QuarantineOption = None,
-    engine: Annotated[str, typer.Option("--engine", help="Scoring engine: local (embedded DuckDB).")] = "local",
-    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result).")] = 1,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    partitions: Annotated[int | None, typer.Option("--partitions", min=1, help="Customer hash partitions processed one at a time (bounds memory; same result). Default 1; on Spark one per ~100,000 order lines.")] = None,
     customers: CustomersOption = None,
     clusters: Annotated[bool, typer.Option("--clusters", help="Also tag each buyer's behavioural cluster (cluster, cluster_description; report.clusters_k).")] = False,
+    spark_master: SparkMasterOption = None,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
-    from serving.scoring import output_target, score as run_score
+    from serving.scoring import ScoringError, output_target, score as run_score
 
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of")
-    output_target(out_path)
-    if engine != "local":
-        raise ConfigError(f"--engine {engine!r} is not available; the engines are: local.")
+    _check_engine(engine, spark_master)
+    if engine == "local":
+        output_target(out_path)
     customers_option = _customers_option(customers)
     customers = _customers_source(customers, config)
     _check_paths(orders, customers, customers_option, config_path, quarantine, out_path, model)
@@ -406,8 +430,16 @@ def score(
             task = progress.add_task(description, total=total)
             return lambda n: progress.advance(task, n)
 
-        result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
-                           partitions=partitions, progress=stage, customers=customers, clusters=clusters)
+        if engine == "spark":
+            from serving.spark import score_on_spark
+
+            if clusters:
+                raise ScoringError("--clusters is not on Spark yet: score with --engine local to add the clusters.")
+            result = score_on_spark(str(orders), cut, out_path, config, model_uri=model, quarantine=quarantine,
+                                    partitions=partitions, customers=customers, master=spark_master)
+        else:
+            result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
+                               partitions=partitions or 1, progress=stage, customers=customers, clusters=clusters)
     out.print(f"Orders: {result.intake.summary()}")
     if result.customers_intake is not None:
         out.print(f"Customers: {result.customers_intake.summary()}; {result.registered:,} registered without an "

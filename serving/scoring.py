@@ -27,7 +27,7 @@ from features.behaviour import (as_timestamp, registered_relation, registered_sq
                                 unmatched_customers)
 from features.clusters import ClusterModel
 from features.engine import connect, repr_ident, repr_sql
-from features.intake import IntakeReport, open_sources
+from features.intake import Intake, IntakeReport, open_sources
 from features.output import OutputError, write_relation
 from features.paths import file_part
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation, tag_inputs_sql
@@ -39,7 +39,8 @@ from serving.tags import (OUTPUT_DOCS, ScoringError, _apply_scenarios, check_fea
 
 __all__ = [
     "OUTPUT_DOCS", "ScoreResult", "ScoringError", "check_scenarios", "lifecycle_stage", "load_model", "output_docs",
-    "output_target", "reasons", "score", "tag_customers", "tags_table_markdown",
+    "one_run_per_output", "output_target", "reasons", "score", "score_notes", "summaries", "tag_customers",
+    "tags_table_markdown",
 ]
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -60,6 +61,7 @@ class ScoreResult:
     registered: int = 0  # customers-table rows with no order before as_of, tagged `registered`
     unmatched_customers: int = 0  # buyers without a row in the customers table
     notes: list[str] = field(default_factory=list)
+    partition_seconds: list[float] = field(default_factory=list)  # Spark: each partition task's own time
 
 
 def _partition_view(con: duckdb.DuckDBPyConnection, table: str, partitions: int, index: int) -> str:
@@ -221,15 +223,22 @@ def _score_locked(
         unmatched = unmatched_customers(con, "orders", table, as_of_ts, config) if table else 0
     finally:
         con.close()
+    notes = score_notes(sources, bundle, table is not None, unmatched, learned_here)
+    return ScoreResult(str(out), written, model_version or "", sources.orders, by_segment, by_stage, counts,
+                       sources.customers, int(registered_total), unmatched, notes)
+
+
+def score_notes(sources: Intake, bundle: Bundle, has_customers: bool, unmatched: int, learned_here: str = "") -> list[str]:
+    """The notes of a scoring run: the intake's, re-buy intervals learned in the run, customers without a row
+    in the customers table, and why first_purchase_prob is (or is not) given."""
     notes = sources.notes() + ([learned_here] if learned_here else [])
-    if table is not None:
+    if has_customers:
         if unmatched:
             notes.append(f"customers: {unmatched:,} buyers have no row in the customers table; their attributes are empty")
         why = bundle.metadata.get("first_purchase_note") or "the model was trained without a customers table"
         notes.append(f"first_purchase_prob: {why}" if bundle.first_purchase is not None
                      else f"first_purchase_prob is empty: {why}")
-    return ScoreResult(str(out), written, model_version or "", sources.orders, by_segment, by_stage, counts,
-                       sources.customers, int(registered_total), unmatched, notes)
+    return notes
 
 
 def _write_part(scratch: Path, name: str, frame: pd.DataFrame) -> Path:
@@ -331,3 +340,9 @@ def _summaries(con: duckdb.DuckDBPyConnection, out: str | os.PathLike[str], fmt:
         if fmt == "duckdb":
             con.execute("DETACH _lifetag_read")
     return by_segment, by_stage, counts
+
+
+# The Spark driver (serving.spark) writes the same output under the same rules: one run per output, the
+# same closing summaries.
+one_run_per_output = _one_run_per_output
+summaries = _summaries

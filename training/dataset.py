@@ -104,7 +104,7 @@ class CutoffStore:
     def features(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         """Behavioural features at `cutoff` plus BG/NBD columns fitted on that cut-off's population."""
         if cutoff not in self._features:
-            frame = build_relation(self.con, self.source, cutoff, self.config, self.customers).df()
+            frame = self.feature_frame(cutoff)
             baseline = fit_clv_baseline(frame)
             self._baselines[cutoff] = baseline
             self._features[cutoff] = add_bg_columns(frame, baseline, self.horizons)
@@ -119,8 +119,16 @@ class CutoffStore:
         """future_orders / future_spend in [cutoff, cutoff + horizon) for the cut-off's population."""
         key = (cutoff, horizon_days)
         if key not in self._labels:
-            self._labels[key] = labels_relation(self.con, self.source, cutoff, horizon_days, self.config).df()
+            self._labels[key] = self.label_frame(cutoff, horizon_days)
         return self._labels[key]
+
+    def feature_frame(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        """The feature SQL's rows at `cutoff`, ordered by customer_id (another engine may build them instead)."""
+        return build_relation(self.con, self.source, cutoff, self.config, self.customers).df()
+
+    def label_frame(self, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+        """The label SQL's rows at `cutoff` for `horizon_days`, ordered by customer_id."""
+        return labels_relation(self.con, self.source, cutoff, horizon_days, self.config).df()
 
     def examples(self, target: Target, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
         """Stacked examples for `target`: features, `cutoff`, `future_spend` and `label`, one row per customer and cut-off."""

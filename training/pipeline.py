@@ -78,6 +78,7 @@ class TrainResult:
 
 
 Progress = Callable[[str, int], Callable[[], None]]
+StoreFactory = Callable[[Any, str, Config, "str | None", pd.Timestamp, pd.Timestamp], CutoffStore]
 
 
 def _no_progress(description: str, total: int) -> Callable[[], None]:
@@ -95,10 +96,14 @@ def validation_score(results: dict[str, TargetResult]) -> float:
 def fit_bundle(
     orders: str | os.PathLike[str], config: Config, as_of: str | pd.Timestamp | None = None,
     trials: int | None = None, quarantine: str | os.PathLike[str] | None = None, progress: Progress = _no_progress,
-    customers: str | os.PathLike[str] | None = None,
+    customers: str | os.PathLike[str] | None = None, training_set: StoreFactory | None = None,
 ) -> TrainResult:
     """Read the orders (and customers table), build rolling training sets and fit, tune, calibrate and
-    validate all three targets, and the first-purchase model when sign-ups allow it."""
+    validate all three targets, and the first-purchase model when sign-ups allow it.
+
+    `training_set(con, source, config, customers, as_of, first_order)`: a CutoffStore whose features and
+    labels another engine builds (training.spark_dataset); default: this connection's DuckDB builds them.
+    """
     con = connect(config.engine)
     try:
         sources = open_sources(con, orders, config, customers, quarantine)
@@ -108,7 +113,8 @@ def fit_bundle(
         require_orders_before(con, "orders", as_of_ts, str(orders))
         first_order, _ = order_span(con, "orders")
         con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
-        store = CutoffStore(con, "_history", config, table)
+        store = CutoffStore(con, "_history", config, table) if training_set is None else \
+            training_set(con, "_history", config, table, as_of_ts, first_order)
         fingerprint = _fingerprint(con, "_history")
         if table:
             rows, digest = con.execute(

@@ -235,7 +235,7 @@ def test_a_config_that_does_not_fit_exits_2_before_writing(yaml_text: str, says:
 @pytest.mark.parametrize("args, says", [
     (["--out", "{tmp}/tags.json"], "unknown output format '.json'"),
     (["--out", "{tmp}/tags.duckdb::customer-tags"], "FILE.duckdb::TABLE"),
-    (["--out", "{tmp}/tags.parquet", "--engine", "spark"], "--engine 'spark' is not available"),
+    (["--out", "{tmp}/tags.parquet", "--engine", "duck"], "--engine 'duck' is not available"),
     (["--out", "{tmp}/tags.parquet", "--as-of", "2021-01-01"],
      "no orders before --as-of 2021-01-01: the first order is on 2022-01-"),
     (["--out", "{tmp}/tags.parquet", "--as-of", "01/01/2025"], "is not a date"),

@@ -1,0 +1,199 @@
+"""`lifetag score --engine spark` against the embedded batch: the same customers and the same tags.
+
+Real Spark (local[2], one session for the module), DuckDB, LightGBM and files; nothing is mocked. A
+1,500-customer shop with its customers table (sign-ups who never bought) is trained once (trials=0);
+each test scores it, or a part of it, with both engines and compares the rows.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from configs.schema import Config
+from features.intake import IntakeError
+from serving.cli import app
+from serving.scoring import score
+from serving.spark import score_on_spark
+from support import generated_shop, module_home
+from training.pipeline import TrainResult, fit_bundle
+
+CUSTOMERS, SEED = 1_500, 33
+START, END = "2023-01-01", "2024-06-30"
+AS_OF = pd.Timestamp("2024-06-01")
+NUMBERS = ["recency_days", "frequency", "monetary_total", "churn_risk", "repurchase_prob", "ltv", "value_at_risk",
+           "signup_days", "first_purchase_prob"]
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from features.spark import session
+
+    spark = session("local[2]", shuffle_partitions=4)
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generated_shop(tmp_path_factory, CUSTOMERS, SEED, start=START, end=END)
+
+
+@pytest.fixture(scope="module")
+def trained(shop: Path, config: Config, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    monkeypatch = module_home(tmp_path_factory.mktemp("home"))
+    try:
+        return fit_bundle(shop / "orders.parquet", config, as_of=AS_OF, trials=0, customers=shop / "customers.parquet")
+    finally:
+        monkeypatch.undo()
+
+
+def _local(orders: Path, out: Path, trained: TrainResult, config: Config, **kwargs) -> pd.DataFrame:
+    score(orders, AS_OF, out, config, bundle=trained.bundle, model_version="test", **kwargs)
+    return pd.read_parquet(out).sort_values("customer_id", ignore_index=True)
+
+
+def _spark(spark, orders: Path, out: Path, trained: TrainResult, config: Config, **kwargs) -> pd.DataFrame:
+    score_on_spark(orders, AS_OF, out, config, bundle=trained.bundle, model_version="test", spark=spark, **kwargs)
+    return pd.read_parquet(out).sort_values("customer_id", ignore_index=True)
+
+
+def assert_same_tags(spark_rows: pd.DataFrame, local_rows: pd.DataFrame) -> None:
+    """Same customers; numbers equal to 1e-9; every label, date, flag, reason and scenario tag identical."""
+    assert list(spark_rows.columns) == list(local_rows.columns)
+    assert spark_rows["customer_id"].tolist() == local_rows["customer_id"].tolist()
+    for column in spark_rows.columns:
+        if column in NUMBERS:
+            np.testing.assert_allclose(spark_rows[column].to_numpy(float), local_rows[column].to_numpy(float),
+                                       rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=column)
+        else:
+            left, right = spark_rows[column].astype(object), local_rows[column].astype(object)
+            same = (left == right) | (left.isna() & right.isna())
+            assert same.all(), f"{column}: {left[~same].head(3).tolist()} vs {right[~same].head(3).tolist()}"
+
+
+def test_spark_gives_the_embedded_batch_tags_for_buyers_and_registered_never_bought(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    customers = shop / "customers.parquet"
+    local = _local(shop / "orders.parquet", tmp_path / "local.parquet", trained, config, customers=customers)
+    on_spark = _spark(spark, shop / "orders.parquet", tmp_path / "spark_tags", trained, config, customers=customers,
+                      partitions=3)
+    assert (on_spark["lifecycle_stage"] == "registered").sum() > 100
+    assert_same_tags(on_spark, local)
+
+
+def _customers_of(shop: Path, orders: pd.DataFrame, folder: Path, registered: int = 5) -> Path:
+    """The customers table's rows of these orders' customers and of a few who never bought."""
+    table = pd.read_parquet(shop / "customers.parquet")
+    never = table[~table["customer_id"].isin(pd.read_parquet(shop / "orders.parquet")["customer_id"])]
+    path = folder / "customers.parquet"
+    pd.concat([table[table["customer_id"].isin(orders["customer_id"])], never.head(registered)]).to_parquet(path, index=False)
+    return path
+
+
+def test_partition_counts_do_not_change_tags_even_one_customer_per_partition(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    orders = pd.read_parquet(shop / "orders.parquet")
+    few = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:25])]
+    path = tmp_path / "few.parquet"
+    few.to_parquet(path, index=False)
+    customers = _customers_of(shop, few, tmp_path)
+    local = _local(path, tmp_path / "local.parquet", trained, config, customers=customers)
+    for partitions in (1, 5, 100_000):  # 30 customers in 100,000 hash partitions: one each
+        assert_same_tags(_spark(spark, path, tmp_path / f"spark_{partitions}", trained, config, partitions=partitions,
+                                customers=customers), local)
+
+
+def test_a_customer_whose_lines_are_in_several_files_gets_one_row(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    orders = pd.read_parquet(shop / "orders.parquet")
+    busiest = orders["customer_id"].value_counts().index[0]
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    shuffled = orders.sample(frac=1.0, random_state=1)
+    for k in range(3):
+        shuffled.iloc[k::3].to_parquet(folder / f"part-{k}.parquet", index=False)
+    assert all((pd.read_parquet(f)["customer_id"] == busiest).any() for f in folder.iterdir())
+    customers = shop / "customers.parquet"
+    local = _local(folder, tmp_path / "local.parquet", trained, config, customers=customers)
+    on_spark = _spark(spark, folder, tmp_path / "spark_tags", trained, config, partitions=4, customers=customers)
+    assert (on_spark["customer_id"] == busiest).sum() == 1
+    assert_same_tags(on_spark, local)
+
+
+def test_csv_orders_give_the_same_tags(spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    orders = pd.read_parquet(shop / "orders.parquet")
+    path = tmp_path / "orders.csv"
+    some = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:200])]
+    some.to_csv(path, index=False)
+    customers = tmp_path / "customers.csv"
+    pd.read_parquet(_customers_of(shop, some, tmp_path)).to_csv(customers, index=False)
+    local = _local(path, tmp_path / "local.parquet", trained, config, customers=customers)
+    assert_same_tags(_spark(spark, path, tmp_path / "spark_tags", trained, config, partitions=2, customers=customers),
+                     local)
+
+
+def _bad_orders(shop: Path, folder: Path) -> Path:
+    """Orders in two files with bad rows: a non-number amount, an empty id, and one order naming two
+    customers whose lines are in different files (so in different partitions)."""
+    orders = pd.read_parquet(shop / "orders.parquet").astype({"amount": object})
+    first, second = orders.iloc[:3000].copy(), orders.iloc[3000:6000].copy()
+    first.iloc[10, first.columns.get_loc("amount")] = "abc"
+    second.iloc[5, second.columns.get_loc("customer_id")] = "  "
+    shared = first.iloc[20]["order_id"]
+    other = second[second["customer_id"] != first.iloc[20]["customer_id"]].index[0]
+    second.loc[other, "order_id"] = shared
+    second.loc[other, "order_ts"] = first.iloc[20]["order_ts"]
+    folder.mkdir()
+    for k, part in enumerate((first, second)):
+        part.astype({"amount": str}).to_csv(folder / f"orders-{k}.csv", index=False)
+    return folder
+
+
+def test_bad_rows_stop_the_job_with_the_embedded_paragraph_and_quarantine_writes_the_same_rows(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    folder = _bad_orders(shop, tmp_path / "bad")
+    customers = shop / "customers.parquet"
+    with pytest.raises(IntakeError) as local_error:
+        score(folder, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test",
+              customers=customers)
+    previous = tmp_path / "spark_tags"
+    previous.mkdir()
+    (previous / "part-0.parquet").write_bytes(b"yesterday")
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(folder, AS_OF, previous, config, bundle=trained.bundle, model_version="test", spark=spark,
+                       partitions=3, customers=customers)
+    assert str(spark_error.value) == str(local_error.value)
+    assert "order_id" in str(spark_error.value) and "different customers" in str(spark_error.value)
+    assert [p.name for p in previous.iterdir()] == ["part-0.parquet"]  # the failed job left it as it was
+
+    local = _local(folder, tmp_path / "local.parquet", trained, config, quarantine=tmp_path / "local_bad.csv",
+                   customers=customers)
+    on_spark = _spark(spark, folder, previous, trained, config, quarantine=tmp_path / "spark_bad.csv", partitions=3,
+                      customers=customers)
+    assert_same_tags(on_spark, local)
+    local_bad = pd.read_csv(tmp_path / "local_bad.csv", dtype=str)
+    spark_bad = pd.read_csv(tmp_path / "spark_bad.csv", dtype=str)
+    assert len(spark_bad) == 4 and list(spark_bad.columns) == list(local_bad.columns)
+    pd.testing.assert_frame_equal(spark_bad, local_bad)
+
+
+def test_cli_scores_on_spark_and_explains_a_missing_pyspark_in_one_line(
+        shop: Path, trained: TrainResult, tmp_path: Path) -> None:
+    bundle = trained.bundle.save(tmp_path / "bundle")
+    script = ("import sys; sys.modules['pyspark'] = None; from serving.cli import main; sys.argv = ['lifetag', "
+              f"'score', '--orders', {str(shop / 'orders.parquet')!r}, '--as-of', '2024-06-01', '--out', "
+              f"{str(tmp_path / 'tags')!r}, '--model', {str(bundle)!r}, '--engine', 'spark']; main()")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'lifetag[spark]'" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+    wrong = CliRunner().invoke(app, ["score", "--orders", str(shop / "orders.parquet"), "--as-of", "2024-06-01",
+                                     "--out", str(tmp_path / "t.parquet"), "--engine", "duck"])
+    assert wrong.exit_code == 2 and "the engines are: local, spark" in wrong.output
