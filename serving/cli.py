@@ -414,7 +414,7 @@ def score(
     spark_master: SparkMasterOption = None,
 ) -> None:
     """Tag every customer: churn risk, repurchase, LTV, tiers, RFM segment, lifecycle stage, reasons, scenarios."""
-    from serving.scoring import ScoringError, output_target, score as run_score
+    from serving.scoring import output_target, score as run_score
 
     config = load_config(config_path)
     cut = _parse_day(as_of, "--as-of")
@@ -433,10 +433,9 @@ def score(
         if engine == "spark":
             from serving.spark import score_on_spark
 
-            if clusters:
-                raise ScoringError("--clusters is not on Spark yet: score with --engine local to add the clusters.")
             result = score_on_spark(str(orders), cut, out_path, config, model_uri=model, quarantine=quarantine,
-                                    partitions=partitions, customers=customers, master=spark_master)
+                                    partitions=partitions, customers=customers, master=spark_master,
+                                    clusters=clusters)
         else:
             result = run_score(orders, cut, out_path, config, model_uri=model, quarantine=quarantine,
                                partitions=partitions or 1, progress=stage, customers=customers, clusters=clusters)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError, EngineConfig
 from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
+from features.clusters import ClusterModel
 from features.engine import connect, repr_ident
 from features.intake import (ORDER_FIELDS, Intake, IntakeReport, Problem, bad_rows_error, customer_fields,
                              open_partition)
@@ -52,7 +53,7 @@ def score_on_spark(
     model_uri: str | None = None, quarantine: str | os.PathLike[str] | None = None, partitions: int | None = None,
     progress: Progress | None = None, bundle: Bundle | None = None, model_version: str | None = None,
     customers: str | os.PathLike[str] | None = None, master: str | None = None,
-    spark: "SparkSession | None" = None,
+    spark: "SparkSession | None" = None, clusters: bool = False,
 ) -> ScoreResult:
     """`serving.scoring.score` on Spark: the same rows, written as a folder of Parquet part files at `out`.
 
@@ -70,6 +71,7 @@ def score_on_spark(
                           "customers' orders. Score this model with --engine local.")
     if bundle is None:
         bundle, model_version = load_model(model_uri)
+    cluster_model = bundle.cluster_model() if clusters else None  # the model's own, as in the embedded batch
     if bundle.rebuy_days is None:
         raise ScoringError(f"the model (as_of {bundle.as_of}) was saved by an older lifetag without the category "
                            "re-buy intervals, which Spark tasks cannot learn from their own customers. Retrain it "
@@ -82,7 +84,7 @@ def score_on_spark(
         spark = spark or session(master)
         with task_errors_explained():
             return _score(spark, orders, as_timestamp(as_of), target, config, quarantine, partitions, bundle,
-                          model_version or "", customers)
+                          model_version or "", customers, cluster_model)
 
 
 class _no_lock:
@@ -95,14 +97,17 @@ class _no_lock:
 
 def _score(spark: "SparkSession", orders: str | os.PathLike[str], as_of: pd.Timestamp, out: str, config: Config,
            quarantine: str | os.PathLike[str] | None, partitions: int | None, bundle: Bundle, model_version: str,
-           customers: str | os.PathLike[str] | None) -> ScoreResult:
+           customers: str | os.PathLike[str] | None, clusters: "ClusterModel | None" = None) -> ScoreResult:
     raw_orders = read_source(spark, str(orders), config.orders, "orders", "--orders")
     raw_customers = read_source(spark, str(customers), config.customers, "customers", "--customers") \
         if customers is not None else None
     partitions = partitions or max(spark.sparkContext.defaultParallelism, -(-raw_orders.rows // 100_000))
     keyed = partition_sources(spark, raw_orders, raw_customers, config, partitions)
     schema = tag_schema(config, bundle, raw_customers is not None)
-    result = _tag_partitions(spark, keyed, schema, config, bundle, model_version, as_of)
+    if clusters is not None:
+        # As the embedded batch adds them after the scenario tags (features.clusters.ClusterModel.columns).
+        schema = pa.schema([*schema, pa.field("cluster", pa.int64()), pa.field("cluster_description", pa.string())])
+    result = _tag_partitions(spark, keyed, schema, config, bundle, model_version, as_of, clusters)
     from pyspark import StorageLevel
 
     result = result.persist(StorageLevel.DISK_ONLY)
@@ -150,7 +155,8 @@ def tag_schema(config: Config, bundle: Bundle, has_customers: bool) -> pa.Schema
 
 
 def _tag_partitions(spark: "SparkSession", keyed: PartitionedSources, schema: pa.Schema, config: Config,
-                    bundle: Bundle, model_version: str, as_of: pd.Timestamp) -> "DataFrame":
+                    bundle: Bundle, model_version: str, as_of: pd.Timestamp,
+                    clusters: "ClusterModel | None" = None) -> "DataFrame":
     """One task per customer partition: intake, tag inputs and tags, plus one report row of the partition."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -170,7 +176,7 @@ def _tag_partitions(spark: "SparkSession", keyed: PartitionedSources, schema: pa
             table = "customers" if customers is not None else None
             parts, counts = [], {"buyers": 0, "registered": 0}
             for kind, rows in tag_customers(con, "orders", table, as_of, config, shared.value, model_version,
-                                            bundle.rebuy_days or {}, batch):
+                                            bundle.rebuy_days or {}, batch, clusters=clusters):
                 counts[kind] += len(rows)
                 parts.append(_arrow_rows(rows, out_schema))
             first = con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0]

@@ -87,6 +87,17 @@ def test_spark_gives_the_embedded_batch_tags_for_buyers_and_registered_never_bou
     assert_same_tags(on_spark, local)
 
 
+def test_clusters_on_spark_are_the_models_as_in_the_embedded_batch(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    customers = shop / "customers.parquet"
+    local = _local(shop / "orders.parquet", tmp_path / "local.parquet", trained, config, customers=customers,
+                   clusters=True)
+    on_spark = _spark(spark, shop / "orders.parquet", tmp_path / "spark_tags", trained, config, customers=customers,
+                      partitions=2, clusters=True)
+    assert local["cluster"].notna().sum() > 100
+    assert_same_tags(on_spark, local)
+
+
 def _customers_of(shop: Path, orders: pd.DataFrame, folder: Path, registered: int = 5) -> Path:
     """The customers table's rows of these orders' customers and of a few who never bought."""
     table = pd.read_parquet(shop / "customers.parquet")
