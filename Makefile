@@ -43,6 +43,7 @@ $(DEMO)/trained: $(DEMO)/shop/customers.parquet
 # The report test renders the HTML report in headless Chromium: installed here when missing (Debian's package).
 test: venv
 	@bash .ci/install-chromium
+	@bash .ci/install-java
 	$(BIN)/python -m pytest -q
 
 clean:
