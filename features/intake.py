@@ -57,6 +57,7 @@ __all__ = [
     "combine_scope_stats",
     "csv_delimiter",
     "customer_fields",
+    "empty_view",
     "needs_scope_types",
     "open_customers",
     "open_orders",
@@ -355,18 +356,10 @@ def open_tables(
     file: its external access is switched off first, if it is not already.
     """
     _lock_to_inputs(con, [])
-    sources, empty_orders = [], orders.num_rows == 0
-    if empty_orders:
-        columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in ORDER_FIELDS.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW orders AS SELECT {columns} WHERE false")
-    else:
-        sources.append(_prepare_table(con, "orders", orders, ORDER_FIELDS, f"{label} orders"))
-    if customers is not None:
-        sources.append(_prepare_table(con, "customers", customers, customer_fields(config), f"{label} customers"))
-    reports = _validate(con, sources, config, [None] * len(sources))
-    if empty_orders:
-        reports.insert(0, IntakeReport(source=f"{label} orders"))
-    return Intake(reports[0], reports[1] if len(reports) > 1 else None)
+    prepared = [_prepare_table(con, "orders", orders, ORDER_FIELDS, f"{label} orders") if orders.num_rows else None,
+                _prepare_table(con, "customers", customers, customer_fields(config), f"{label} customers")
+                if customers is not None else None]
+    return _validate_parts(con, config, prepared, f"{label} orders", [None, None])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,18 +440,31 @@ def open_partition(
     with no order rows gets an empty `orders` view (its customers have not ordered). `con` reads no file.
     """
     _lock_to_inputs(con, [])
-    sources, empty_orders = [], orders.num_rows == 0
-    if empty_orders:
-        columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in ORDER_FIELDS.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW orders AS SELECT {columns} WHERE false")
-    else:
-        sources.append(_prepare_raw_table(con, "orders", orders, config, labels[0], scope_types[0]))
-    if customers is not None:
-        sources.append(_prepare_raw_table(con, "customers", customers, config, labels[1], scope_types[1]))
+    prepared = [_prepare_raw_table(con, "orders", orders, config, labels[0], scope_types[0])
+                if orders.num_rows else None,
+                _prepare_raw_table(con, "customers", customers, config, labels[1], scope_types[1])
+                if customers is not None else None]
     targets = [quarantine, customers_quarantine(quarantine) if quarantine is not None else None]
-    reports = _validate(con, sources, config, targets[1:] if empty_orders else targets[:len(sources)])
-    if empty_orders:
-        reports.insert(0, IntakeReport(source=labels[0]))
+    return _validate_parts(con, config, prepared, labels[0], targets)
+
+
+def empty_view(con: duckdb.DuckDBPyConnection, name: str, fields: dict[str, FieldSpec]) -> None:
+    """Create the view `name` with the columns and types of `fields` and no rows."""
+    columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {field}" for field, spec in fields.items())
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} WHERE false")
+
+
+def _validate_parts(con: duckdb.DuckDBPyConnection, config: Config, prepared: list[_Source | None],
+                    orders_label: str, quarantines: list[str | os.PathLike[str] | None]) -> Intake:
+    """Validate in-memory sources prepared as [orders or None, customers or None] (each with its quarantine).
+    No order rows (None): an empty `orders` view and an empty report for it, as a part whose customers have
+    not ordered has."""
+    if prepared[0] is None:
+        empty_view(con, "orders", ORDER_FIELDS)
+    sources = [(source, target) for source, target in zip(prepared, quarantines) if source is not None]
+    reports = _validate(con, [source for source, _ in sources], config, [target for _, target in sources])
+    if prepared[0] is None:
+        reports.insert(0, IntakeReport(source=orders_label))
     return Intake(reports[0], reports[1] if len(reports) > 1 else None)
 
 

@@ -27,7 +27,7 @@ from configs.schema import Config, ConfigError, EngineConfig
 from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
 from features.clusters import ClusterModel
 from features.engine import connect, repr_ident
-from features.intake import (ORDER_FIELDS, Intake, IntakeReport, Problem, bad_rows_error, customer_fields,
+from features.intake import (ORDER_FIELDS, Intake, IntakeReport, Problem, bad_rows_error, customer_fields, empty_view,
                              open_partition)
 from features.output import OutputError, write_relation
 from features.paths import customers_quarantine
@@ -136,8 +136,7 @@ def tag_schema(config: Config, bundle: Bundle, has_customers: bool) -> pa.Schema
     con = connect(EngineConfig())
     try:
         for view, fields in (("orders", ORDER_FIELDS), ("customers", customer_fields(config))):
-            columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {name}" for name, spec in fields.items())
-            con.execute(f"CREATE TEMP VIEW {view} AS SELECT {columns} WHERE false")
+            empty_view(con, view, fields)
         table = "customers" if has_customers else None
         inputs = tag_inputs_relation(con, "orders", pd.Timestamp("2000-01-01"), config, bundle.rebuy_days or {}, table)
         check_feature_columns(inputs.columns, bundle, has_customers=has_customers)
