@@ -83,3 +83,13 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         registry.configure()
         MlflowClient().search_experiments()
     return template / "mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def spark():  # noqa: ANN201 - a pyspark SparkSession; pyspark is imported only by the modules that ask for it
+    """A local Spark session (local[2]) for one test module, stopped after it."""
+    from features.spark import session
+
+    spark = session("local[2]", shuffle_partitions=4)
+    yield spark
+    spark.stop()

@@ -3,10 +3,8 @@ packages, no network), and the Bento itself serves: what `bentoml containerize` 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +12,7 @@ import pytest
 
 from configs.schema import load_config
 from training.pipeline import fit_bundle
-from support import generated_shop
+from support import free_port, generated_shop, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,31 +37,11 @@ def test_bentoml_build_makes_a_bento_of_the_service_code_and_lock_that_serves(
     shop = generated_shop(tmp_path_factory, 600, 5, start="2023-01-01", end="2024-12-31")
     folder = fit_bundle(shop / "orders.parquet", load_config(), as_of=pd.Timestamp("2024-09-01"),
                         trials=0).bundle.save(tmp_path / "bundle")
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([bentoml, "serve", "lifetag:latest", "--port", str(port), "--host", "127.0.0.1"],
-                              cwd=tmp_path, env={**env, "LIFETAG_MODEL": str(folder), "LIFETAG_HOME": str(tmp_path)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the Bento did not become ready in 120 s"
-            time.sleep(0.5)
-        answer = httpx.post(f"http://127.0.0.1:{port}/score", timeout=30, json={
+    port = free_port()
+    command = [bentoml, "serve", "lifetag:latest", "--port", str(port), "--host", "127.0.0.1"]
+    served = {**env, "LIFETAG_MODEL": str(folder), "LIFETAG_HOME": str(tmp_path)}
+    with running_server(command, port, served, tmp_path / "bento.log", cwd=tmp_path) as base:
+        answer = httpx.post(f"{base}/score", timeout=30, json={
             "as_of": "2024-09-01", "customers": [{"customer_id": "c1", "orders": [
                 {"order_ts": "2024-08-01T09:00:00Z", "amount": 42.0, "order_id": "o1"}]}]})
         assert answer.status_code == 200 and answer.json()["tags"][0]["monetary_total"] == 42.0, answer.text
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()

@@ -12,7 +12,7 @@ from configs.schema import load_config
 from serving.scoring import score
 from serving.service import ServiceError, Snapshot, model_info
 from training.pipeline import TrainResult, fit_bundle
-from support import generated_shop, module_home
+from support import free_port, generated_shop, module_home, running_server
 
 AS_OF = pd.Timestamp("2024-09-01")
 TOKEN = "s3cret-for-tests"
@@ -250,21 +250,11 @@ def test_without_a_token_the_middleware_lets_everything_through() -> None:
     assert seen == ["/tags"]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_reloads_under_traffic_and_stops(
         served: tuple[Path, Path, TrainResult], tmp_path: Path) -> None:
     import os
     import shutil
-    import signal
-    import subprocess
     import sys
     import threading
     import time
@@ -279,24 +269,12 @@ def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_reloads_under_tra
     shutil.copytree(folder, second)
     current = tmp_path / "current"
     current.symlink_to(first)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LIFETAG_API_TOKEN": TOKEN, "LIFETAG_HOME": str(tmp_path / "home")}
     lifetag = str(Path(sys.executable).with_name("lifetag"))
-    server = subprocess.Popen([lifetag, "serve", "--port", str(port), "--model", str(current), "--snapshot",
-                               str(snapshot), "--workers", "2"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the server did not become ready in 120 s"
-            time.sleep(0.5)
+    command = [lifetag, "serve", "--port", str(port), "--model", str(current), "--snapshot", str(snapshot),
+               "--workers", "2"]
+    with running_server(command, port, env, tmp_path / "server.log") as base:
         nightly = pd.read_parquet(snapshot)
         known = str(nightly["customer_id"].iloc[0])
         one = {"as_of": "2024-09-01", "customers": [{"customer_id": "web-1", "orders": [
@@ -355,14 +333,6 @@ def test_lifetag_serve_runs_a_real_bentoml_server_that_answers_reloads_under_tra
             versions = {httpx.get(f"{base}/model", headers=AUTH, timeout=10).json()["model_version"]
                         for _ in range(12)}
             assert versions == {"bundle:bundle_b"}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-    assert server.returncode is not None
 
 
 def test_serve_refuses_a_bad_snapshot_in_one_paragraph_before_starting_a_server(tmp_path: Path) -> None:
@@ -372,5 +342,5 @@ def test_serve_refuses_a_bad_snapshot_in_one_paragraph_before_starting_a_server(
 
     bad = tmp_path / "tags.parquet"
     bad.write_text("not parquet")
-    result = CliRunner().invoke(app, ["serve", "--snapshot", str(bad), "--port", str(_free_port())])
+    result = CliRunner().invoke(app, ["serve", "--snapshot", str(bad), "--port", str(free_port())])
     assert result.exit_code == 2 and "lifetag score --out" in result.output

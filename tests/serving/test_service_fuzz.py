@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +24,7 @@ import pytest
 from configs.schema import load_config
 from serving.scoring import score
 from training.pipeline import fit_bundle
-from support import generated_shop, module_home
+from support import free_port, generated_shop, module_home, running_server
 
 AS_OF = pd.Timestamp("2024-09-01")
 TOKEN = "fuzz-token"
@@ -39,12 +36,6 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
 # hold the suite.
 EXAMPLES = 100
 BUDGET_S = 45
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _trained_model(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -63,44 +54,18 @@ def _trained_model(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return Path(folder), snapshot
 
 
-def _wait_ready(base: str, server: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert server.poll() is None, f"the server stopped before it was ready:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"the server was not ready in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}"
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`lifetag serve` on a free loopback port with a token, a model and a snapshot: its base URL and log."""
     folder, snapshot = _trained_model(tmp_path_factory)
     home = tmp_path_factory.mktemp("serve_home")
-    # The server logs every request: to a file, since a pipe nobody reads would fill up and stall it.
     log = home / "server.log"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "LIFETAG_API_TOKEN": TOKEN, "LIFETAG_HOME": str(home)}
     lifetag = str(Path(sys.executable).with_name("lifetag"))
-    with log.open("wb") as sink:
-        server = subprocess.Popen([lifetag, "serve", "--port", str(port), "--model", str(folder),
-                                   "--snapshot", str(snapshot)], env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server, log)
+    command = [lifetag, "serve", "--port", str(port), "--model", str(folder), "--snapshot", str(snapshot)]
+    with running_server(command, port, env, log) as base:
         yield base, log
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 @pytest.fixture(scope="module")

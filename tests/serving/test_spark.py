@@ -31,15 +31,6 @@ NUMBERS = ["recency_days", "frequency", "monetary_total", "churn_risk", "repurch
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from features.spark import session
-
-    spark = session("local[2]", shuffle_partitions=4)
-    yield spark
-    spark.stop()
-
-
-@pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generated_shop(tmp_path_factory, CUSTOMERS, SEED, start=START, end=END)
 

@@ -22,15 +22,6 @@ AS_OF = pd.Timestamp("2024-06-01")
 
 
 @pytest.fixture(scope="module")
-def spark():
-    from features.spark import session
-
-    spark = session("local[2]", shuffle_partitions=4)
-    yield spark
-    spark.stop()
-
-
-@pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generated_shop(tmp_path_factory, 600, 44, start="2023-01-01", end="2024-06-30")
 
