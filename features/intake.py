@@ -472,9 +472,8 @@ def _prepare_raw_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Tabl
                        scope_types: dict[str, str] | None) -> _Source:
     """Register raw rows (source columns and `_row`) as `<prefix>_raw` and map them as `_prepare` maps a file."""
     prefix = f"_lifetag_{kind}"
-    con.register(f"{prefix}_table", table)
     raw = f"{prefix}_raw"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {prefix}_table")
+    con.register(raw, table)
     types = _source_columns(con, raw)
     fields = ORDER_FIELDS if kind == "orders" else customer_fields(config)
     if scope_types is None:
@@ -495,9 +494,8 @@ def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, f
     prefix = f"_lifetag_{kind}"
     if "_row" not in table.column_names:
         table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
-    con.register(f"{prefix}_table", table)
     raw = f"{prefix}_raw"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {raw} AS SELECT * FROM {prefix}_table")
+    con.register(raw, table)
     types = _source_columns(con, raw)
     wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
     mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
@@ -1089,13 +1087,18 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
         # One row per customer: repeated rows of a customer agree (others are conflicts), so any
         # row's values will do; max() also fills a value one row left blank.
         merged = ", ".join(f"max({c}) AS {c}" for c in source.fields if c != "customer_id")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT customer_id, {merged} FROM {good} "
+        con.execute(f"CREATE OR REPLACE TEMP {_object(source)} {view} AS SELECT customer_id, {merged} FROM {good} "
                     "GROUP BY customer_id")
         distinct = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
         report.duplicates_merged = report.rows_used - int(distinct)
     else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {_orders_sql(con, source, good, counts.spread_orders)}")
+        con.execute(f"CREATE OR REPLACE TEMP {_object(source)} {view} AS {_orders_sql(con, source, good, counts.spread_orders)}")
     return report
+
+
+def _object(source: _Source) -> str:
+    """What the canonical rows of `source` are created as: a request's few rows a table, a file's a view."""
+    return "TABLE" if source.in_memory else "VIEW"
 
 
 def _orders_sql(con: duckdb.DuckDBPyConnection, source: _Source, good: str, spread_orders: int) -> str:
@@ -1352,8 +1355,11 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
         # `_src` keeps the whole source row, so bad rows can be reported and quarantined as they came.
         inner, src = f"{raw} s", "s"
     typed = "".join(f", {t}" for t in parsed.typed)
+    # A request's few rows are parsed once into a table: every later step (counts, the canonical views,
+    # the feature query) then reads them without planning the parsing again.
+    kind = "TABLE" if source.in_memory else "VIEW"
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {source.prefix}_parsed AS SELECT {', '.join(parsed.select)}, {reason} AS reason, "
+        f"CREATE OR REPLACE TEMP {kind} {source.prefix}_parsed AS SELECT {', '.join(parsed.select)}, {reason} AS reason, "
         f"{parsed.trimmed} AS _trimmed, s._row AS _row, s._whole AS _src "
         f"FROM (SELECT s.*, {src} AS _whole{typed} FROM {inner}) s"
     )

@@ -76,6 +76,18 @@ class FeatureSpec:
             data[column] = pd.Categorical(text.where(text.isin(categories), None), categories=categories)
         return pd.DataFrame(data, index=frame.index)
 
+    def array(self, matrix: pd.DataFrame) -> np.ndarray:
+        """The model matrix as the float array LightGBM predicts from: numbers as they are, categories as
+        their codes in the training categories, missing as NaN (what LightGBM makes of the frame itself)."""
+        out = np.empty((len(matrix), len(self.columns)), dtype="float64")
+        k = len(self.numeric)
+        if k:
+            out[:, :k] = matrix.iloc[:, :k].to_numpy(dtype="float64", na_value=np.nan)
+        for i, column in enumerate(self.categorical):
+            codes = matrix[column].cat.codes.to_numpy()
+            out[:, k + i] = np.where(codes < 0, np.nan, codes)
+        return out
+
 
 @dataclass
 class Calibrator:
@@ -240,6 +252,8 @@ class Bundle:
     # The behavioural clusters (features.clusters.ClusterModel.to_dict), learned at training time; None:
     # a bundle saved before lifetag stored them, or a shop too small to cluster (metadata says why).
     clusters: dict[str, Any] | None = None
+    # Whether the boosters take `FeatureSpec.array` inputs (`inputs`), found out once.
+    _array_inputs: bool | None = field(default=None, repr=False, compare=False)
 
     def cluster_model(self) -> Any:
         """The behavioural clusters learned at training time (a features.clusters.ClusterModel); a BundleError
@@ -286,8 +300,20 @@ class Bundle:
         enriched = self.bg_columns(features)
         return self.predict_enriched(enriched, self.spec.matrix(enriched))
 
-    def predict_enriched(self, enriched: pd.DataFrame, matrix: pd.DataFrame) -> pd.DataFrame:
-        """`predict` for features that already carry the `bg_*` columns, with their model matrix."""
+    def inputs(self, matrix: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+        """The model matrix as the boosters take it fastest: the float array of `FeatureSpec.array` when every
+        booster was trained on this spec's categories (LightGBM converts a frame to that array on each
+        call, a third of the time of tagging one customer online), otherwise the frame itself."""
+        if self._array_inputs is None:
+            categories = [list(values) for values in self.spec.categorical.values()]
+            self._array_inputs = all(
+                (model.booster(name).pandas_categorical or []) == categories
+                for model in self.models.values() if model.kind != "bgnbd" for name in model.boosters)
+        return self.spec.array(matrix) if self._array_inputs else matrix
+
+    def predict_enriched(self, enriched: pd.DataFrame, matrix: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        """`predict` for features that already carry the `bg_*` columns, with their model matrix (or its
+        `inputs`)."""
         out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
         for model in self.models.values():
             out[_output(model.target)] = model.predict(matrix, enriched)

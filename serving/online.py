@@ -179,14 +179,10 @@ class OnlineScorer:
             con = self._database.cursor()
         try:
             open_tables(con, orders, self.config, table, label="request")
-            # The validated rows as tables: the feature query planned over the intake's chain of views
-            # cost half as much again, and a request's rows are few.
-            con.execute("CREATE TEMP TABLE _request_orders AS SELECT * FROM orders")
-            con.execute("CREATE TEMP TABLE _request_customers AS SELECT * FROM customers")
-            frames = [rows for _, rows in tag_customers(con, "_request_orders", "_request_customers", as_of_ts,
+            frames = [rows for _, rows in tag_customers(con, "orders", "customers", as_of_ts,
                                                          self.config, self.bundle, self.version, self.intervals,
                                                          batch=len(customers) + 1, streamed=False,
-                                                         shop="_request_orders")]
+                                                         customers_rows=len(customers))]
         finally:
             con.close()
         if not frames:

@@ -110,7 +110,8 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, batch: int, streamed: b
 def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
                   config: Config, bundle: Bundle, model_version: str, intervals: dict[str, float],
                   batch: int, streamed: bool = True, shop: str = "orders",
-                  clusters: ClusterModel | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
+                  clusters: ClusterModel | None = None,
+                  customers_rows: int | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
     """The tag rows of the customers of `source` (a canonical orders view) and of the registered
     customers of `customers` who had no order before as_of, in batches: ("buyers" | "registered", rows).
 
@@ -118,7 +119,9 @@ def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | 
     request; both then call `serving.tags.tag_rows` through it. `streamed=False` (a request's few
     customers) reads each query's rows at once instead of streaming them in bounded batches. With
     `clusters` (`score --clusters`), buyers' rows also get `cluster` and `cluster_description` from
-    their features; registered customers, who have no behaviour yet, get them empty.
+    their features; registered customers, who have no behaviour yet, get them empty. `customers_rows`:
+    the number of rows of `customers` when every buyer of `source` is one of them (a request): once the
+    buyers account for all of them, nobody is left to be a registered customer and that query is skipped.
     """
     # With features.season on, the season columns are shop-wide: they come from the whole shop's
     # orders (`shop`, the `orders` view), not the partition's. Requests carrying one customer's
@@ -128,12 +131,14 @@ def tag_customers(con: duckdb.DuckDBPyConnection, source: str, customers: str | 
     # from the first batch of buyers; asked of the engine only when there is none (the query costs as
     # much as tagging a request's customers).
     no_buyers = None
+    buyers = 0
     for frame in _batches(con, query, batch, streamed):
         if no_buyers is None:
             no_buyers = frame.iloc[:0].copy()
+        buyers += len(frame)
         rows = tag_rows(frame, bundle, config, as_of, model_version)
         yield "buyers", rows if clusters is None else _with_clusters(rows, clusters, frame)
-    if customers is None:
+    if customers is None or buyers == customers_rows:
         return
     if no_buyers is None:
         no_buyers = con.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table().to_pandas()

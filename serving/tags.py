@@ -342,7 +342,7 @@ def _phrases(feature: str, rows: pd.DataFrame, attributes: dict[str, str] | None
     return _value_phrases(feature, rows)
 
 
-def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: int = 3) -> list[str]:
+def reasons(bundle: Bundle, matrix: pd.DataFrame | np.ndarray, enriched: pd.DataFrame, top: int = 3) -> list[str]:
     """Per customer, the `top` features that raise their churn risk most, in words ("; "-separated).
 
     Contributions come from the churn model's additive explainer (boosted stumps fitted to the
@@ -357,7 +357,7 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame, enriched: pd.DataFrame, top: i
         return _phrases("recency_days", enriched)
     attributes = _attributes_of(bundle)
     contributions = model.booster("explain").predict(matrix, pred_contrib=True)[:, :-1]
-    names = list(matrix.columns)
+    names = bundle.spec.columns
     # Features that say the same thing in words are one driver: pool their contributions into the
     # first of the group (recency, overdue ratio and last gap; all the BG/NBD pattern columns).
     for group in (["recency_days", "overdue_ratio", "last_gap_days"],
@@ -394,7 +394,7 @@ def _buyer_tags(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: p
                 model_version: str) -> pd.DataFrame:
     """All output columns except the scenario tags, for buyers' features (with scenario inputs)."""
     enriched = bundle.bg_columns(features)
-    matrix = bundle.spec.matrix(enriched)
+    matrix = bundle.inputs(bundle.spec.matrix(enriched))
     predicted = bundle.predict_enriched(enriched, matrix)
     n = len(enriched)
     # Columns gathered first and framed once: setting them one by one on a frame was a fifth of tagging
@@ -431,7 +431,8 @@ def _buyer_tags(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: p
     out["lifecycle_stage"] = lifecycle_stage(enriched, config)
     # Reasons are for the customers marketing acts on: medium or high churn tier; low tier gets none.
     at_risk = np.flatnonzero(out["churn_tier"] != "low")
-    words = reasons(bundle, matrix.iloc[at_risk], enriched.iloc[at_risk])
+    words = reasons(bundle, matrix[at_risk] if isinstance(matrix, np.ndarray) else matrix.iloc[at_risk],
+                    enriched.iloc[at_risk])
     column = np.full(n, None, dtype=object)
     column[at_risk] = words
     out["reasons"] = column

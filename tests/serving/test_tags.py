@@ -224,3 +224,35 @@ def test_an_old_bundle_still_scores_the_batch_learning_the_intervals_from_its_or
     pd.testing.assert_frame_equal(tags, whole_shop.reset_index(drop=True), check_exact=True)
     [note] = [n for n in result.notes if n.startswith("categories_due:")]
     assert "older lifetag" in note and "Retrain it with `lifetag train`" in note
+
+
+def test_the_boosters_array_inputs_predict_exactly_what_the_frame_predicts(
+        trained: TrainResult, shop: Path, tag_config: Config) -> None:
+    """`Bundle.inputs` hands LightGBM the array it would make of the model frame itself: every booster's
+    predictions (and the explainer's contributions) are equal to the last bit, unseen categories included."""
+    import numpy as np
+
+    bundle = trained.bundle
+    assert bundle.spec.categorical, "the test needs a model with categorical inputs"
+    con = connect(tag_config.engine)
+    try:
+        source = orders_view(con, pd.read_parquet(shop / "orders.parquet"))
+        table = customers_view(con, pd.read_parquet(shop / "customers.parquet"), tag_config)
+        features = tag_inputs_relation(con, source, AS_OF, tag_config, bundle.rebuy_intervals(), table).df()
+    finally:
+        con.close()
+    column = next(iter(bundle.spec.categorical))
+    features.loc[features.index[:25], column] = "a category never seen in training"
+    enriched = bundle.bg_columns(features)
+    matrix = bundle.spec.matrix(enriched)
+    inputs = bundle.inputs(matrix)
+    assert isinstance(inputs, np.ndarray) and np.isnan(inputs[:25, bundle.spec.columns.index(column)]).all()
+    compared = 0
+    for model in bundle.models.values():
+        for name in model.boosters:
+            booster = model.booster(name)
+            kwargs = {"pred_contrib": True} if name == "explain" else {"raw_score": True}
+            np.testing.assert_array_equal(booster.predict(inputs, **kwargs), booster.predict(matrix, **kwargs))
+            compared += 1
+    assert compared >= 3
+    pd.testing.assert_frame_equal(bundle.predict_enriched(enriched, inputs), bundle.predict_enriched(enriched, matrix))
