@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from configs.errors import LifetagError
 from configs.schema import Config, ConfigError
@@ -555,18 +556,21 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
     # rows was a quarter of tagging one customer online.
     named = {word for expr in scenarios.values() for word in re.findall(r'[A-Za-z_][A-Za-z0-9_]*|"[^"]+"', expr)}
     named |= {word.strip('"') for word in named}
+    # (One column at least: an expression naming none still needs the rows.)
+    columns = [c for c in frame.columns if str(c) in named] or list(frame.columns[:1])
+    # As Arrow, column by column (NaN becomes NULL, as DuckDB reads a pandas frame): a third cheaper.
+    scored = pa.Table.from_arrays([pa.array(frame[c], from_pandas=True) for c in columns], names=[str(c) for c in columns])
     con = sandbox_cursor()
     try:
-        con.register("scored", frame[[c for c in frame.columns if str(c) in named]])
+        con.register("scored", scored)
         try:
-            flags = con.execute(_scenario_select(scenarios)).df()
+            flags = con.execute(_scenario_select(scenarios)).fetchnumpy()
         except duckdb.Error:
             _raise_for_failing_scenario(con, scenarios)
             raise
     finally:
         con.close()
-    flags.index = frame.index
-    return flags.astype(bool)
+    return pd.DataFrame({name: np.asarray(flags[name], dtype=bool) for name in scenarios}, index=frame.index)
 
 
 @functools.lru_cache(maxsize=256)
