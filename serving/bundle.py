@@ -55,6 +55,24 @@ class FeatureSpec:
 
     def matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model input matrix; categories unseen in training become missing."""
+        return pd.DataFrame(self._columns(frame), index=frame.index)
+
+    def array(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model matrix of `frame` as the float array LightGBM makes of it to predict: numbers as they are,
+        categories as their codes in the training categories, missing (and unseen) as NaN."""
+        columns = self._columns(frame)
+        out = np.empty((len(frame), len(self.columns)), dtype="float64")
+        for i, name in enumerate(self.columns):
+            values = columns[name]
+            if isinstance(values, pd.Categorical):
+                codes = values.codes
+                out[:, i] = np.where(codes < 0, np.nan, codes)
+            else:
+                out[:, i] = values
+        return out
+
+    def _columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray | pd.Categorical]:
+        """The model's input columns of `frame`, in model order: float arrays and categoricals."""
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise BundleError(
@@ -63,30 +81,19 @@ class FeatureSpec:
                 "lifetag version and config the model was trained with."
             )
         numeric = frame[self.numeric]
+        data: dict[str, np.ndarray | pd.Categorical]
         if all(pd.api.types.is_numeric_dtype(kind) for kind in numeric.dtypes):
             # One conversion for the whole block: per column it costs a third of tagging one customer online.
             block = numeric.to_numpy(dtype="float64", na_value=np.nan)
             data = {c: block[:, i] for i, c in enumerate(self.numeric)}
         else:
-            data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in self.numeric}
+            data = {c: pd.to_numeric(frame[c], errors="coerce").astype("float64").to_numpy() for c in self.numeric}
         for column, categories in self.categorical.items():
             values = frame[column].astype("object").where(frame[column].notna(), None)
             text = values.map(lambda v: None if v is None else str(v))
             # Categories unseen in training are missing (pandas will stop doing this silently).
             data[column] = pd.Categorical(text.where(text.isin(categories), None), categories=categories)
-        return pd.DataFrame(data, index=frame.index)
-
-    def array(self, matrix: pd.DataFrame) -> np.ndarray:
-        """The model matrix as the float array LightGBM predicts from: numbers as they are, categories as
-        their codes in the training categories, missing as NaN (what LightGBM makes of the frame itself)."""
-        out = np.empty((len(matrix), len(self.columns)), dtype="float64")
-        k = len(self.numeric)
-        if k:
-            out[:, :k] = matrix.iloc[:, :k].to_numpy(dtype="float64", na_value=np.nan)
-        for i, column in enumerate(self.categorical):
-            codes = matrix[column].cat.codes.to_numpy()
-            out[:, k + i] = np.where(codes < 0, np.nan, codes)
-        return out
+        return data
 
 
 @dataclass
@@ -300,16 +307,16 @@ class Bundle:
         enriched = self.bg_columns(features)
         return self.predict_enriched(enriched, self.spec.matrix(enriched))
 
-    def inputs(self, matrix: pd.DataFrame) -> pd.DataFrame | np.ndarray:
-        """The model matrix as the boosters take it fastest: the float array of `FeatureSpec.array` when every
-        booster was trained on this spec's categories (LightGBM converts a frame to that array on each
-        call, a third of the time of tagging one customer online), otherwise the frame itself."""
+    def inputs(self, enriched: pd.DataFrame) -> pd.DataFrame | np.ndarray:
+        """The model matrix of `enriched` as the boosters take it fastest: the float array of `FeatureSpec.array`
+        when every booster was trained on this spec's categories (LightGBM converts a frame to that array on
+        each call, a third of the time of tagging one customer online), otherwise `FeatureSpec.matrix`."""
         if self._array_inputs is None:
             categories = [list(values) for values in self.spec.categorical.values()]
             self._array_inputs = all(
                 (model.booster(name).pandas_categorical or []) == categories
                 for model in self.models.values() if model.kind != "bgnbd" for name in model.boosters)
-        return self.spec.array(matrix) if self._array_inputs else matrix
+        return self.spec.array(enriched) if self._array_inputs else self.spec.matrix(enriched)
 
     def predict_enriched(self, enriched: pd.DataFrame, matrix: pd.DataFrame | np.ndarray) -> pd.DataFrame:
         """`predict` for features that already carry the `bg_*` columns, with their model matrix (or its

@@ -395,7 +395,7 @@ def _buyer_tags(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: p
                 model_version: str) -> pd.DataFrame:
     """All output columns except the scenario tags, for buyers' features (with scenario inputs)."""
     enriched = bundle.bg_columns(features)
-    matrix = bundle.inputs(bundle.spec.matrix(enriched))
+    matrix = bundle.inputs(enriched)
     predicted = bundle.predict_enriched(enriched, matrix)
     n = len(enriched)
     # Columns gathered first and framed once: setting them one by one on a frame was a fifth of tagging
