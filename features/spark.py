@@ -29,22 +29,28 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from configs.errors import LifetagError
 from configs.schema import Config, EngineConfig, SourceConfig
 from features.engine import connect
-from features.intake import (IntakeError, combine_scope_stats, csv_delimiter, needs_scope_types, partition_keys,
-                             problem_order, raw_columns, scope_stats, scope_types_from, source_files)
-from features.paths import DUCKDB_SUFFIXES
+from features.behaviour import require_orders_before
+from features.intake import (Intake, IntakeError, IntakeReport, Problem, bad_rows_error, combine_scope_stats,
+                             csv_delimiter, needs_scope_types, partition_keys, problem_order, raw_columns, scope_stats,
+                             scope_types_from, source_files)
+from features.output import write_relation
+from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "INSTALL", "KEYS", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "partition_sources", "raw_tables",
-    "read_source", "remove_stale_folders", "replace_folder", "session", "task_engine", "task_errors_explained",
-    "task_folder",
+    "INSTALL", "KEYS", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "check_bad_rows",
+    "merged_problems", "merged_report", "partition_sources", "quarantine_ipc", "raw_tables", "read_source",
+    "remove_stale_folders", "replace_folder", "require_first_order_before", "session", "task_engine",
+    "task_errors_explained", "task_folder",
 ]
 
 INSTALL = "pip install 'lifetag[spark]' (in a checkout: pip install '.[spark]')"
@@ -393,6 +399,89 @@ def _route_orders_across_customers(spark: "SparkSession", keyed: "DataFrame", pa
 def raw_tables(table: pa.Table) -> pa.Table:
     """A task's rows without the partitioning keys: what intake validates."""
     return table.drop_columns([k for k in KEYS if k in table.column_names])
+
+
+# ---------------------------------------------------------------------------------------------
+# The partitions' intake reports and quarantined rows, added up
+
+
+def quarantine_ipc(path: Path) -> bytes | None:
+    """A task's quarantined rows as Arrow IPC bytes (types kept), or None when it had none."""
+    if not path.exists():
+        return None
+    sink = pa.BufferOutputStream()
+    table = pq.read_table(path)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def merged_report(parts: list[dict[str, Any]], label: str, order: list[tuple[str, str]]) -> IntakeReport:
+    """One source's report from its partitions' reports: counts added, the widest spread, examples of the
+    first rows of each problem, the optional fields and columns as the partitions with rows saw them."""
+    report = IntakeReport(source=label)
+    for name in ("rows_read", "rows_quarantined", "duplicates_merged", "lines_repeated", "rows_dropped",
+                 "orders_spread", "ids_trimmed", "lines_without_status"):
+        setattr(report, name, sum(int(p[name]) for p in parts))
+    report.spread_seconds = max([float(p["spread_seconds"]) for p in parts], default=0.0)
+    read = [p for p in parts if p["rows_read"]] or parts
+    report.missing_optional = list(read[0]["missing_optional"]) if read else []
+    report.ignored_columns = list(read[0]["ignored_columns"]) if read else []
+    report.problems = merged_problems([p["problems"] for p in parts], order)
+    return report
+
+
+def merged_problems(lists: list[list[dict[str, Any]]], order: list[tuple[str, str]]) -> list[Problem]:
+    """Problems of all partitions by kind (check and column), in the order intake lists them (`order`)."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for problems in lists:
+        for problem in problems:
+            found.setdefault((problem["check"], problem["column"]), []).append(problem)
+    merged = []
+    for key in sorted(found, key=lambda k: order.index(k) if k in order else len(order)):
+        examples = sorted((tuple(e) for p in found[key] for e in p["examples"]), key=lambda e: e[0])
+        merged.append(Problem(check=key[0], column=key[1], count=sum(int(p["count"]) for p in found[key]),
+                              examples=tuple((int(r), v) for r, v in examples[:3])))
+    return merged
+
+
+def check_bad_rows(sources: Intake, rows: list[Any], quarantine: str | os.PathLike[str] | None,
+                    labels: tuple[str, str]) -> None:
+    """Stop with intake's one paragraph, or write the bad rows to --quarantine (customers' beside it)."""
+    reports = [(sources.orders, "_bad_orders", quarantine)]
+    if sources.customers is not None:
+        reports.append((sources.customers, "_bad_customers",
+                        customers_quarantine(quarantine) if quarantine is not None else None))
+    for report, column, path in reports:
+        if not report.rows_quarantined:
+            continue
+        if path is None:
+            raise bad_rows_error(report.source, report.problems)
+        _write_quarantine([r[column] for r in rows if r[column] is not None], Path(path))
+        report.quarantine_path = str(path)
+
+
+def _write_quarantine(chunks: list[bytes], path: Path) -> None:
+    tables = [pa.ipc.open_stream(pa.py_buffer(c)).read_all() for c in chunks]
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_bad", pa.concat_tables(tables, promote_options="permissive"))
+        write_relation(con, con.sql("SELECT * FROM _bad ORDER BY source_row"), path)
+    finally:
+        con.close()
+
+
+def require_first_order_before(first_order: str | None, as_of: pd.Timestamp, label: str) -> None:
+    """The embedded batch's check (features.behaviour.require_orders_before), on the partitions' first orders."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("CREATE TABLE first (order_ts TIMESTAMP)")
+        if first_order is not None:
+            con.execute("INSERT INTO first VALUES (CAST(? AS TIMESTAMP))", [first_order])
+        require_orders_before(con, "first", as_of, label)
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------------------------
