@@ -38,8 +38,8 @@ from configs.schema import Config, EngineConfig, SourceConfig
 from features.engine import connect
 from features.behaviour import require_orders_before
 from features.intake import (Intake, IntakeError, IntakeReport, Problem, bad_rows_error, combine_scope_stats,
-                             csv_delimiter, needs_scope_types, partition_keys, problem_order, raw_columns, scope_stats,
-                             scope_types_from, source_files)
+                             needs_scope_types, partition_keys, problem_order, raw_columns, read_part, scope_stats,
+                             scope_types_from, source_files, source_parts)
 from features.output import write_relation
 from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
@@ -192,37 +192,99 @@ class RawSource:
 
 
 def read_source(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str, option: str) -> RawSource:
-    """Read `source` (a Parquet or CSV file or folder, local or a URI Spark reads, or a catalog table name)
-    as raw rows numbered as intake numbers them; IntakeError for what intake refuses too."""
+    """Read `source` (a Parquet or CSV file or folder, a whitespace-separated export, a DuckDB database, local or
+    a URI Spark reads, or a catalog table name) as raw rows numbered as intake numbers them; IntakeError for
+    what intake refuses too."""
     label = str(source)
-    if any(label.endswith(s) or (s + ":") in label for s in DUCKDB_SUFFIXES):
-        raise SparkError(f"{label}: Spark cannot read a DuckDB database. Export the {kind} to Parquet (in DuckDB: "
-                         f"COPY {kind} TO '{kind}.parquet'), or score with the embedded engine (--engine local).")
     local = Path(source)
-    if _SCHEME.match(label):
+    is_database = any(label.endswith(s) or (s + ":") in label for s in DUCKDB_SUFFIXES)
+    if _SCHEME.match(label) and not is_database:
+        # Another file system: Spark's own readers (intake's line diagnoses need the file on a local disk).
         fmt = "csv" if label.lower().rstrip("/").endswith(".csv") else "parquet"
         df, folder = _read_files(spark, [label], fmt, cfg, not label.lower().endswith((".csv", ".parquet"))), None
         order: dict[str, int] | None = None
-    elif local.exists():
-        files = source_files(local)
-        fmt = "parquet" if files[0].suffix.lower() == ".parquet" else "csv"
-        if fmt == "csv" and not local.is_dir() and files[0].stat().st_size == 0:
-            raise IntakeError(f"{label}: the file is empty (0 bytes). Check that the export finished writing.")
-        if fmt == "csv" and cfg.delimiter == "whitespace":
-            raise SparkError(f"{label}: a whitespace-separated export ({kind}.delimiter: whitespace) is read by the "
-                             "embedded engine only; convert it to CSV or Parquet for --engine spark.")
-        delimiter = csv_delimiter(files[0], cfg) if fmt == "csv" else None
-        df = _read_files(spark, [f.as_uri() for f in files], fmt, cfg, False, delimiter)
-        folder, order = local.is_dir(), {str(f): i for i, f in enumerate(files)}
+        df = _with_helpers(df)
+    elif is_database or local.exists():
+        files = source_files(local) if not is_database else []
+        if is_database or files[0].suffix.lower() != ".parquet":
+            df, order = _read_parts(spark, label, cfg, kind, option)
+            folder = False  # intake's own reading adds `filename` for a folder's files
+        else:
+            df = _with_helpers(_read_files(spark, [f.as_uri() for f in files], "parquet", cfg, False))
+            folder, order = local.is_dir(), {str(f): i for i, f in enumerate(files)}
     elif _TABLE_NAME.fullmatch(label) and spark.catalog.tableExists(label):
-        df, folder, order = spark.table(label), None, None
+        df, folder, order = _with_helpers(spark.table(label)), None, None
     else:
         raise IntakeError(f"{label}: cannot read the {kind}: no such file or folder, nor a table of the Spark catalog. "
                           f"Check the path passed to {option}.")
-    df, rows = _numbered(spark, df, order, keep_filename=bool(folder))
+    with task_errors_explained():
+        df, rows = _numbered(spark, df, order, keep_filename=bool(folder))
     if not rows:
         raise IntakeError(f"{label}: the source has no rows. Check that it is the right file and that it was fully written.")
     return RawSource(df, label, kind, rows)
+
+
+def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str,
+                option: str) -> tuple["DataFrame", dict[str, int]]:
+    """A local CSV source (a file, a folder of files, a whitespace-separated export) or DuckDB database read
+    in Spark tasks by intake's own reading (`features.intake.read_part`, DuckDB locked to the source), a task
+    per part: the same columns, the same line-level diagnoses and errors, rows numbered within each part.
+
+    The part's schema comes from a first one-task job, so the driver itself opens no file of the source."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    parts = source_parts(source, cfg)
+    names = [str(part[0]) if part else source for part in parts]
+    engine = EngineConfig(threads=1)
+
+    def read(index: int, con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+        return read_part(con, source, cfg, kind, option, parts[index])
+
+    @carry_errors
+    def first_schema(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for _ in batches:
+            con = connect(engine)
+            try:
+                batch = next(read(0, con), None)
+                schema = batch.schema if batch is not None else con.sql("SELECT 1").to_arrow_table().schema
+            finally:
+                con.close()
+            yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})
+
+    with task_errors_explained():
+        found = spark.range(0, 1, 1, 1).mapInArrow(first_schema, "schema binary").collect()
+    source_schema = pa.ipc.read_schema(pa.py_buffer(found[0]["schema"]))
+    columns = [f for f in source_schema if f.name != "_row"]
+    schema = pa.schema([*columns, pa.field("_lifetag_file", pa.string()), pa.field("_lifetag_block", pa.int64()),
+                        pa.field("_lifetag_mono", pa.int64())])
+
+    @carry_errors
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index in batch.column("id").to_pylist():
+                con = connect(engine)
+                try:
+                    for part in read(index, con):
+                        yield _part_batch(part, schema, names[index], parts[index] or [Path(source)])
+                finally:
+                    con.close()
+
+    df = spark.range(0, len(parts), 1, len(parts)).mapInArrow(rows, from_arrow_schema(schema))
+    return df, {name: i for i, name in enumerate(names)}
+
+
+def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path]) -> pa.RecordBatch:
+    """A batch of a part in the columns its first part showed, with the numbering helpers; a file whose header
+    names other columns than the first file's is refused, as a folder must be one table."""
+    missing = [f.name for f in schema if not f.name.startswith("_lifetag_") and f.name not in batch.schema.names]
+    if missing:
+        raise IntakeError(f"{files[0]}: the file has no column {missing[0]!r}, which the first file of the folder has. "
+                          "A folder source is read as one table: give every file the same header.")
+    n = batch.num_rows
+    helpers = {"_lifetag_file": pa.array([name] * n, pa.string()), "_lifetag_block": pa.array([0] * n, pa.int64()),
+               "_lifetag_mono": batch.column("_row").cast(pa.int64())}
+    return pa.RecordBatch.from_arrays([helpers[f.name] if f.name in helpers else batch.column(f.name).cast(f.type)
+                                       for f in schema], schema=schema)
 
 
 def _read_files(spark: "SparkSession", paths: list[str], fmt: str, cfg: SourceConfig, folder: bool,
@@ -245,13 +307,9 @@ def _local_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("", "file") else uri
 
 
-def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | None,
-              keep_filename: bool) -> tuple["DataFrame", int]:
-    """`df` with `_row`: 1, 2, ... in file order (`order`: local file -> rank; else by name) and row order.
-
-    Rows of one split of a file are read one after another, so within a split a monotonically increasing
-    id counts them; the splits' sizes (one small aggregation) give where each split starts.
-    """
+def _with_helpers(df: "DataFrame") -> "DataFrame":
+    """`df` with the columns `_numbered` counts rows by: the file, the split of it, and a monotonically
+    increasing id (rows of one split are read one after another, so within a split it counts them)."""
     from pyspark.sql import functions as F
 
     try:
@@ -259,8 +317,16 @@ def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | No
         file_col, block_col = F.col("_metadata.file_path"), F.col("_metadata.file_block_start")
     except Exception:  # a table that is not read from files
         file_col, block_col = F.lit(""), F.spark_partition_id().cast("long")
-    df = (df.withColumn("_lifetag_file", file_col).withColumn("_lifetag_block", block_col)
-          .withColumn("_lifetag_mono", F.monotonically_increasing_id()))
+    return (df.withColumn("_lifetag_file", file_col).withColumn("_lifetag_block", block_col)
+            .withColumn("_lifetag_mono", F.monotonically_increasing_id()))
+
+
+def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | None,
+              keep_filename: bool) -> tuple["DataFrame", int]:
+    """`df` (with `_with_helpers`' columns) with `_row`: 1, 2, ... in file order (`order`: local file -> rank;
+    else by name) and row order; the splits' sizes (one small aggregation) give where each split starts."""
+    from pyspark.sql import functions as F
+
     chunks = (df.groupBy("_lifetag_file", "_lifetag_block")
               .agg(F.count(F.lit(1)).alias("n"), F.min("_lifetag_mono").alias("first")).collect())
 
