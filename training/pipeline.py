@@ -115,8 +115,8 @@ def fit_bundle(
             store = CutoffStore(con, "_history", config, "customers" if history.intake.customers is not None else None)
         else:
             history, store = training_set(con, orders, config, customers, quarantine, cut)
-        sources, as_of_ts, first_order, fingerprint = history.intake, history.as_of, history.first_order, history.fingerprint
-        intake = sources.orders
+        sources, as_of_ts, first_order = history.intake, history.as_of, history.first_order
+        intake, fingerprint = sources.orders, history.fingerprint
         table = "customers" if sources.customers is not None else None
         plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
         now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()

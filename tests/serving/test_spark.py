@@ -261,6 +261,6 @@ def test_a_whitespace_separated_export_reads_as_intake_reads_it_row_for_row(
     finally:
         con.close()
     raw = read_source(spark, str(cdnow_path), cdnow_config.orders, "orders", "--orders")
-    on_spark = raw.df.toPandas().sort_values("_row", ignore_index=True)
+    on_spark = raw.df.toArrow().to_pandas().sort_values("_row", ignore_index=True)
     assert raw.rows == len(local) == 69_659
     pd.testing.assert_frame_equal(on_spark[list(local.columns)], local, check_dtype=False)
