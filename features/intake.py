@@ -475,7 +475,7 @@ def read_part(con: duckdb.DuckDBPyConnection, source: str | os.PathLike[str], cf
               option: str, part: list[Path], rows_per_batch: int = 100_000) -> Iterator[pa.RecordBatch]:
     """The raw rows of one part (`source_parts`) of a local source, as intake reads them: the source columns
     (`filename` for a folder's files) and `_row`, the row's number within the part (1, 2, ...), as Arrow
-    batches. A source intake cannot read raises intake's own one-paragraph IntakeError (a CSV line too long,
+    batches (at least one, empty when the part has no rows). A source intake cannot read raises intake's own one-paragraph IntakeError (a CSV line too long,
     bytes that are not UTF-8, a blank header line, rows that do not split, ...). `con` is locked to the
     source first, as intake locks it."""
     path = Path(source)
@@ -488,11 +488,16 @@ def read_part(con: duckdb.DuckDBPyConnection, source: str | os.PathLike[str], cf
     try:
         reader = con.sql(_raw_sql(con, path, cfg, db_path, table, f"_lifetag_{kind}", kind, part or files)
                          ).fetch_record_batch(rows_per_batch)
+        read_any = False
         while True:
             try:
-                yield reader.read_next_batch()
+                batch = reader.read_next_batch()
             except StopIteration:
-                return
+                break
+            read_any = True
+            yield batch
+        if not read_any:  # no rows: still the part's columns
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
     except (duckdb.Error, pa.ArrowInvalid) as exc:
         error = exc if isinstance(exc, duckdb.Error) else duckdb.Error(str(exc))
         raise read_error(label, kind, cfg, files, error) from None

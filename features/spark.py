@@ -1,5 +1,6 @@
-"""Spark for lifetag: a session, the sources read as raw rows numbered as intake numbers them, and every
-customer's rows brought to one hash partition of the customer id as intake reads it.
+"""Spark for lifetag: a session, the sources read as raw rows numbered as intake numbers them (local CSV,
+whitespace exports and DuckDB databases by intake's own reading, in tasks), and every customer's rows brought
+to one hash partition of the customer id as intake reads it; the partitions' intake reports added up.
 
 Spark only moves rows. Everything that decides a value runs the embedded engine's own code in DuckDB
 inside each task: the intake rules (`features.intake.partition_keys` / `open_partition`), the feature and
@@ -245,8 +246,7 @@ def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str
         for _ in batches:
             con = connect(engine)
             try:
-                batch = next(read(0, con), None)
-                schema = batch.schema if batch is not None else con.sql("SELECT 1").to_arrow_table().schema
+                schema = next(read(0, con)).schema
             finally:
                 con.close()
             yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})

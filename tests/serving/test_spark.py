@@ -235,21 +235,32 @@ def test_csv_line_diagnoses_on_spark_are_the_embedded_paragraphs_word_for_word(
             "ragged rows": "cannot be split"}[how] in str(spark_error.value)
 
 
-def test_a_duckdb_database_gives_the_same_tags(spark, shop: Path, trained: TrainResult, config: Config,
-                                               tmp_path: Path) -> None:
+def test_a_duckdb_database_gives_the_same_paragraph_quarantine_and_tags(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
     orders = pd.read_parquet(shop / "orders.parquet")
-    some = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:300])]
+    some = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:300])].reset_index(drop=True)
+    some.loc[[7, 901], "customer_id"] = None  # two bad rows: an empty customer id
     database = tmp_path / "shop.duckdb"
-    registered = pd.read_parquet(_customers_of(shop, some, tmp_path))
+    registered = pd.read_parquet(_customers_of(shop, some.dropna(subset=["customer_id"]), tmp_path))
     with duckdb.connect(str(database)) as con:
         con.register("picked", some)
         con.register("registered", registered)
         con.execute("CREATE TABLE sales AS SELECT * FROM picked")
         con.execute("CREATE TABLE people AS SELECT * FROM registered")
     source, customers = f"{database}:sales", f"{database}:people"
-    local = _local(source, tmp_path / "local.parquet", trained, config, customers=customers)
+    with pytest.raises(IntakeError) as local_error:
+        score(source, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test",
+              customers=customers)
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(source, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
+                       spark=spark, partitions=2, customers=customers)
+    assert str(spark_error.value) == str(local_error.value) and "rows 8, 902" in str(local_error.value)
+    local = _local(source, tmp_path / "local.parquet", trained, config, customers=customers,
+                   quarantine=tmp_path / "local_bad.csv")
     assert_same_tags(_spark(spark, source, tmp_path / "spark_tags", trained, config, partitions=2,
-                            customers=customers), local)
+                            customers=customers, quarantine=tmp_path / "spark_bad.csv"), local)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "spark_bad.csv", dtype=str),
+                                  pd.read_csv(tmp_path / "local_bad.csv", dtype=str))
 
 
 def test_a_whitespace_separated_export_reads_as_intake_reads_it_row_for_row(
