@@ -11,10 +11,11 @@ the machine used meanwhile: above ~0.1 the run was slowed by other work.
     python -m benchmarks.spark --customers 20000 --train-customers 5000   # smoke run
 
 Steps: `lifetag score --engine local` and `--engine spark --spark-master local[2]` (tags compared: same
-customers); the training set (features and labels at every cut-off `lifetag train` plans) by
-training.dataset.CutoffStore on one DuckDB connection and by training.spark_dataset.build_training_set.
-The Spark scoring run also reports each partition task's own time; the time on a cluster is estimated as
-a fixed driver part plus the run's CPU time divided among the cores.
+customers); the training data `lifetag train` reads before fitting (intake, the history's shop-wide facts,
+and the features and labels at every cut-off it plans) by training.history.embedded_history with
+training.dataset.CutoffStore on one DuckDB connection, and by training.spark_dataset.spark_training_set.
+The Spark scoring run also reports each partition task's own time; for each Spark step the run on more
+executor cores is estimated from its own measured figures (`_estimate`) and printed.
 """
 from __future__ import annotations
 
@@ -106,12 +107,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _planned(con: object, as_of: object, config: object) -> tuple[list, list[int]]:
-    import pandas as pd
-
+def _planned(first: Any, as_of: Any, config: Any) -> tuple[list, list[int]]:
+    """The cut-offs `lifetag train` plans (and as_of itself) and the horizons."""
     from training.dataset import plan_cutoffs, targets
 
-    first = pd.Timestamp(con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0])  # type: ignore[attr-defined]
     cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days, first, config))})
     return cutoffs, sorted({t.horizon_days for t in targets(config)})
 
@@ -122,39 +121,46 @@ def child(args: argparse.Namespace) -> int:
 
     from configs.schema import load_config
     from features.engine import connect
-    from features.intake import open_sources
 
     config, as_of = load_config(None), pd.Timestamp(args.as_of)
     if args.child == "score-spark":
-        from features.spark import session
         from serving.spark import score_on_spark
 
-        spark = session(args.master)
+        spark, started = _session(args.master)
         began = time.perf_counter()
         result = score_on_spark(str(args.orders), as_of, str(args.out), config, model_uri=str(args.bundle),
                                 partitions=args.partitions, spark=spark)
         print(json.dumps({"customers": result.customers, "seconds": time.perf_counter() - began,
-                          "partition_seconds": result.partition_seconds}))
+                          "partition_seconds": result.partition_seconds, "session_seconds": started,
+                          "driver_cpu_seconds": time.process_time()}))
         return 0
     con = connect(config.engine)
-    open_sources(con, args.orders, config)
-    con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of}'")
-    cutoffs, horizons = _planned(con, as_of, config)
     if args.child == "set-local":
         from training.dataset import CutoffStore
+        from training.history import embedded_history
 
-        store = CutoffStore(con, "_history", config)
-        rows = sum(len(store.feature_frame(c)) for c in cutoffs)
-        rows += sum(len(store.label_frame(c, h)) for c in cutoffs for h in horizons)
+        history = embedded_history(con, args.orders, config, None, None, as_of)
+        store, started = CutoffStore(con, "_history", config), 0.0
     else:
-        from features.spark import session
-        from training.spark_dataset import build_training_set
+        from training.spark_dataset import spark_training_set
 
-        con.close()
-        features, labels = build_training_set(session(args.master), args.orders, config, as_of, cutoffs, horizons)
-        rows = sum(len(f) for f in features.values()) + sum(len(f) for f in labels.values())
-    print(json.dumps({"cutoffs": len(cutoffs), "rows": rows}))
+        spark, started = _session(args.master)
+        history, store = spark_training_set(spark=spark)(con, args.orders, config, None, None, as_of)
+    cutoffs, horizons = _planned(history.first_order, as_of, config)
+    rows = sum(len(store.feature_frame(c)) for c in cutoffs)
+    rows += sum(len(store.label_frame(c, h)) for c in cutoffs for h in horizons)
+    print(json.dumps({"cutoffs": len(cutoffs), "rows": rows, "session_seconds": started,
+                      "driver_cpu_seconds": time.process_time()}))
     return 0
+
+
+def _session(master: str) -> tuple[Any, float]:
+    """The Spark session and the seconds it took to start (part of the driver's fixed time)."""
+    from features.spark import session
+
+    began = time.perf_counter()
+    spark = session(master)
+    return spark, time.perf_counter() - began
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,13 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             local_out, spark_out = Path(scratch) / "local.parquet", Path(scratch) / "spark_tags"
             if "score" in args.steps:
                 _score_both(args, shop, bundle, local_out, spark_out, me)
-            for mode, label in (("set-local", "training set, embedded (local)"),
-                                ("set-spark", f"training set, Spark {args.master}")):
+            for mode, label in (("set-local", "training data, embedded (local)"),
+                                ("set-spark", f"training data, Spark {args.master}")):
                 if "training-set" not in args.steps:
                     break
                 measured = run_tree([*me, "--child", mode, "--orders", str(shop.orders)])
                 done = json.loads(measured.stdout.strip().splitlines()[-1])
                 print(measured.line(label) + f"; {done['cutoffs']} cut-offs, {done['rows']:,} rows", flush=True)
+                if mode == "set-spark":
+                    _estimate("training data", done, measured)
     except BenchmarkError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
@@ -199,7 +207,12 @@ def _score_both(args: argparse.Namespace, shop: Any, bundle: Path, local_out: Pa
                          "--out", str(spark_out), *extra])
     print(on_spark.line(f"score, Spark {args.master}"), flush=True)
     _compare(local_out, spark_out)
-    _estimate(json.loads(on_spark.stdout.strip().splitlines()[-1]), on_spark)
+    report = json.loads(on_spark.stdout.strip().splitlines()[-1])
+    tasks = report["partition_seconds"]
+    print(f"  Spark scoring: {len(tasks)} partition tasks, {sum(tasks):.0f} s of task time in all (median "
+          f"{sorted(tasks)[len(tasks) // 2]:.1f} s, longest {max(tasks):.1f} s); the rest of the "
+          f"{on_spark.cpu_seconds:.0f} CPU seconds read, number and key the lines, shuffle and write", flush=True)
+    _estimate("scoring", report, on_spark)
 
 
 def _compare(local_out: Path, spark_out: Path) -> None:
@@ -216,20 +229,22 @@ def _compare(local_out: Path, spark_out: Path) -> None:
     print("  tags: the same customers, churn_risk and ltv within 1e-9, the same RFM segments", flush=True)
 
 
-def _estimate(report: dict, measured: Measured) -> None:
-    """The partition tasks' own time, and an estimate of the run on more executor cores.
+def _estimate(step: str, report: dict, measured: Measured) -> None:
+    """An estimate of the Spark run on more executor cores, from this run's own figures.
 
-    Every stage but the driver's (JVM start, planning, the reports, the rename) runs as tasks: reading and
-    keying the lines, the shuffle and the partitions' work. So the estimate is a fixed driver part (~10 s:
-    the session start measured in the tests) plus the run's CPU time spread over the cores; shuffle over a
-    network is not in it.
+    The driver's part does not shrink with executors: the session's start and the driver process's own CPU
+    time (planning, the reports, the training set read back, the rename), both measured in the run. Everything
+    else ran as tasks (reading and keying the lines, the shuffle, the partitions' work): the rest of the
+    process tree's CPU time, spread over the cores. Shuffle over a network is not in it, so it is optimistic.
+    The 10x line scales the task part by ten (ten times the lines, the driver part unchanged).
     """
-    tasks = report["partition_seconds"]
-    print(f"  Spark scoring: {len(tasks)} partition tasks, {sum(tasks):.0f} s of task time in all (median "
-          f"{sorted(tasks)[len(tasks) // 2]:.1f} s, longest {max(tasks):.1f} s); the rest of the "
-          f"{measured.cpu_seconds:.0f} CPU seconds read, number and key the lines, shuffle and write", flush=True)
+    driver = report["session_seconds"] + report["driver_cpu_seconds"]
+    tasks = max(0.0, measured.cpu_seconds - report["driver_cpu_seconds"])
+    print(f"  Spark {step}: driver part {driver:.0f} s (session start {report['session_seconds']:.0f} s, driver "
+          f"CPU {report['driver_cpu_seconds']:.0f} s), task CPU {tasks:.0f} s", flush=True)
     for cores in (4, 16, 64):
-        print(f"    estimate with {cores:>2} executor cores: ~{10 + measured.cpu_seconds / cores:.0f} s", flush=True)
+        print(f"    estimate with {cores:>2} executor cores: ~{driver + tasks / cores:.0f} s; "
+              f"10x the lines ~{driver + 10 * tasks / cores:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

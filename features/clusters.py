@@ -24,12 +24,14 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from configs.errors import LifetagError
 from configs.schema import Config
 from features.behaviour import as_timestamp, build_relation
 
-__all__ = ["CLUSTER_DOCS", "CLUSTER_FEATURES", "ClusterError", "ClusterModel", "cluster_sample", "fit_clusters"]
+__all__ = ["CLUSTER_DOCS", "CLUSTER_FEATURES", "ClusterError", "ClusterModel", "cluster_candidates", "cluster_sample",
+           "fit_clusters", "pick_cluster_sample"]
 
 # Behavioural features the clusters are learned from (features.behaviour names), and whether each is
 # taken on a log scale (counts, money, days) or as it is (shares 0-1).
@@ -191,17 +193,35 @@ def cluster_sample(con: duckdb.DuckDBPyConnection, source: str, as_of, config: C
     """Behavioural features at `as_of` of a fixed sample of the buyers of `source` (a canonical orders view):
     the first `report.cluster_sample` customers by a seeded hash of their id, so the same orders give the
     same sample whatever their order in the file. Features come from the feature SQL itself."""
+    con.register("_lifetag_cluster_candidates", cluster_candidates(con, source, as_of, config))
+    return pick_cluster_sample(con, "_lifetag_cluster_candidates", config)
+
+
+def cluster_candidates(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config) -> pa.Table:
+    """`cluster_sample`'s rows for the customers of `source` alone: the first of them in the sample's order,
+    with their features. The sample of a whole history is `pick_cluster_sample` of the candidates of parts
+    holding disjoint customers (Spark's partitions), as each customer's features depend on their own orders."""
     cut = as_timestamp(as_of)
-    size, seed = int(config.report.cluster_sample), int(config.report.seed)
     con.execute(f"""
 CREATE OR REPLACE TEMP VIEW _lifetag_cluster_orders AS
 SELECT * FROM {source} WHERE customer_id IN (
     SELECT customer_id FROM (SELECT DISTINCT customer_id FROM {source} WHERE order_ts < TIMESTAMP '{cut}')
-    ORDER BY hash(customer_id, {seed}), customer_id LIMIT {size})
+    ORDER BY {_sample_order(config)} LIMIT {int(config.report.cluster_sample)})
 """)
     columns = ["customer_id", "monetary_total", *CLUSTER_FEATURES]
     return build_relation(con, "_lifetag_cluster_orders", cut, config, shop=source).select(
-        ", ".join(columns)).df()
+        ", ".join(columns)).to_arrow_table()
+
+
+def pick_cluster_sample(con: duckdb.DuckDBPyConnection, candidates: str, config: Config) -> pd.DataFrame:
+    """The sample from the relation `candidates` (`cluster_candidates` of the whole history or of its parts)."""
+    return con.sql(f"SELECT * FROM {candidates} ORDER BY {_sample_order(config)} "
+                   f"LIMIT {int(config.report.cluster_sample)}").df()
+
+
+def _sample_order(config: Config) -> str:
+    """The sample's order: a seeded hash of the customer id (the id itself breaks ties)."""
+    return f"hash(customer_id, {int(config.report.seed)}), customer_id"
 
 
 def fit_clusters(sample: pd.DataFrame, config: Config) -> ClusterModel:

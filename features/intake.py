@@ -66,6 +66,8 @@ __all__ = [
     "open_tables",
     "partition_keys",
     "problem_order",
+    "read_part",
+    "source_parts",
     "raw_columns",
     "read_customers",
     "read_orders",
@@ -452,6 +454,53 @@ def empty_view(con: duckdb.DuckDBPyConnection, name: str, fields: dict[str, Fiel
     """Create the view `name` with the columns and types of `fields` and no rows."""
     columns = ", ".join(f"CAST(NULL AS {spec.sql_type}) AS {field}" for field, spec in fields.items())
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {columns} WHERE false")
+
+
+def source_parts(source: str | os.PathLike[str], cfg: SourceConfig) -> list[list[Path]]:
+    """How another engine may read a local CSV or DuckDB source in parts that read exactly as intake reads the
+    whole (`read_part`), in row order: each CSV file of a folder alone (the file's header names its columns);
+    a whitespace-separated export or a DuckDB database as one part (`[]` for a database)."""
+    path = Path(source)
+    db_path, _ = _split_duckdb_source(path, cfg)
+    if db_path is not None:
+        return [[]]
+    if not path.exists():
+        return [[path]]  # read_part says that it does not exist, as intake does
+    files = _source_files(path)
+    # A whitespace export's header is the first line of the whole source: it is read whole.
+    return [files] if cfg.delimiter == "whitespace" else [[f] for f in files]
+
+
+def read_part(con: duckdb.DuckDBPyConnection, source: str | os.PathLike[str], cfg: SourceConfig, kind: str,
+              option: str, part: list[Path], rows_per_batch: int = 100_000) -> Iterator[pa.RecordBatch]:
+    """The raw rows of one part (`source_parts`) of a local source, as intake reads them: the source columns
+    (`filename` for a folder's files) and `_row`, the row's number within the part (1, 2, ...), as Arrow
+    batches (at least one, empty when the part has no rows). A source intake cannot read raises intake's own one-paragraph IntakeError (a CSV line too long,
+    bytes that are not UTF-8, a blank header line, rows that do not split, ...). `con` is locked to the
+    source first, as intake locks it."""
+    path = Path(source)
+    label = str(path)
+    _lock_to_inputs(con, [(path, cfg)])
+    db_path, table = _split_duckdb_source(path, cfg)
+    if db_path is None and not path.exists():
+        raise IntakeError(f"{label}: cannot read the {kind}: no such file or folder. Check the path passed to {option}.")
+    files = _source_files(path) if db_path is None else []
+    try:
+        reader = con.sql(_raw_sql(con, path, cfg, db_path, table, f"_lifetag_{kind}", kind, part or files)
+                         ).fetch_record_batch(rows_per_batch)
+        read_any = False
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            read_any = True
+            yield batch
+        if not read_any:  # no rows: still the part's columns
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+    except (duckdb.Error, pa.ArrowInvalid) as exc:
+        error = exc if isinstance(exc, duckdb.Error) else duckdb.Error(str(exc))
+        raise read_error(label, kind, cfg, files, error) from None
 
 
 def _validate_parts(con: duckdb.DuckDBPyConnection, config: Config, prepared: list[_Source | None],

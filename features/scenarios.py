@@ -15,7 +15,8 @@ import pyarrow as pa
 from configs.schema import Config
 from features.behaviour import _return_flag, _ts_sql, as_timestamp, customer_columns, feature_sql
 
-__all__ = ["SCENARIO_FEATURE_DOCS", "learn_rebuy_intervals", "rebuy_intervals_sql", "rebuy_intervals_view",
+__all__ = ["SCENARIO_FEATURE_DOCS", "learn_rebuy_intervals", "rebuy_from_counts_sql", "rebuy_intervals_from_counts", "rebuy_gap_counts_sql",
+           "rebuy_intervals_sql", "rebuy_intervals_view",
            "scenario_features_sql", "scenario_features_relation", "tag_inputs_relation"]
 
 DAY_US = 86_400_000_000
@@ -33,6 +34,14 @@ SCENARIO_FEATURE_DOCS = {
 def rebuy_intervals_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
     """Shop-wide re-buy interval per category (median days between a customer's purchase days in it,
     categories with at least 20 such gaps): `category`, `rebuy_days`, from the orders before `as_of`."""
+    return rebuy_from_counts_sql(f"({rebuy_gap_counts_sql(source, as_of, config)})")
+
+
+def rebuy_gap_counts_sql(source: str, as_of: pd.Timestamp, config: Config) -> str:
+    """How many times each gap (days between a customer's purchase days in a category) occurs, per category:
+    `category`, `gap_days`, `gaps`. A customer's gaps depend on their own orders only, so the counts of parts
+    holding disjoint customers add up to the whole history's (Spark sums its partitions'); the median is
+    then read off the summed counts (`rebuy_from_counts_sql`), exactly."""
     cut = _ts_sql(as_of)
     return f"""
 WITH category_days AS (
@@ -44,8 +53,24 @@ category_gaps AS (
     SELECT category, day - lag(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap_days
     FROM category_days
 )
-SELECT category, median(gap_days) AS rebuy_days
-FROM category_gaps WHERE gap_days IS NOT NULL GROUP BY category HAVING count(*) >= 20
+SELECT category, gap_days, count(*) AS gaps FROM category_gaps WHERE gap_days IS NOT NULL GROUP BY ALL
+"""
+
+
+def rebuy_from_counts_sql(counts: str) -> str:
+    """`category`, `rebuy_days` from gap counts (`rebuy_gap_counts_sql`'s columns; the rows of several parts
+    may repeat a gap): the median gap of each category with at least 20 gaps, the mean of the two middle
+    gaps when their number is even, as DuckDB's median computes it."""
+    return f"""
+WITH summed AS (SELECT category, gap_days, sum(gaps) AS gaps FROM {counts} GROUP BY ALL),
+running AS (
+    SELECT category, gap_days, sum(gaps) OVER (PARTITION BY category ORDER BY gap_days) AS upto,
+           sum(gaps) OVER (PARTITION BY category) AS total
+    FROM summed
+)
+SELECT category, (min(gap_days) FILTER (WHERE upto >= (total + 1) // 2)
+                  + min(gap_days) FILTER (WHERE upto >= total // 2 + 1)) / 2.0 AS rebuy_days
+FROM running GROUP BY category HAVING any_value(total) >= 20
 """
 
 
@@ -128,8 +153,13 @@ def scenario_features_relation(con: duckdb.DuckDBPyConnection, source: str, as_o
 def learn_rebuy_intervals(con: duckdb.DuckDBPyConnection, source: str, as_of, config: Config) -> dict[str, float]:
     """The shop-wide re-buy interval per category, learned from the orders of `source` before `as_of`
     (rebuy_intervals_sql), as {category: days} in category order: what a model bundle stores."""
-    rows = con.execute(f"SELECT * FROM ({rebuy_intervals_sql(source, as_timestamp(as_of), config)}) ORDER BY category"
-                       ).fetchall()
+    return rebuy_intervals_from_counts(con, f"({rebuy_gap_counts_sql(source, as_timestamp(as_of), config)})")
+
+
+def rebuy_intervals_from_counts(con: duckdb.DuckDBPyConnection, counts: str) -> dict[str, float]:
+    """{category: days} in category order from the relation `counts` (`rebuy_gap_counts_sql`'s rows, of the
+    whole history or of parts of its customers)."""
+    rows = con.execute(f"SELECT * FROM ({rebuy_from_counts_sql(counts)}) ORDER BY category").fetchall()
     return {str(category): float(days) for category, days in rows}
 
 

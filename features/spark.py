@@ -1,5 +1,6 @@
-"""Spark for lifetag: a session, the sources read as raw rows numbered as intake numbers them, and every
-customer's rows brought to one hash partition of the customer id as intake reads it.
+"""Spark for lifetag: a session, the sources read as raw rows numbered as intake numbers them (local CSV,
+whitespace exports and DuckDB databases by intake's own reading, in tasks), and every customer's rows brought
+to one hash partition of the customer id as intake reads it; the partitions' intake reports added up.
 
 Spark only moves rows. Everything that decides a value runs the embedded engine's own code in DuckDB
 inside each task: the intake rules (`features.intake.partition_keys` / `open_partition`), the feature and
@@ -29,22 +30,28 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from configs.errors import LifetagError
 from configs.schema import Config, EngineConfig, SourceConfig
 from features.engine import connect
-from features.intake import (IntakeError, combine_scope_stats, csv_delimiter, needs_scope_types, partition_keys,
-                             problem_order, raw_columns, scope_stats, scope_types_from, source_files)
-from features.paths import DUCKDB_SUFFIXES
+from features.behaviour import require_orders_before
+from features.intake import (Intake, IntakeError, IntakeReport, Problem, bad_rows_error, combine_scope_stats,
+                             needs_scope_types, partition_keys, problem_order, raw_columns, read_part, scope_stats,
+                             scope_types_from, source_files, source_parts)
+from features.output import write_relation
+from features.paths import DUCKDB_SUFFIXES, customers_quarantine
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "INSTALL", "KEYS", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "partition_sources", "raw_tables",
-    "read_source", "remove_stale_folders", "replace_folder", "session", "task_engine", "task_errors_explained",
-    "task_folder",
+    "INSTALL", "KEYS", "PartitionedSources", "RawSource", "SparkError", "carry_errors", "check_bad_rows",
+    "merged_problems", "merged_report", "partition_sources", "quarantine_ipc", "raw_tables", "read_source",
+    "remove_stale_folders", "replace_folder", "require_first_order_before", "session", "task_engine",
+    "task_errors_explained", "task_folder",
 ]
 
 INSTALL = "pip install 'lifetag[spark]' (in a checkout: pip install '.[spark]')"
@@ -186,37 +193,98 @@ class RawSource:
 
 
 def read_source(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str, option: str) -> RawSource:
-    """Read `source` (a Parquet or CSV file or folder, local or a URI Spark reads, or a catalog table name)
-    as raw rows numbered as intake numbers them; IntakeError for what intake refuses too."""
+    """Read `source` (a Parquet or CSV file or folder, a whitespace-separated export, a DuckDB database, local or
+    a URI Spark reads, or a catalog table name) as raw rows numbered as intake numbers them; IntakeError for
+    what intake refuses too."""
     label = str(source)
-    if any(label.endswith(s) or (s + ":") in label for s in DUCKDB_SUFFIXES):
-        raise SparkError(f"{label}: Spark cannot read a DuckDB database. Export the {kind} to Parquet (in DuckDB: "
-                         f"COPY {kind} TO '{kind}.parquet'), or score with the embedded engine (--engine local).")
     local = Path(source)
-    if _SCHEME.match(label):
+    is_database = any(label.endswith(s) or (s + ":") in label for s in DUCKDB_SUFFIXES)
+    if _SCHEME.match(label) and not is_database:
+        # Another file system: Spark's own readers (intake's line diagnoses need the file on a local disk).
         fmt = "csv" if label.lower().rstrip("/").endswith(".csv") else "parquet"
         df, folder = _read_files(spark, [label], fmt, cfg, not label.lower().endswith((".csv", ".parquet"))), None
         order: dict[str, int] | None = None
-    elif local.exists():
-        files = source_files(local)
-        fmt = "parquet" if files[0].suffix.lower() == ".parquet" else "csv"
-        if fmt == "csv" and not local.is_dir() and files[0].stat().st_size == 0:
-            raise IntakeError(f"{label}: the file is empty (0 bytes). Check that the export finished writing.")
-        if fmt == "csv" and cfg.delimiter == "whitespace":
-            raise SparkError(f"{label}: a whitespace-separated export ({kind}.delimiter: whitespace) is read by the "
-                             "embedded engine only; convert it to CSV or Parquet for --engine spark.")
-        delimiter = csv_delimiter(files[0], cfg) if fmt == "csv" else None
-        df = _read_files(spark, [f.as_uri() for f in files], fmt, cfg, False, delimiter)
-        folder, order = local.is_dir(), {str(f): i for i, f in enumerate(files)}
+        df = _with_helpers(df)
+    elif is_database or local.exists():
+        files = source_files(local) if not is_database else []
+        if is_database or files[0].suffix.lower() != ".parquet":
+            df, order = _read_parts(spark, label, cfg, kind, option)
+            folder = False  # intake's own reading adds `filename` for a folder's files
+        else:
+            df = _with_helpers(_read_files(spark, [f.as_uri() for f in files], "parquet", cfg, False))
+            folder, order = local.is_dir(), {str(f): i for i, f in enumerate(files)}
     elif _TABLE_NAME.fullmatch(label) and spark.catalog.tableExists(label):
-        df, folder, order = spark.table(label), None, None
+        df, folder, order = _with_helpers(spark.table(label)), None, None
     else:
         raise IntakeError(f"{label}: cannot read the {kind}: no such file or folder, nor a table of the Spark catalog. "
                           f"Check the path passed to {option}.")
-    df, rows = _numbered(spark, df, order, keep_filename=bool(folder))
+    with task_errors_explained():
+        df, rows = _numbered(spark, df, order, keep_filename=bool(folder))
     if not rows:
         raise IntakeError(f"{label}: the source has no rows. Check that it is the right file and that it was fully written.")
     return RawSource(df, label, kind, rows)
+
+
+def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str,
+                option: str) -> tuple["DataFrame", dict[str, int]]:
+    """A local CSV source (a file, a folder of files, a whitespace-separated export) or DuckDB database read
+    in Spark tasks by intake's own reading (`features.intake.read_part`, DuckDB locked to the source), a task
+    per part: the same columns, the same line-level diagnoses and errors, rows numbered within each part.
+
+    The part's schema comes from a first one-task job, so the driver itself opens no file of the source."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    parts = source_parts(source, cfg)
+    names = [str(part[0]) if part else source for part in parts]
+    engine = EngineConfig(threads=1)
+
+    def read(index: int, con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+        return read_part(con, source, cfg, kind, option, parts[index])
+
+    @carry_errors
+    def first_schema(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for _ in batches:
+            con = connect(engine)
+            try:
+                schema = next(read(0, con)).schema
+            finally:
+                con.close()
+            yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})
+
+    with task_errors_explained():
+        found = spark.range(0, 1, 1, 1).mapInArrow(first_schema, "schema binary").collect()
+    source_schema = pa.ipc.read_schema(pa.py_buffer(found[0]["schema"]))
+    columns = [f for f in source_schema if f.name != "_row"]
+    schema = pa.schema([*columns, pa.field("_lifetag_file", pa.string()), pa.field("_lifetag_block", pa.int64()),
+                        pa.field("_lifetag_mono", pa.int64())])
+
+    @carry_errors
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index in batch.column("id").to_pylist():
+                con = connect(engine)
+                try:
+                    for part in read(index, con):
+                        yield _part_batch(part, schema, names[index], parts[index] or [Path(source)])
+                finally:
+                    con.close()
+
+    df = spark.range(0, len(parts), 1, len(parts)).mapInArrow(rows, from_arrow_schema(schema))
+    return df, {name: i for i, name in enumerate(names)}
+
+
+def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path]) -> pa.RecordBatch:
+    """A batch of a part in the columns its first part showed, with the numbering helpers; a file whose header
+    names other columns than the first file's is refused, as a folder must be one table."""
+    missing = [f.name for f in schema if not f.name.startswith("_lifetag_") and f.name not in batch.schema.names]
+    if missing:
+        raise IntakeError(f"{files[0]}: the file has no column {missing[0]!r}, which the first file of the folder has. "
+                          "A folder source is read as one table: give every file the same header.")
+    n = batch.num_rows
+    helpers = {"_lifetag_file": pa.array([name] * n, pa.string()), "_lifetag_block": pa.array([0] * n, pa.int64()),
+               "_lifetag_mono": batch.column("_row").cast(pa.int64())}
+    return pa.RecordBatch.from_arrays([helpers[f.name] if f.name in helpers else batch.column(f.name).cast(f.type)
+                                       for f in schema], schema=schema)
 
 
 def _read_files(spark: "SparkSession", paths: list[str], fmt: str, cfg: SourceConfig, folder: bool,
@@ -239,13 +307,9 @@ def _local_path(uri: str) -> str:
     return unquote(parsed.path) if parsed.scheme in ("", "file") else uri
 
 
-def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | None,
-              keep_filename: bool) -> tuple["DataFrame", int]:
-    """`df` with `_row`: 1, 2, ... in file order (`order`: local file -> rank; else by name) and row order.
-
-    Rows of one split of a file are read one after another, so within a split a monotonically increasing
-    id counts them; the splits' sizes (one small aggregation) give where each split starts.
-    """
+def _with_helpers(df: "DataFrame") -> "DataFrame":
+    """`df` with the columns `_numbered` counts rows by: the file, the split of it, and a monotonically
+    increasing id (rows of one split are read one after another, so within a split it counts them)."""
     from pyspark.sql import functions as F
 
     try:
@@ -253,8 +317,16 @@ def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | No
         file_col, block_col = F.col("_metadata.file_path"), F.col("_metadata.file_block_start")
     except Exception:  # a table that is not read from files
         file_col, block_col = F.lit(""), F.spark_partition_id().cast("long")
-    df = (df.withColumn("_lifetag_file", file_col).withColumn("_lifetag_block", block_col)
-          .withColumn("_lifetag_mono", F.monotonically_increasing_id()))
+    return (df.withColumn("_lifetag_file", file_col).withColumn("_lifetag_block", block_col)
+            .withColumn("_lifetag_mono", F.monotonically_increasing_id()))
+
+
+def _numbered(spark: "SparkSession", df: "DataFrame", order: dict[str, int] | None,
+              keep_filename: bool) -> tuple["DataFrame", int]:
+    """`df` (with `_with_helpers`' columns) with `_row`: 1, 2, ... in file order (`order`: local file -> rank;
+    else by name) and row order; the splits' sizes (one small aggregation) give where each split starts."""
+    from pyspark.sql import functions as F
+
     chunks = (df.groupBy("_lifetag_file", "_lifetag_block")
               .agg(F.count(F.lit(1)).alias("n"), F.min("_lifetag_mono").alias("first")).collect())
 
@@ -393,6 +465,89 @@ def _route_orders_across_customers(spark: "SparkSession", keyed: "DataFrame", pa
 def raw_tables(table: pa.Table) -> pa.Table:
     """A task's rows without the partitioning keys: what intake validates."""
     return table.drop_columns([k for k in KEYS if k in table.column_names])
+
+
+# ---------------------------------------------------------------------------------------------
+# The partitions' intake reports and quarantined rows, added up
+
+
+def quarantine_ipc(path: Path) -> bytes | None:
+    """A task's quarantined rows as Arrow IPC bytes (types kept), or None when it had none."""
+    if not path.exists():
+        return None
+    sink = pa.BufferOutputStream()
+    table = pq.read_table(path)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def merged_report(parts: list[dict[str, Any]], label: str, order: list[tuple[str, str]]) -> IntakeReport:
+    """One source's report from its partitions' reports: counts added, the widest spread, examples of the
+    first rows of each problem, the optional fields and columns as the partitions with rows saw them."""
+    report = IntakeReport(source=label)
+    for name in ("rows_read", "rows_quarantined", "duplicates_merged", "lines_repeated", "rows_dropped",
+                 "orders_spread", "ids_trimmed", "lines_without_status"):
+        setattr(report, name, sum(int(p[name]) for p in parts))
+    report.spread_seconds = max([float(p["spread_seconds"]) for p in parts], default=0.0)
+    read = [p for p in parts if p["rows_read"]] or parts
+    report.missing_optional = list(read[0]["missing_optional"]) if read else []
+    report.ignored_columns = list(read[0]["ignored_columns"]) if read else []
+    report.problems = merged_problems([p["problems"] for p in parts], order)
+    return report
+
+
+def merged_problems(lists: list[list[dict[str, Any]]], order: list[tuple[str, str]]) -> list[Problem]:
+    """Problems of all partitions by kind (check and column), in the order intake lists them (`order`)."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for problems in lists:
+        for problem in problems:
+            found.setdefault((problem["check"], problem["column"]), []).append(problem)
+    merged = []
+    for key in sorted(found, key=lambda k: order.index(k) if k in order else len(order)):
+        examples = sorted((tuple(e) for p in found[key] for e in p["examples"]), key=lambda e: e[0])
+        merged.append(Problem(check=key[0], column=key[1], count=sum(int(p["count"]) for p in found[key]),
+                              examples=tuple((int(r), v) for r, v in examples[:3])))
+    return merged
+
+
+def check_bad_rows(sources: Intake, rows: list[Any], quarantine: str | os.PathLike[str] | None,
+                    labels: tuple[str, str]) -> None:
+    """Stop with intake's one paragraph, or write the bad rows to --quarantine (customers' beside it)."""
+    reports = [(sources.orders, "_bad_orders", quarantine)]
+    if sources.customers is not None:
+        reports.append((sources.customers, "_bad_customers",
+                        customers_quarantine(quarantine) if quarantine is not None else None))
+    for report, column, path in reports:
+        if not report.rows_quarantined:
+            continue
+        if path is None:
+            raise bad_rows_error(report.source, report.problems)
+        _write_quarantine([r[column] for r in rows if r[column] is not None], Path(path))
+        report.quarantine_path = str(path)
+
+
+def _write_quarantine(chunks: list[bytes], path: Path) -> None:
+    tables = [pa.ipc.open_stream(pa.py_buffer(c)).read_all() for c in chunks]
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("_bad", pa.concat_tables(tables, promote_options="permissive"))
+        write_relation(con, con.sql("SELECT * FROM _bad ORDER BY source_row"), path)
+    finally:
+        con.close()
+
+
+def require_first_order_before(first_order: str | None, as_of: pd.Timestamp, label: str) -> None:
+    """The embedded batch's check (features.behaviour.require_orders_before), on the partitions' first orders."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("CREATE TABLE first (order_ts TIMESTAMP)")
+        if first_order is not None:
+            con.execute("INSERT INTO first VALUES (CAST(? AS TIMESTAMP))", [first_order])
+        require_orders_before(con, "first", as_of, label)
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -308,7 +308,7 @@ def train(
         if engine == "spark":
             from training.spark_dataset import spark_training_set
 
-            training_set = spark_training_set(str(orders), customers, master=spark_master)
+            training_set = spark_training_set(master=spark_master)
         result = fit_bundle(orders, config, as_of=cut, trials=trials, quarantine=quarantine, progress=stage,
                             customers=customers, training_set=training_set)
         task = progress.add_task("Logging to MLflow and registering", total=1)

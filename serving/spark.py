@@ -18,23 +18,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from configs.schema import Config, ConfigError, EngineConfig
-from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
+from features.behaviour import as_timestamp, unmatched_customers
 from features.clusters import ClusterModel
 from features.engine import connect, repr_ident
-from features.intake import (ORDER_FIELDS, Intake, IntakeReport, Problem, bad_rows_error, customer_fields, empty_view,
-                             open_partition)
-from features.output import OutputError, write_relation
+from features.intake import ORDER_FIELDS, Intake, customer_fields, empty_view, open_partition
+from features.output import OutputError
 from features.paths import customers_quarantine
 from features.scenarios import tag_inputs_relation
-from features.spark import (PartitionedSources, carry_errors, partition_sources, raw_tables, read_source,
-                            remove_stale_folders, replace_folder, session, task_engine, task_errors_explained,
-                            task_folder)
+from features.spark import (PartitionedSources, carry_errors, check_bad_rows, merged_report, partition_sources,
+                            quarantine_ipc, raw_tables, read_source, remove_stale_folders, replace_folder,
+                            require_first_order_before, session, task_engine, task_errors_explained, task_folder)
 from serving.bundle import Bundle, load_model
 from serving.scoring import ScoreResult, ScoringError, one_run_per_output, score_notes, summaries, tag_customers
 from serving.tags import OUTPUT_DOCS, check_feature_columns, check_scenarios, scenario_columns
@@ -114,8 +111,8 @@ def _score(spark: "SparkSession", orders: str | os.PathLike[str], as_of: pd.Time
     try:
         reports = result.where("_report IS NOT NULL").select(*_EXTRAS).collect()
         sources, first_order, counts = _merge_reports(reports, keyed)
-        _check_bad_rows(sources, reports, quarantine, keyed.labels)
-        _require_orders_before(first_order, as_of, str(orders))
+        check_bad_rows(sources, reports, quarantine, keyed.labels)
+        require_first_order_before(first_order, as_of, str(orders))
         if not counts["buyers"]:
             raise ScoringError(f"{orders}: no customer has a purchase before as_of {as_of.date()}, so there "
                                "is nothing to score; check --as-of against the dates in the orders.")
@@ -183,8 +180,8 @@ def _tag_partitions(spark: "SparkSession", keyed: PartitionedSources, schema: pa
             report = {"orders": dataclasses.asdict(sources.orders), "first_order": str(first) if first else None,
                       "customers": dataclasses.asdict(sources.customers) if sources.customers else None, **counts,
                       "seconds": time.perf_counter() - began}
-            extras = {"_report": [json.dumps(report)], "_bad_orders": [_ipc(bad)],
-                      "_bad_customers": [_ipc(customers_quarantine(bad))]}
+            extras = {"_report": [json.dumps(report)], "_bad_orders": [quarantine_ipc(bad)],
+                      "_bad_customers": [quarantine_ipc(customers_quarantine(bad))]}
             row = pa.table({f.name: pa.array(extras.get(f.name, [None]), f.type) for f in out_schema})
             return pa.concat_tables([*parts, row])
         finally:
@@ -206,17 +203,6 @@ def _arrow_rows(rows: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _ipc(path: Path) -> bytes | None:
-    """A task's quarantined rows as Arrow IPC bytes (types kept), or None when it had none."""
-    if not path.exists():
-        return None
-    sink = pa.BufferOutputStream()
-    table = pq.read_table(path)
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 # ---------------------------------------------------------------------------------------------
 # The partitions' reports, added up
 
@@ -224,81 +210,13 @@ def _ipc(path: Path) -> bytes | None:
 def _merge_reports(rows: list[Any], keyed: PartitionedSources) -> tuple[Intake, str | None, dict[str, Any]]:
     reports = [json.loads(r["_report"]) for r in rows]
     labels, orders_problems, customers_problems = keyed.labels, *keyed.problem_orders
-    orders = _merged([r["orders"] for r in reports], labels[0], orders_problems)
-    customers = _merged([r["customers"] for r in reports if r["customers"]], labels[1], customers_problems) \
+    orders = merged_report([r["orders"] for r in reports], labels[0], orders_problems)
+    customers = merged_report([r["customers"] for r in reports if r["customers"]], labels[1], customers_problems) \
         if keyed.customers is not None else None
     firsts = [r["first_order"] for r in reports if r["first_order"]]
     counts = {k: sum(int(r[k]) for r in reports) for k in ("buyers", "registered", "unmatched")}
     counts["seconds"] = [float(r["seconds"]) for r in reports]
     return Intake(orders, customers), min(firsts) if firsts else None, counts
-
-
-def _merged(parts: list[dict[str, Any]], label: str, order: list[tuple[str, str]]) -> IntakeReport:
-    """One source's report from its partitions' reports: counts added, the widest spread, examples of the
-    first rows of each problem, the optional fields and columns as the partitions with rows saw them."""
-    report = IntakeReport(source=label)
-    for name in ("rows_read", "rows_quarantined", "duplicates_merged", "lines_repeated", "rows_dropped",
-                 "orders_spread", "ids_trimmed", "lines_without_status"):
-        setattr(report, name, sum(int(p[name]) for p in parts))
-    report.spread_seconds = max([float(p["spread_seconds"]) for p in parts], default=0.0)
-    read = [p for p in parts if p["rows_read"]] or parts
-    report.missing_optional = list(read[0]["missing_optional"]) if read else []
-    report.ignored_columns = list(read[0]["ignored_columns"]) if read else []
-    report.problems = _merged_problems([p["problems"] for p in parts], order)
-    return report
-
-
-def _merged_problems(lists: list[list[dict[str, Any]]], order: list[tuple[str, str]]) -> list[Problem]:
-    """Problems of all partitions by kind (check and column), in the order intake lists them (`order`)."""
-    found: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for problems in lists:
-        for problem in problems:
-            found.setdefault((problem["check"], problem["column"]), []).append(problem)
-    merged = []
-    for key in sorted(found, key=lambda k: order.index(k) if k in order else len(order)):
-        examples = sorted((tuple(e) for p in found[key] for e in p["examples"]), key=lambda e: e[0])
-        merged.append(Problem(check=key[0], column=key[1], count=sum(int(p["count"]) for p in found[key]),
-                              examples=tuple((int(r), v) for r, v in examples[:3])))
-    return merged
-
-
-def _check_bad_rows(sources: Intake, rows: list[Any], quarantine: str | os.PathLike[str] | None,
-                    labels: tuple[str, str]) -> None:
-    """Stop with intake's one paragraph, or write the bad rows to --quarantine (customers' beside it)."""
-    reports = [(sources.orders, "_bad_orders", quarantine)]
-    if sources.customers is not None:
-        reports.append((sources.customers, "_bad_customers",
-                        customers_quarantine(quarantine) if quarantine is not None else None))
-    for report, column, path in reports:
-        if not report.rows_quarantined:
-            continue
-        if path is None:
-            raise bad_rows_error(report.source, report.problems)
-        _write_quarantine([r[column] for r in rows if r[column] is not None], Path(path))
-        report.quarantine_path = str(path)
-
-
-def _write_quarantine(chunks: list[bytes], path: Path) -> None:
-    tables = [pa.ipc.open_stream(pa.py_buffer(c)).read_all() for c in chunks]
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("_bad", pa.concat_tables(tables, promote_options="permissive"))
-        write_relation(con, con.sql("SELECT * FROM _bad ORDER BY source_row"), path)
-    finally:
-        con.close()
-
-
-def _require_orders_before(first_order: str | None, as_of: pd.Timestamp, label: str) -> None:
-    """The embedded batch's check (features.behaviour.require_orders_before), on the partitions' first orders."""
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("CREATE TABLE first (order_ts TIMESTAMP)")
-        if first_order is not None:
-            con.execute("INSERT INTO first VALUES (CAST(? AS TIMESTAMP))", [first_order])
-        require_orders_before(con, "first", as_of, label)
-    finally:
-        con.close()
 
 
 def _summaries(out: str, config: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:

@@ -7,6 +7,7 @@ targets, the latest cut-off is held out for validation and calibration (out of t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -20,7 +21,7 @@ from training.dataset import cross_fitted, plan_cutoffs
 from training.evaluate import classifier_metrics
 from training.models import DEFAULT_PARAMS, train_booster
 
-__all__ = ["FirstPurchaseResult", "first_purchase_examples", "fit_first_purchase"]
+__all__ = ["FirstPurchaseResult", "first_purchase_examples", "first_purchase_examples_sql", "fit_first_purchase"]
 
 MIN_POSITIVES = 10
 
@@ -41,10 +42,15 @@ class FirstPurchaseResult:
 def first_purchase_examples(con: duckdb.DuckDBPyConnection, source: str, customers: str, cutoff: pd.Timestamp,
                             config: Config) -> pd.DataFrame:
     """Registered, not-yet-buying customers at `cutoff` (signed up within the look-back) with their label."""
+    return con.sql(first_purchase_examples_sql(source, customers, cutoff, config)).df()
+
+
+def first_purchase_examples_sql(source: str, customers: str, cutoff: pd.Timestamp, config: Config) -> str:
+    """`first_purchase_examples`' query: each customer's row depends on their own orders and sign-up only."""
     cut = _ts_sql(cutoff)
     days = config.customers.first_purchase_days
     lookback = config.customers.first_purchase_lookback_days
-    return con.sql(f"""
+    return f"""
 WITH first AS (
     SELECT CAST(customer_id AS VARCHAR) AS customer_id, min(order_ts) AS first_ts
     FROM {source} WHERE NOT {_return_flag(config)} GROUP BY 1
@@ -55,12 +61,16 @@ FROM {customers} k LEFT JOIN first f USING (customer_id)
 WHERE k.signup_ts < {cut} AND k.signup_ts >= {cut} - INTERVAL {int(lookback)} DAY
   AND (f.first_ts IS NULL OR f.first_ts >= {cut})
 ORDER BY k.customer_id
-""").df()
+"""
 
 
 def fit_first_purchase(con: duckdb.DuckDBPyConnection, source: str, customers: str | None, as_of: pd.Timestamp,
-                       first_order: pd.Timestamp, config: Config, has_signup: bool) -> FirstPurchaseResult:
-    """Fit, calibrate and validate the first-purchase model, or say why it cannot be learned."""
+                       first_order: pd.Timestamp, config: Config, has_signup: bool,
+                       examples: Callable[[pd.Timestamp], pd.DataFrame] | None = None) -> FirstPurchaseResult:
+    """Fit, calibrate and validate the first-purchase model, or say why it cannot be learned.
+
+    `examples(cutoff)`: the cohort at a cut-off when another engine built them (training.history); default:
+    `first_purchase_examples` on `con`."""
     if customers is None:
         return FirstPurchaseResult(None, None, "no customers table (--customers), so there are no sign-ups to learn from")
     if not has_signup:
@@ -72,7 +82,8 @@ def fit_first_purchase(con: duckdb.DuckDBPyConnection, source: str, customers: s
     if len(cutoffs) <= n_valid:
         return FirstPurchaseResult(None, None, f"only {len(cutoffs)} cut-off(s) fit the history for a {days}-day "
                                                f"first-purchase window; {n_valid + 1} are needed", cutoffs)
-    frames = {c: first_purchase_examples(con, source, customers, c, config).assign(cutoff=c) for c in cutoffs}
+    cohort = examples or (lambda cutoff: first_purchase_examples(con, source, customers, cutoff, config))
+    frames = {c: cohort(c).assign(cutoff=c) for c in cutoffs}
     train = pd.concat([frames[c] for c in cutoffs[:-n_valid]], ignore_index=True)
     valid = pd.concat([frames[c] for c in cutoffs[-n_valid:]], ignore_index=True)
     rows = {"train": len(train), "valid": len(valid), "train_positives": int(train["label"].sum()),

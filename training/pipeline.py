@@ -12,17 +12,17 @@ import pandas as pd
 
 from configs.errors import LifetagError
 from configs.schema import Config
-from features.behaviour import as_timestamp, require_orders_before, unmatched_customers
-from features.clusters import ClusterError, cluster_sample, fit_clusters
+from features.behaviour import as_timestamp
+from features.clusters import ClusterError, fit_clusters
 from features.engine import connect
-from features.intake import Intake, IntakeReport, open_sources
-from features.scenarios import learn_rebuy_intervals
+from features.intake import Intake, IntakeReport
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
-from training.dataset import CutoffStore, Target, cross_fitted, default_as_of, order_span, plan_cutoffs, targets
+from training.dataset import CutoffStore, Target, cross_fitted, plan_cutoffs, targets
 from training.evaluate import classifier_metrics, gini_difference_interval, log_loss, ltv_metrics
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
+from training.history import History, embedded_history, span_of
 from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features, train_booster
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
@@ -78,7 +78,9 @@ class TrainResult:
 
 
 Progress = Callable[[str, int], Callable[[], None]]
-StoreFactory = Callable[[Any, str, Config, "str | None", pd.Timestamp, pd.Timestamp], CutoffStore]
+# (con, orders, config, customers, quarantine, as_of or None) -> the history's facts and a store of its
+# training set, both built by another engine (training.spark_dataset.spark_training_set).
+StoreFactory = Callable[[Any, Any, Config, Any, Any, "pd.Timestamp | None"], "tuple[History, CutoffStore]"]
 
 
 def _no_progress(description: str, total: int) -> Callable[[], None]:
@@ -101,26 +103,21 @@ def fit_bundle(
     """Read the orders (and customers table), build rolling training sets and fit, tune, calibrate and
     validate all three targets, and the first-purchase model when sign-ups allow it.
 
-    `training_set(con, source, config, customers, as_of, first_order)`: a CutoffStore whose features and
-    labels another engine builds (training.spark_dataset); default: this connection's DuckDB builds them.
+    `training_set(con, orders, config, customers, quarantine, as_of)`: intake, the history's shop-wide facts
+    (training.history) and a CutoffStore of features and labels, all built by another engine
+    (training.spark_dataset); default: this connection's DuckDB reads the sources and builds them.
     """
     con = connect(config.engine)
     try:
-        sources = open_sources(con, orders, config, customers, quarantine)
-        intake = sources.orders
+        cut = as_timestamp(as_of) if as_of is not None else None
+        if training_set is None:
+            history = embedded_history(con, orders, config, customers, quarantine, cut)
+            store = CutoffStore(con, "_history", config, "customers" if history.intake.customers is not None else None)
+        else:
+            history, store = training_set(con, orders, config, customers, quarantine, cut)
+        sources, as_of_ts, first_order = history.intake, history.as_of, history.first_order
+        intake, fingerprint = sources.orders, history.fingerprint
         table = "customers" if sources.customers is not None else None
-        as_of_ts = as_timestamp(as_of) if as_of is not None else default_training_as_of(con, "orders")
-        require_orders_before(con, "orders", as_of_ts, str(orders))
-        first_order, _ = order_span(con, "orders")
-        con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{as_of_ts}'")
-        store = CutoffStore(con, "_history", config, table) if training_set is None else \
-            training_set(con, "_history", config, table, as_of_ts, first_order)
-        fingerprint = _fingerprint(con, "_history")
-        if table:
-            rows, digest = con.execute(
-                "SELECT count(*), CAST(sum(CAST(hash(k) AS HUGEINT)) % 18446744073709551616 AS VARCHAR) "
-                "FROM customers k").fetchall()[0]
-            fingerprint.update({"customers_rows": int(rows), "customers_content_hash": f"{int(digest or 0):016x}"})
         plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
         now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()
         _check_minimum_history(now, as_of_ts, first_order, config)
@@ -134,13 +131,13 @@ def fit_bundle(
         results = _fit_targets(prepared, plans, spec, config, trials, progress)
         has_signup = table is not None and "signup_ts" in config.customers.columns.mapped() and \
             "signup_ts" not in sources.customers.missing_optional
-        first_purchase = fit_first_purchase(con, "_history", table, as_of_ts, first_order, config, has_signup)
-        bundle = _assemble(results, spec, store, now, as_of_ts, config, fingerprint)
+        first_purchase = fit_first_purchase(con, "_history", table, as_of_ts, first_order, config, has_signup,
+                                            history.first_purchase_examples)
+        bundle = _assemble(results, spec, store, now, as_of_ts, config, fingerprint, history)
         bundle.first_purchase, bundle.first_purchase_spec = first_purchase.model, first_purchase.spec
         bundle.metadata["first_purchase_note"] = first_purchase.note
-        unmatched = unmatched_customers(con, "_history", table, as_of_ts, config) if table else 0
         return TrainResult(bundle, results, as_of_ts, intake, fingerprint, spec, sources if table else None,
-                           first_purchase, unmatched)
+                           first_purchase, history.unmatched)
     finally:
         con.close()
 
@@ -151,19 +148,7 @@ def default_training_as_of(con: Any, source: str) -> pd.Timestamp:
     Intake already refuses orders more than a day ahead; an order later today must not move the
     training date to tomorrow, where the newest label windows would end in the future.
     """
-    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize()
-    return min(default_as_of(con, source), today)
-
-
-def _fingerprint(con: Any, source: str) -> dict[str, Any]:
-    """Rows, customers, date range and an order-independent content hash of the training history."""
-    rows, customers, first, last, digest = con.execute(
-        f"SELECT count(*), count(DISTINCT customer_id), min(order_ts), max(order_ts), "
-        f"CAST(sum(CAST(hash(customer_id, order_id, order_ts, amount, status) AS HUGEINT)) % 18446744073709551616 AS VARCHAR) "
-        f"FROM {source}"
-    ).fetchall()[0]
-    return {"rows": int(rows), "customers": int(customers), "first_order_ts": str(first), "last_order_ts": str(last),
-            "content_hash": f"{int(digest or 0):016x}"}
+    return span_of(con, source, None)[0]
 
 
 def _check_minimum_history(now: pd.DataFrame, as_of: pd.Timestamp, first_order: pd.Timestamp, config: Config) -> None:
@@ -653,7 +638,7 @@ def _fallback(target: Target, cutoffs: list[pd.Timestamp], store: CutoffStore, c
 
 
 def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: CutoffStore, now: pd.DataFrame,
-              as_of: pd.Timestamp, config: Config, fingerprint: dict[str, Any]) -> Bundle:
+              as_of: pd.Timestamp, config: Config, fingerprint: dict[str, Any], history: History) -> Bundle:
     """The bundle: models, the CLV parameters, RFM cut points and category re-buy intervals fitted on the whole
     history at as_of (the store's orders before it)."""
     baseline = store.baseline(as_of)
@@ -678,12 +663,12 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
                                          for name, r in results.items()},
                   "trained_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")},
         # Shop-wide, so learned here once: scoring one customer's orders could not learn them.
-        rebuy_days=learn_rebuy_intervals(store.con, store.source, as_of, config),
+        rebuy_days=history.rebuy_days,
     )
     bundle.metadata["tier_cut_points"] = _tier_cut_points(bundle, now, config)
     # Also shop-wide, so learned here: the behavioural clusters `score --clusters` and the report use.
     try:
-        bundle.clusters = fit_clusters(cluster_sample(store.con, store.source, as_of, config), config).to_dict()
+        bundle.clusters = fit_clusters(history.cluster_sample, config).to_dict()
     except ClusterError as exc:
         bundle.metadata["clusters_note"] = str(exc)
     return bundle

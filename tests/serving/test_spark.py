@@ -15,8 +15,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import duckdb
+
 from configs.schema import Config
-from features.intake import IntakeError
+from features.engine import connect
+from features.intake import IntakeError, open_sources
+from features.spark import read_source
 from serving.cli import app
 from serving.scoring import score
 from serving.spark import score_on_spark
@@ -199,3 +203,75 @@ def test_cli_scores_on_spark_and_explains_a_missing_pyspark_in_one_line(
     wrong = CliRunner().invoke(app, ["score", "--orders", str(shop / "orders.parquet"), "--as-of", "2024-06-01",
                                      "--out", str(tmp_path / "t.parquet"), "--engine", "duck"])
     assert wrong.exit_code == 2 and "the engines are: local, spark" in wrong.output
+
+
+def _broken_csv(orders: pd.DataFrame, path: Path, how: str) -> Path:
+    """A CSV of real orders with one fault that intake diagnoses line by line."""
+    text = orders.iloc[:400].to_csv(index=False).encode()
+    lines = text.split(b"\n")
+    if how == "long line":
+        lines[150] = lines[150].replace(b",", b',"' + b"x" * 2_200_000, 1)
+    elif how == "not utf-8":
+        lines[99] = lines[99].replace(b",", b",caf\xe9", 1)
+    elif how == "blank header":
+        lines.insert(0, b"")
+    elif how == "ragged rows":
+        lines[40] += b",1,2"
+    path.write_bytes(b"\n".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("how", ["long line", "not utf-8", "blank header", "ragged rows"])
+def test_csv_line_diagnoses_on_spark_are_the_embedded_paragraphs_word_for_word(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path, how: str) -> None:
+    path = _broken_csv(pd.read_parquet(shop / "orders.parquet"), tmp_path / "orders.csv", how)
+    with pytest.raises(IntakeError) as local_error:
+        score(path, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test")
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(path, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
+                       spark=spark, partitions=2)
+    assert str(spark_error.value) == str(local_error.value)
+    assert {"long line": "MB long", "not utf-8": "not UTF-8", "blank header": "first line is blank",
+            "ragged rows": "cannot be split"}[how] in str(spark_error.value)
+
+
+def test_a_duckdb_database_gives_the_same_paragraph_quarantine_and_tags(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    orders = pd.read_parquet(shop / "orders.parquet")
+    some = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:300])].reset_index(drop=True)
+    some.loc[[7, 901], "customer_id"] = None  # two bad rows: an empty customer id
+    database = tmp_path / "shop.duckdb"
+    registered = pd.read_parquet(_customers_of(shop, some.dropna(subset=["customer_id"]), tmp_path))
+    with duckdb.connect(str(database)) as con:
+        con.register("picked", some)
+        con.register("registered", registered)
+        con.execute("CREATE TABLE sales AS SELECT * FROM picked")
+        con.execute("CREATE TABLE people AS SELECT * FROM registered")
+    source, customers = f"{database}:sales", f"{database}:people"
+    with pytest.raises(IntakeError) as local_error:
+        score(source, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test",
+              customers=customers)
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(source, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
+                       spark=spark, partitions=2, customers=customers)
+    assert str(spark_error.value) == str(local_error.value) and "rows 8, 902" in str(local_error.value)
+    local = _local(source, tmp_path / "local.parquet", trained, config, customers=customers,
+                   quarantine=tmp_path / "local_bad.csv")
+    assert_same_tags(_spark(spark, source, tmp_path / "spark_tags", trained, config, partitions=2,
+                            customers=customers, quarantine=tmp_path / "spark_bad.csv"), local)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "spark_bad.csv", dtype=str),
+                                  pd.read_csv(tmp_path / "local_bad.csv", dtype=str))
+
+
+def test_a_whitespace_separated_export_reads_as_intake_reads_it_row_for_row(
+        spark, cdnow_path: Path, cdnow_config: Config) -> None:
+    con = connect(cdnow_config.engine)
+    try:
+        open_sources(con, cdnow_path, cdnow_config)
+        local = con.sql("SELECT * FROM _lifetag_orders_raw ORDER BY _row").df()
+    finally:
+        con.close()
+    raw = read_source(spark, str(cdnow_path), cdnow_config.orders, "orders", "--orders")
+    on_spark = raw.df.toArrow().to_pandas().sort_values("_row", ignore_index=True)
+    assert raw.rows == len(local) == 69_659
+    pd.testing.assert_frame_equal(on_spark[list(local.columns)], local, check_dtype=False)
