@@ -245,7 +245,7 @@ def test_the_boosters_array_inputs_predict_exactly_what_the_frame_predicts(
     features.loc[features.index[:25], column] = "a category never seen in training"
     enriched = bundle.bg_columns(features)
     matrix = bundle.spec.matrix(enriched)
-    inputs = bundle.inputs(matrix)
+    inputs = bundle.inputs(enriched)
     assert isinstance(inputs, np.ndarray) and np.isnan(inputs[:25, bundle.spec.columns.index(column)]).all()
     compared = 0
     for model in bundle.models.values():
