@@ -199,19 +199,22 @@ def read_source(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str
     label = str(source)
     local = Path(source)
     is_database = any(label.endswith(s) or (s + ":") in label for s in DUCKDB_SUFFIXES)
-    if _SCHEME.match(label) and not is_database:
-        # Another file system: Spark's own readers (intake's line diagnoses need the file on a local disk).
-        fmt = "csv" if label.lower().rstrip("/").endswith(".csv") else "parquet"
-        df, folder = _read_files(spark, [label], fmt, cfg, not label.lower().endswith((".csv", ".parquet"))), None
-        order: dict[str, int] | None = None
-        df = _with_helpers(df)
+    order: dict[str, int] | None
+    if _SCHEME.match(label) and not is_database and _remote_text_file(label, cfg):
+        # A CSV file (or whitespace export) on another file system: copied whole into the task that reads it
+        # with intake's own reading, for the same line diagnoses and errors as a local file.
+        df, order = _read_remote_text(spark, label, cfg, kind, option)
+        folder = False
+    elif _SCHEME.match(label) and not is_database:
+        # Parquet (a file or a folder) on another file system: Spark's own reader.
+        df, folder, order = _with_helpers(_read_parquet(spark, [label], not label.lower().endswith(".parquet"))), None, None
     elif is_database or local.exists():
         files = source_files(local) if not is_database else []
         if is_database or files[0].suffix.lower() != ".parquet":
             df, order = _read_parts(spark, label, cfg, kind, option)
             folder = False  # intake's own reading adds `filename` for a folder's files
         else:
-            df = _with_helpers(_read_files(spark, [f.as_uri() for f in files], "parquet", cfg, False))
+            df = _with_helpers(_read_parquet(spark, [f.as_uri() for f in files], False))
             folder, order = local.is_dir(), {str(f): i for i, f in enumerate(files)}
     elif _TABLE_NAME.fullmatch(label) and spark.catalog.tableExists(label):
         df, folder, order = _with_helpers(spark.table(label)), None, None
@@ -273,6 +276,74 @@ def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str
     return df, {name: i for i, name in enumerate(names)}
 
 
+def _remote_text_file(uri: str, cfg: SourceConfig) -> bool:
+    """Whether `uri` names one CSV file (or a whitespace-separated export) rather than Parquet."""
+    name = uri.lower().rstrip("/")
+    return name.endswith((".csv", ".txt", ".tsv")) or (cfg.delimiter == "whitespace" and not name.endswith(".parquet"))
+
+
+def _read_remote_text(spark: "SparkSession", uri: str, cfg: SourceConfig, kind: str,
+                      option: str) -> tuple["DataFrame", dict[str, int]]:
+    """A CSV file on another file system (a URI Spark reads) read as `_read_parts` reads a local one: Spark
+    fetches its bytes (`binaryFile`) into one task, which writes them to its own disk and reads them with
+    intake's own reading; errors name the URI. The whole file is one task (Spark's limit: 2 GB a file)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    try:
+        files = spark.read.format("binaryFile").load(uri)
+        files.schema  # noqa: B018 - resolving the source is what finds a missing path
+    except Exception as exc:  # AnalysisException: the path does not exist, or cannot be listed
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise IntakeError(f"{uri}: cannot read the {kind} ({first}). Check the path passed to {option}.") from None
+    engine = EngineConfig(threads=1)
+
+    def read_copy(content: bytes, con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+        folder = task_folder()
+        copy = folder / (Path(urlparse(uri).path).name or "source.csv")
+        try:
+            copy.write_bytes(content)
+            try:
+                yield from read_part(con, copy, cfg, kind, option, [copy])
+            except IntakeError as exc:
+                raise IntakeError(str(exc).replace(str(copy), uri)) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def contents(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
+        for batch in batches:
+            yield from batch.column("content").to_pylist()
+
+    @carry_errors
+    def first_schema(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for content in contents(batches):
+            con = connect(engine)
+            try:
+                schema = next(read_copy(content, con)).schema
+            finally:
+                con.close()
+            yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})
+
+    with task_errors_explained():
+        found = files.select("content").mapInArrow(first_schema, "schema binary").collect()
+    if not found:
+        raise IntakeError(f"{uri}: cannot read the {kind}: no such file. Check the path passed to {option}.")
+    source_schema = pa.ipc.read_schema(pa.py_buffer(found[0]["schema"]))
+    schema = pa.schema([*(f for f in source_schema if f.name != "_row"), pa.field("_lifetag_file", pa.string()),
+                        pa.field("_lifetag_block", pa.int64()), pa.field("_lifetag_mono", pa.int64())])
+
+    @carry_errors
+    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for content in contents(batches):
+            con = connect(engine)
+            try:
+                for part in read_copy(content, con):
+                    yield _part_batch(part, schema, uri, [Path(uri)])
+            finally:
+                con.close()
+
+    return files.select("content").mapInArrow(rows, from_arrow_schema(schema)), {uri: 0}
+
+
 def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path]) -> pa.RecordBatch:
     """A batch of a part in the columns its first part showed, with the numbering helpers; a file whose header
     names other columns than the first file's is refused, as a folder must be one table."""
@@ -287,19 +358,12 @@ def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list
                                        for f in schema], schema=schema)
 
 
-def _read_files(spark: "SparkSession", paths: list[str], fmt: str, cfg: SourceConfig, folder: bool,
-                delimiter: str | None = None) -> "DataFrame":
+def _read_parquet(spark: "SparkSession", paths: list[str], folder: bool) -> "DataFrame":
+    """Parquet files (or every Parquet file under a folder) read by Spark's own reader."""
     reader = spark.read
     if folder:
-        reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", f"*.{fmt}")
-    if fmt == "parquet":
-        return reader.parquet(*paths)
-    # Text columns as intake reads CSV (all_varchar); a row Spark cannot split stops the job.
-    reader = (reader.option("header", "true").option("inferSchema", "false").option("mode", "FAILFAST")
-              .option("encoding", cfg.encoding).option("quote", '"').option("escape", '"'))
-    if delimiter or cfg.delimiter:
-        reader = reader.option("sep", delimiter or cfg.delimiter)
-    return reader.csv(paths)
+        reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", "*.parquet")
+    return reader.parquet(*paths)
 
 
 def _local_path(uri: str) -> str:

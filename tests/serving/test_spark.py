@@ -144,6 +144,30 @@ def test_csv_orders_give_the_same_tags(spark, shop: Path, trained: TrainResult, 
                      local)
 
 
+def test_a_csv_file_at_a_uri_is_read_by_intakes_own_reading_with_the_same_tags_and_diagnoses(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    """A CSV on another file system (here a file:// URI, which Spark reads through Hadoop as it reads
+    s3a:// or hdfs://) gives the tags of the local file, and a line intake diagnoses the same paragraph,
+    naming the URI: Spark's own CSV reader would have replaced the bad bytes silently."""
+    orders = pd.read_parquet(shop / "orders.parquet")
+    path, customers = tmp_path / "orders.csv", tmp_path / "customers.csv"
+    some = orders[orders["customer_id"].isin(sorted(orders["customer_id"].unique())[:150])]
+    some.to_csv(path, index=False)
+    pd.read_parquet(_customers_of(shop, some, tmp_path)).to_csv(customers, index=False)
+    local = _local(path, tmp_path / "local.parquet", trained, config, customers=customers)
+    assert_same_tags(_spark(spark, path.as_uri(), tmp_path / "spark_tags", trained, config, partitions=2,
+                            customers=customers.as_uri()), local)
+
+    broken = _broken_csv(orders, tmp_path / "broken.csv", "not utf-8")
+    with pytest.raises(IntakeError) as local_error:
+        score(broken, AS_OF, tmp_path / "local2.parquet", config, bundle=trained.bundle, model_version="test")
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(broken.as_uri(), AS_OF, tmp_path / "spark_tags2", config, bundle=trained.bundle,
+                       model_version="test", spark=spark, partitions=2)
+    assert broken.as_uri() in str(spark_error.value) and "not UTF-8" in str(spark_error.value)
+    assert str(spark_error.value).replace(broken.as_uri(), str(broken)) == str(local_error.value)
+
+
 def _bad_orders(shop: Path, folder: Path) -> Path:
     """Orders in two files with bad rows: a non-number amount, an empty id, and one order naming two
     customers whose lines are in different files (so in different partitions)."""
