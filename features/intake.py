@@ -66,6 +66,7 @@ __all__ = [
     "open_tables",
     "partition_keys",
     "problem_order",
+    "header_mismatch",
     "read_part",
     "source_parts",
     "raw_columns",
@@ -820,6 +821,37 @@ def _first_line(path: Path, cfg: SourceConfig) -> str:
         return handle.readline(_MAX_LINE_BYTES).rstrip("\r\n")
 
 
+def header_fields(header: str, cfg: SourceConfig) -> list[str]:
+    """The column names of a CSV header line (quotes as CSV writes them)."""
+    import csv
+
+    delimiter = cfg.delimiter if cfg.delimiter and cfg.delimiter != "whitespace" else _header_delimiter(header) or ","
+    return next(csv.reader([header], delimiter=delimiter), [])
+
+
+def header_mismatch(first: Path | str, columns: list[str], other: Path | str, others: list[str]) -> IntakeError | None:
+    """The one-paragraph error for a file of a folder whose header names other columns than the folder's first
+    file (None when they name the same): a folder is one table, and a column only some files have would be
+    dropped from the others or read as empty in them."""
+    missing = [c for c in columns if c not in others]
+    extra = [c for c in others if c not in columns]
+    if not missing and not extra:
+        return None
+    said = "; ".join(part for part in (
+        f"it has no column {', '.join(map(repr, missing))}" if missing else "",
+        f"it has {', '.join(map(repr, extra))}, which the first file does not" if extra else "") if part)
+    return IntakeError(f"{other}: the header names other columns than the folder's first file {Path(str(first)).name} "
+                       f"({said}). A folder is read as one table: give every file the same header, or read the "
+                       "files as separate sources.")
+
+
+def _check_same_header(first: Path, header: str, other: Path, cfg: SourceConfig) -> None:
+    """Refuse a file of a folder whose header differs from the first file's (header_mismatch)."""
+    error = header_mismatch(first, header_fields(header, cfg), other, header_fields(_first_line(other, cfg), cfg))
+    if error is not None:
+        raise error
+
+
 def _header_delimiter(header: str) -> str | None:
     """The separator a header line evidently uses (the most frequent of , ; tab |), or None."""
     counts = {d: header.count(d) for d in _DELIMITERS}
@@ -846,6 +878,8 @@ def _csv_sql(con: duckdb.DuckDBPyConnection, files: list[Path], cfg: SourceConfi
             f"{shown}: the first line is blank, but lifetag reads the column names from the first line. Remove "
             "the blank line(s) above the header, or add a header line naming the columns."
         )
+    for other in files[1:] if folder else []:
+        _check_same_header(files[0], header, other, cfg)
     extra = ", filename = true" if folder else ""
 
     def sql(delimiter: str | None) -> str:

@@ -39,6 +39,7 @@ from configs.schema import Config, EngineConfig, SourceConfig
 from features.engine import connect
 from features.behaviour import require_orders_before
 from features.intake import (Intake, IntakeError, IntakeReport, Problem, bad_rows_error, combine_scope_stats,
+                             header_mismatch,
                              needs_scope_types, partition_keys, problem_order, raw_columns, read_part, scope_stats,
                              scope_types_from, source_files, source_parts)
 from features.output import write_relation
@@ -268,7 +269,7 @@ def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str
                 con = connect(engine)
                 try:
                     for part in read(index, con):
-                        yield _part_batch(part, schema, names[index], parts[index] or [Path(source)])
+                        yield _part_batch(part, schema, names[index], parts[index] or [Path(source)], names[0])
                 finally:
                     con.close()
 
@@ -337,20 +338,21 @@ def _read_remote_text(spark: "SparkSession", uri: str, cfg: SourceConfig, kind: 
             con = connect(engine)
             try:
                 for part in read_copy(content, con):
-                    yield _part_batch(part, schema, uri, [Path(uri)])
+                    yield _part_batch(part, schema, uri, [Path(uri)], uri)
             finally:
                 con.close()
 
     return files.select("content").mapInArrow(rows, from_arrow_schema(schema)), {uri: 0}
 
 
-def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path]) -> pa.RecordBatch:
+def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path],
+                first: Path | str) -> pa.RecordBatch:
     """A batch of a part in the columns its first part showed, with the numbering helpers; a file whose header
     names other columns than the first file's is refused, as a folder must be one table."""
-    missing = [f.name for f in schema if not f.name.startswith("_lifetag_") and f.name not in batch.schema.names]
-    if missing:
-        raise IntakeError(f"{files[0]}: the file has no column {missing[0]!r}, which the first file of the folder has. "
-                          "A folder source is read as one table: give every file the same header.")
+    columns = [f.name for f in schema if not f.name.startswith("_lifetag_")]
+    error = header_mismatch(first, columns, files[0], [n for n in batch.schema.names if n != "_row"])
+    if error is not None:
+        raise error
     n = batch.num_rows
     helpers = {"_lifetag_file": pa.array([name] * n, pa.string()), "_lifetag_block": pa.array([0] * n, pa.int64()),
                "_lifetag_mono": batch.column("_row").cast(pa.int64())}

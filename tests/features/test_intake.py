@@ -215,6 +215,22 @@ def test_a_folder_of_csv_files_numbers_rows_across_files_and_names_the_file(tmp_
     assert list(quarantined["source_row"]) == [4] and quarantined["filename"][0].endswith("b.csv")
 
 
+@pytest.mark.parametrize("second, said", [
+    ("customer_id,order_ts,amount,channel\n3,2024-01-03,7,web\n", "it has 'channel', which the first file does not"),
+    ("customer_id,order_ts\n4,2024-01-04\n", "it has no column 'amount'"),
+])
+def test_a_folder_whose_files_name_other_columns_is_refused_naming_the_file_and_the_columns(
+        tmp_path, config, second: str, said: str) -> None:
+    """A folder is one table: a column only some files have would be dropped (or read empty) silently."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "a.csv").write_text("customer_id,order_ts,amount\n1,2024-01-01,5\n2,2024-01-02,6\n")
+    (folder / "b.csv").write_text(second)
+    message = _error(folder, config)
+    assert message.startswith(f"{folder / 'b.csv'}: the header names other columns than the folder's first file a.csv")
+    assert said in message and "give every file the same header" in message
+
+
 def test_a_folder_with_both_parquet_and_csv_files_is_an_error_naming_them(tmp_path, small_shop, config):
     folder = tmp_path / "mixed"
     folder.mkdir()

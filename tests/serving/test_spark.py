@@ -144,6 +144,22 @@ def test_csv_orders_give_the_same_tags(spark, shop: Path, trained: TrainResult, 
                      local)
 
 
+def test_a_folder_file_with_a_column_the_first_file_lacks_is_the_embedded_paragraph_on_spark(
+        spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
+    orders = pd.read_parquet(shop / "orders.parquet")
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    orders.iloc[:200].drop(columns=["channel"]).to_csv(folder / "a.csv", index=False)
+    orders.iloc[200:400].to_csv(folder / "b.csv", index=False)
+    with pytest.raises(IntakeError) as local_error:
+        score(folder, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test")
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(folder, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
+                       spark=spark, partitions=2)
+    assert str(spark_error.value) == str(local_error.value)
+    assert "it has 'channel', which the first file does not" in str(spark_error.value)
+
+
 def test_a_csv_file_at_a_uri_is_read_by_intakes_own_reading_with_the_same_tags_and_diagnoses(
         spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
     """A CSV on another file system (here a file:// URI, which Spark reads through Hadoop as it reads
