@@ -112,7 +112,7 @@ def _planned(con: object, as_of: object, config: object) -> tuple[list, list[int
     from training.dataset import plan_cutoffs, targets
 
     first = pd.Timestamp(con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0])  # type: ignore[attr-defined]
-    cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days, first, config))})
+    cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days, first, config, t.name))})
     return cutoffs, sorted({t.horizon_days for t in targets(config)})
 
 

@@ -230,9 +230,19 @@ AGE_DEPENDENT_FEATURES = (
 )
 
 
+class CutoffPlan(_Strict):
+    """One target's rolling cut-offs: how many, and how many days apart."""
+
+    cutoffs: int = Field(ge=2)
+    cutoff_step_days: int = Field(gt=0)
+
+
 class TrainingConfig(_Strict):
     cutoffs: int = Field(4, ge=2)
     cutoff_step_days: int = Field(30, gt=0)
+    # A target's own cut-off count and spacing instead of cutoffs / cutoff_step_days (targets not
+    # listed take those). Empty by default: see README, "Accuracy", for what each plan did out of time.
+    target_cutoffs: dict[Literal["churn", "repurchase", "ltv"], CutoffPlan] = Field(default_factory=dict)
     validation_cutoffs: int = Field(1, ge=1)
     min_history_days: int = Field(60, ge=0)
     min_examples: int = Field(200, ge=10)
@@ -268,6 +278,11 @@ class TrainingConfig(_Strict):
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same
     # information without the drift.
     exclude_features: list[str] = Field(default_factory=lambda: list(AGE_DEPENDENT_FEATURES))
+
+    def cutoff_plan(self, target: str | None = None) -> CutoffPlan:
+        """`target`'s cut-off count and spacing: its own (target_cutoffs) or the shared ones."""
+        shared = CutoffPlan(cutoffs=self.cutoffs, cutoff_step_days=self.cutoff_step_days)
+        return self.target_cutoffs.get(target, shared) if target else shared
 
 
 class TierThresholds(_Strict):

@@ -121,7 +121,7 @@ def fit_bundle(
                 "SELECT count(*), CAST(sum(CAST(hash(k) AS HUGEINT)) % 18446744073709551616 AS VARCHAR) "
                 "FROM customers k").fetchall()[0]
             fingerprint.update({"customers_rows": int(rows), "customers_content_hash": f"{int(digest or 0):016x}"})
-        plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config) for t in targets(config)}
+        plans = {t.name: plan_cutoffs(as_of_ts, t.horizon_days, first_order, config, t.name) for t in targets(config)}
         now = store.features(as_of_ts) if fingerprint["rows"] else pd.DataFrame()
         _check_minimum_history(now, as_of_ts, first_order, config)
         advance = progress("Building features at cut-offs", len({c for cs in plans.values() for c in cs}))

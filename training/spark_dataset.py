@@ -178,7 +178,7 @@ def spark_training_set(orders: str | os.PathLike[str], customers: str | os.PathL
     def factory(con: duckdb.DuckDBPyConnection, source: str, config: Config, table: str | None,
                 as_of: pd.Timestamp, first_order: pd.Timestamp) -> CutoffStore:
         cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days,
-                                                                                     first_order, config))})
+                                                                                     first_order, config, t.name))})
         horizons = sorted({t.horizon_days for t in targets(config)})
         built = build_training_set(spark or session(master), orders, config, as_of, cutoffs, horizons,
                                    customers if table is not None else None, partitions)
