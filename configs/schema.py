@@ -235,6 +235,9 @@ class CutoffPlan(_Strict):
 
     cutoffs: int = Field(ge=2)
     cutoff_step_days: int = Field(gt=0)
+    # Also a cut-off a year before as_of, whose label window is last year's coming window (the same
+    # calendar days the model will predict), where the history and the horizon (<= 365 days) allow.
+    last_year: bool = False
 
 
 class TrainingConfig(_Strict):
@@ -243,6 +246,8 @@ class TrainingConfig(_Strict):
     # A target's own cut-off count and spacing instead of cutoffs / cutoff_step_days (targets not
     # listed take those). Empty by default: see README, "Accuracy", for what each plan did out of time.
     target_cutoffs: dict[Literal["churn", "repurchase", "ltv"], CutoffPlan] = Field(default_factory=dict)
+    # Every target not in target_cutoffs also trains on a cut-off a year before as_of (CutoffPlan.last_year).
+    last_year_cutoff: bool = False
     validation_cutoffs: int = Field(1, ge=1)
     min_history_days: int = Field(60, ge=0)
     min_examples: int = Field(200, ge=10)
@@ -281,7 +286,8 @@ class TrainingConfig(_Strict):
 
     def cutoff_plan(self, target: str | None = None) -> CutoffPlan:
         """`target`'s cut-off count and spacing: its own (target_cutoffs) or the shared ones."""
-        shared = CutoffPlan(cutoffs=self.cutoffs, cutoff_step_days=self.cutoff_step_days)
+        shared = CutoffPlan(cutoffs=self.cutoffs, cutoff_step_days=self.cutoff_step_days,
+                            last_year=self.last_year_cutoff)
         return self.target_cutoffs.get(target, shared) if target else shared
 
 

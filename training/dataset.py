@@ -86,11 +86,14 @@ def cross_fitted(score: np.ndarray, outcome: np.ndarray, customer_ids: pd.Series
 def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timestamp, config: Config,
                  target: str | None = None) -> list[pd.Timestamp]:
     """Cut-offs, oldest first, whose label window ends by `as_of` and that leave enough history before them;
-    `target` (churn, repurchase, ltv) takes its own plan when training.target_cutoffs has one."""
+    `target` (churn, repurchase, ltv) takes its own plan when training.target_cutoffs has one. With the
+    plan's `last_year`, also `as_of` - 365 days: its label window is last year's coming window."""
     plan = config.training.cutoff_plan(target)
     earliest = first_order.normalize() + pd.Timedelta(days=config.training.min_history_days)
     latest = as_timestamp(as_of) - pd.Timedelta(days=horizon_days)
-    cutoffs = [latest - pd.Timedelta(days=k * plan.cutoff_step_days) for k in range(plan.cutoffs)]
+    cutoffs = {latest - pd.Timedelta(days=k * plan.cutoff_step_days) for k in range(plan.cutoffs)}
+    if plan.last_year and horizon_days <= 365:  # its label window must end by as_of too
+        cutoffs.add(as_timestamp(as_of) - pd.Timedelta(days=365))
     return sorted(c for c in cutoffs if c >= earliest)
 
 

@@ -69,3 +69,17 @@ def test_training_fits_each_target_on_its_own_cut_offs(config: Config, tmp_path_
         assert result.cutoffs == plan_cutoffs(AS_OF, target.horizon_days, first, planned, target.name), target.name
     assert len(trained.results["repurchase"].cutoffs) == 6
     assert len(trained.results["churn"].cutoffs) == config.training.cutoffs
+
+
+def test_the_last_year_cut_off_opens_last_years_coming_window_where_the_history_allows(config: Config) -> None:
+    planned = _with_plans(config, churn={"cutoffs": 4, "cutoff_step_days": 30, "last_year": True})
+    young = FIRST_ORDER + pd.Timedelta(days=400)  # less than a year (plus min_history_days) before as_of
+
+    churn = plan_cutoffs(AS_OF, 90, FIRST_ORDER, planned, "churn")
+
+    assert churn[0] == AS_OF - pd.Timedelta(days=365)
+    assert churn[1:] == plan_cutoffs(AS_OF, 90, FIRST_ORDER, config, "churn")
+    assert plan_cutoffs(AS_OF, 90, young, planned, "churn") == plan_cutoffs(AS_OF, 90, young, config, "churn")
+    # A year-long horizon's latest cut-off already is a year before as_of: nothing is added twice.
+    every = config.model_copy(update={"training": config.training.model_copy(update={"last_year_cutoff": True})})
+    assert plan_cutoffs(AS_OF, 365, FIRST_ORDER, every, "ltv") == plan_cutoffs(AS_OF, 365, FIRST_ORDER, config, "ltv")
