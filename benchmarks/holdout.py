@@ -141,6 +141,8 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                   _set("training", last_year_cutoff=True)),
     "last_year_season": ("the year-before cut-off and season features",
                          lambda c: _set("features", season=True)(_set("training", last_year_cutoff=True)(c))),
+    "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
+                          _set("training", classifier_choice="margin")),
     "validation_2": ("choose on 2 validation cut-offs (5 in all)", _set("training", cutoffs=5, validation_cutoffs=2)),
     "no_offset": ("no BG/NBD offset candidates", _set("training", bgnbd_offset=False)),
     "no_bg": ("no BG/NBD offset and no bg_* columns", _exclude_bg),
