@@ -125,6 +125,14 @@ def _target_plans(cutoffs: int, step_days: int, *names: str) -> Callable[[Config
     return change
 
 
+def _shared_plan(*names: str) -> Callable[[Config], Config]:
+    """The named targets back on the shared cut-off plan (training.cutoffs, cutoff_step_days)."""
+    def change(config: Config) -> Config:
+        plans = {k: v for k, v in config.training.target_cutoffs.items() if k not in names}
+        return _set("training", target_cutoffs=plans)(config)
+    return change
+
+
 # Ablation steps: name -> (what changes, the change). "shipped" is the settings as they are.
 VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "shipped": ("the defaults", lambda c: c),
@@ -141,8 +149,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                   _set("training", last_year_cutoff=True)),
     "last_year_season": ("the year-before cut-off and season features",
                          lambda c: _set("features", season=True)(_set("training", last_year_cutoff=True)(c))),
-    "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
-                          _set("training", classifier_choice="margin")),
+    "classifier_best": ("classifier chosen by the lowest validation log loss (before)",
+                        _set("training", classifier_choice="best")),
+    "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),
     "validation_2": ("choose on 2 validation cut-offs (5 in all)", _set("training", cutoffs=5, validation_cutoffs=2)),
     "no_offset": ("no BG/NBD offset candidates", _set("training", bgnbd_offset=False)),
     "no_bg": ("no BG/NBD offset and no bg_* columns", _exclude_bg),

@@ -51,7 +51,9 @@ def test_target_plans_are_read_from_a_config_file_and_a_plan_for_no_target_is_re
     plan = load_config(good).training.cutoff_plan("churn")
 
     assert (plan.cutoffs, plan.cutoff_step_days) == (6, 45)
-    assert load_config(None).training.target_cutoffs == {}
+    shipped = load_config(None).training
+    assert set(shipped.target_cutoffs) == {"repurchase"}  # the others on the shared plan
+    assert (shipped.cutoff_plan("repurchase").cutoffs, shipped.cutoff_plan("churn").cutoffs) == (8, shipped.cutoffs)
     with pytest.raises(LifetagError, match="churnn"):
         load_config(bad)
 
