@@ -272,7 +272,7 @@ class TrainingConfig(_Strict):
     # How a classifier is chosen on the validation cut-off: the lowest log loss ("best"), or ("margin")
     # one without the BG/NBD offset replaces the best one boosted from it only when its log loss is
     # lower by a clear margin (a 90% paired-bootstrap interval of the difference above 0).
-    classifier_choice: Literal["best", "margin"] = "margin"
+    classifier_choice: Literal["best", "margin"] = "best"
     ltv_models: list[Literal["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"]] = Field(
         default_factory=lambda: ["tweedie", "hurdle", "tweedie_bgnbd_offset", "bgnbd_gg"], min_length=1)
     # How the LTV candidate is chosen: its Gini on the longest out-of-time gap the cut-offs offer

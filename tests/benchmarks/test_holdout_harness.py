@@ -81,4 +81,4 @@ def test_the_cut_off_plan_variants_move_only_the_targets_they_name() -> None:
     assert both.cutoff_plan("ltv") == shipped.cutoff_plan("ltv")
     assert before.cutoff_plan("repurchase") == before.cutoff_plan("churn") == shipped.cutoff_plan("churn")
     assert VARIANTS["last_year"][1](_shop_config(SHOPS[1])).training.cutoff_plan("churn").last_year
-    assert VARIANTS["classifier_best"][1](_shop_config(SHOPS[1])).training.classifier_choice == "best"
+    assert VARIANTS["classifier_margin"][1](_shop_config(SHOPS[1])).training.classifier_choice == "margin"
