@@ -352,8 +352,8 @@ def _anchored_unless_clearly_beaten(best: str, anchored: set[str], candidates: d
     """The lowest-log-loss classifier, but one that ignores BG/NBD must beat the best one boosted from its
     offset clearly: the lower end of a 90% paired-bootstrap interval of the log-loss difference above 0.
 
-    One validation cut-off cannot tell them apart by a hair, and out of time the two fare differently
-    (generated 10k shop: one seed in three chose the free churn model by a hair, 0.004 AUC lower at as_of).
+    training.classifier_choice "margin"; off by default, as it did not win out of time on the holdout
+    harness (the 16-month shop's churn ranked worse with it; README, "Accuracy").
     """
     anchors = [name for name in anchored if name in scores]
     if best in anchored or not anchors:
