@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from configs.schema import Config, load_config  # noqa: E402
+from configs.schema import Config, TrainingConfig, load_config  # noqa: E402
 from features.engine import lifetag_home  # noqa: E402
 from benchmarks.common import ensure_generated  # noqa: E402
 from training.holdout import Holdout, holdout_comparison  # noqa: E402
@@ -115,6 +115,24 @@ def _exclude_bg(config: Config) -> Config:
                 ltv_models=[m for m in config.training.ltv_models if "bgnbd" not in m] or ["tweedie", "hurdle"])(config)
 
 
+def _target_plans(cutoffs: int, step_days: int, *names: str) -> Callable[[Config], Config]:
+    """The named targets on their own cut-off plan (training.target_cutoffs); the others as they are."""
+    def change(config: Config) -> Config:
+        plans = {**config.training.target_cutoffs,
+                 **{name: {"cutoffs": cutoffs, "cutoff_step_days": step_days} for name in names}}
+        return _set("training", target_cutoffs=TrainingConfig.model_validate(
+            {"target_cutoffs": plans}).target_cutoffs)(config)
+    return change
+
+
+def _shared_plan(*names: str) -> Callable[[Config], Config]:
+    """The named targets back on the shared cut-off plan (training.cutoffs, cutoff_step_days)."""
+    def change(config: Config) -> Config:
+        plans = {k: v for k, v in config.training.target_cutoffs.items() if k not in names}
+        return _set("training", target_cutoffs=plans)(config)
+    return change
+
+
 # Ablation steps: name -> (what changes, the change). "shipped" is the settings as they are.
 VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "shipped": ("the defaults", lambda c: c),
@@ -123,6 +141,17 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "calibration_logistic": ("logistic calibration", _set("training", calibration="logistic")),
     "cutoffs_8x30": ("8 cut-offs 30 days apart", _set("training", cutoffs=8)),
     "cutoffs_6x60": ("6 cut-offs 60 days apart", _set("training", cutoffs=6, cutoff_step_days=60)),
+    "churn_8x30": ("churn alone on 8 cut-offs 30 days apart", _target_plans(8, 30, "churn")),
+    "repurchase_8x30": ("repurchase alone on 8 cut-offs 30 days apart", _target_plans(8, 30, "repurchase")),
+    "classifiers_8x30": ("churn and repurchase on 8 cut-offs 30 days apart, LTV as shipped",
+                         _target_plans(8, 30, "churn", "repurchase")),
+    "last_year": ("also a cut-off a year before as_of (last year's coming window)",
+                  _set("training", last_year_cutoff=True)),
+    "last_year_season": ("the year-before cut-off and season features",
+                         lambda c: _set("features", season=True)(_set("training", last_year_cutoff=True)(c))),
+    "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
+                          _set("training", classifier_choice="margin")),
+    "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),
     "validation_2": ("choose on 2 validation cut-offs (5 in all)", _set("training", cutoffs=5, validation_cutoffs=2)),
     "no_offset": ("no BG/NBD offset candidates", _set("training", bgnbd_offset=False)),
     "no_bg": ("no BG/NBD offset and no bg_* columns", _exclude_bg),

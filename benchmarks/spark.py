@@ -111,7 +111,7 @@ def _planned(first: Any, as_of: Any, config: Any) -> tuple[list, list[int]]:
     """The cut-offs `lifetag train` plans (and as_of itself) and the horizons."""
     from training.dataset import plan_cutoffs, targets
 
-    cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days, first, config))})
+    cutoffs = sorted({as_of, *(c for t in targets(config) for c in plan_cutoffs(as_of, t.horizon_days, first, config, t.name))})
     return cutoffs, sorted({t.horizon_days for t in targets(config)})
 
 

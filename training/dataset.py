@@ -1,7 +1,8 @@
 """Rolling cut-off training sets: features at each cut-off joined with what happened after it.
 
 For a target with horizon h and a training date `as_of`, the latest cut-off is `as_of - h` (its
-label window ends exactly at `as_of`) and earlier ones step back by `cutoff_step_days`. The latest
+label window ends exactly at `as_of`) and earlier ones step back by `cutoff_step_days` (a target's own
+count and spacing when `training.target_cutoffs` names it). The latest
 `validation_cutoffs` are held out for validation: out of time, never a random split.
 """
 from __future__ import annotations
@@ -82,12 +83,17 @@ def cross_fitted(score: np.ndarray, outcome: np.ndarray, customer_ids: pd.Series
     return out
 
 
-def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timestamp, config: Config) -> list[pd.Timestamp]:
-    """Cut-offs, oldest first, whose label window ends by `as_of` and that leave enough history before them."""
-    training = config.training
-    earliest = first_order.normalize() + pd.Timedelta(days=training.min_history_days)
+def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timestamp, config: Config,
+                 target: str | None = None) -> list[pd.Timestamp]:
+    """Cut-offs, oldest first, whose label window ends by `as_of` and that leave enough history before them;
+    `target` (churn, repurchase, ltv) takes its own plan when training.target_cutoffs has one. With the
+    plan's `last_year`, also `as_of` - 365 days: its label window is last year's coming window."""
+    plan = config.training.cutoff_plan(target)
+    earliest = first_order.normalize() + pd.Timedelta(days=config.training.min_history_days)
     latest = as_timestamp(as_of) - pd.Timedelta(days=horizon_days)
-    cutoffs = [latest - pd.Timedelta(days=k * training.cutoff_step_days) for k in range(training.cutoffs)]
+    cutoffs = {latest - pd.Timedelta(days=k * plan.cutoff_step_days) for k in range(plan.cutoffs)}
+    if plan.last_year and horizon_days <= 365:  # its label window must end by as_of too
+        cutoffs.add(as_timestamp(as_of) - pd.Timedelta(days=365))
     return sorted(c for c in cutoffs if c >= earliest)
 
 

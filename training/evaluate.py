@@ -42,6 +42,7 @@ __all__ = [
     "gini_difference_interval",
     "ltv_decile_plot",
     "log_loss",
+    "log_loss_difference_interval",
     "ltv_metrics",
     "metrics_table",
 ]
@@ -384,6 +385,23 @@ def gini_difference_interval(actual: ArrayLike, first: ArrayLike, second: ArrayL
         pick = rng.integers(0, actual_v.size, actual_v.size)
         differences.append(_gini_normalised(actual_v[pick], first_v[pick]) - _gini_normalised(actual_v[pick], second_v[pick]))
     low, high = np.nanquantile(differences, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def log_loss_difference_interval(y_true: ArrayLike, first: ArrayLike, second: ArrayLike, level: float = 0.90,
+                                 resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """A paired bootstrap interval (examples resampled) of the log loss of `first` minus that of `second`,
+    both predicting the same 0/1 outcomes."""
+    y = np.asarray(y_true, dtype=float)
+
+    def losses(p: ArrayLike) -> FloatArray:
+        clipped = np.clip(np.asarray(p, dtype=float), LOG_LOSS_CLIP, 1 - LOG_LOSS_CLIP)
+        return -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+
+    difference = losses(first) - losses(second)
+    rng = np.random.default_rng(seed)
+    means = [difference[rng.integers(0, y.size, y.size)].mean() for _ in range(resamples)]
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
 
 

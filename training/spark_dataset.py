@@ -236,7 +236,7 @@ def spark_training_set(master: str | None = None, partitions: int | None = None,
                 as_of, _ = span_of(_spans(con, found), "_lifetag_span", None)
             earliest = pd.Timestamp("1700-01-01")  # any first order: planned without it, filtered on the driver
             cutoffs = sorted({as_of, *(c for t in targets(config)
-                                       for c in plan_cutoffs(as_of, t.horizon_days, earliest, config))})
+                                       for c in plan_cutoffs(as_of, t.horizon_days, earliest, config, t.name))})
             horizons = sorted({t.horizon_days for t in targets(config)})
             cohorts = first_purchase_cutoffs(as_of, earliest, config) if keyed.customers is not None else []
             built, found = _collect(active, keyed, config, as_of, cutoffs, horizons, cohorts)

@@ -68,3 +68,17 @@ def test_one_real_run_compares_with_bgnbd_whose_figures_do_not_depend_on_the_tra
             "gini_normalised", 0.6)) <= 1
     assert set(first["calibrations"]["churn"]) == {"none", "isotonic", "logistic"}
     assert copy.deepcopy(first)["customers"] > 1_000
+
+
+def test_the_cut_off_plan_variants_move_only_the_targets_they_name() -> None:
+    from benchmarks.holdout import _shop_config
+
+    shipped = _shop_config(SHOPS[1]).training
+    both = VARIANTS["classifiers_8x30"][1](_shop_config(SHOPS[1])).training
+    before = VARIANTS["repurchase_shared"][1](_shop_config(SHOPS[1])).training
+    for name in ("churn", "repurchase"):
+        assert (both.cutoff_plan(name).cutoffs, both.cutoff_plan(name).cutoff_step_days) == (8, 30)
+    assert both.cutoff_plan("ltv") == shipped.cutoff_plan("ltv")
+    assert before.cutoff_plan("repurchase") == before.cutoff_plan("churn") == shipped.cutoff_plan("churn")
+    assert VARIANTS["last_year"][1](_shop_config(SHOPS[1])).training.cutoff_plan("churn").last_year
+    assert VARIANTS["classifier_margin"][1](_shop_config(SHOPS[1])).training.classifier_choice == "margin"

@@ -6,6 +6,7 @@ runs once per module and the tests share it read-only.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from configs.schema import Config
 from features.synthetic import generate_orders, write_shop
 from serving.bundle import Bundle
 from serving import registry
+from training.evaluate import classifier_metrics
 from training.pipeline import TrainingError, TrainResult, fit_bundle
 from training.tracking import record_training
 from support import generated_shop, use_embedded_store
@@ -350,8 +352,11 @@ def test_a_version_is_compared_with_an_older_champion_on_rows_neither_saw_with_o
     reason = second.promotion.reason
     assert reason.startswith("version 2 ")
     assert ": on rows neither model was trained on (churn 90d: " in reason
-    assert f", score {retrained.score:.3f}" in reason
-    assert f"champion v1's {second.champion_score:.3f}" in reason
+    # Three decimals, or more where three would show two different scores as equal.
+    shown = re.search(r", score (\d\.\d{3,}) [<>]=? champion v1's (\d\.\d{3,})", reason)
+    assert shown, reason
+    assert float(shown[1]) == pytest.approx(retrained.score, abs=5e-4)
+    assert float(shown[2]) == pytest.approx(second.champion_score, abs=5e-4)
     assert reason.split("; use")[0].endswith(f"(validation score {retrained.score:.4f})")
 
 
@@ -565,6 +570,31 @@ def test_a_free_ltv_candidate_replaces_the_anchored_one_only_by_a_clear_margin()
     assert scores["tweedie"]["gap_gini_margin_low"] < 0 < scores["tweedie"]["gap_gini_margin_high"]
     gap["tweedie"] = (actual, actual)  # now clearly better
     assert _choose_over_gap(scores, gap, {"tweedie_bgnbd_offset"}, seed=0) == "tweedie"
+
+
+def test_a_classifier_without_the_offset_replaces_the_anchored_one_only_by_a_clear_log_loss_margin() -> None:
+    from training.models import FittedModel
+    from training.pipeline import _anchored_unless_clearly_beaten
+
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.05, 0.95, 20_000)
+    outcome = (rng.uniform(size=truth.size) < truth).astype(float)
+
+    def fitted(noise: float) -> FittedModel:
+        logit = np.log(truth / (1 - truth)) + rng.normal(0, noise, truth.size)
+        return FittedModel(None, 1 / (1 + np.exp(-logit)), pd.Series(dtype=float))  # type: ignore[arg-type]
+
+    candidates = {"binary": fitted(0.30), "binary_bgnbd_offset": fitted(0.31)}
+    scores = {name: classifier_metrics(outcome, c.valid_raw) for name, c in candidates.items()}
+    best = min(scores, key=lambda k: scores[k]["log_loss"])
+    assert best == "binary"  # lower log loss by a hair
+    assert _anchored_unless_clearly_beaten(best, {"binary_bgnbd_offset"}, candidates, scores, outcome, 0) == \
+        "binary_bgnbd_offset"
+    assert scores["binary"]["log_loss_margin_low"] < 0 < scores["binary"]["log_loss_margin_high"]
+    candidates["binary"] = fitted(0.0)  # the truth itself: clearly better
+    scores["binary"] = classifier_metrics(outcome, candidates["binary"].valid_raw)
+    assert _anchored_unless_clearly_beaten("binary", {"binary_bgnbd_offset"}, candidates, scores, outcome, 0) == "binary"
+    assert scores["binary"]["log_loss_margin_low"] > 0
 
 
 def test_the_candidates_level_is_the_geometric_mean_of_their_totals_and_never_uses_outcomes() -> None:

@@ -35,7 +35,7 @@ def test_training_sets_built_by_both_engines_are_identical(spark, shop: Path, co
     open_sources(con, shop / "orders.parquet", config, shop / "customers.parquet")
     con.execute(f"CREATE TEMP TABLE _history AS SELECT * FROM orders WHERE order_ts < TIMESTAMP '{AS_OF}'")
     first = pd.Timestamp(con.execute("SELECT min(order_ts) FROM orders").fetchall()[0][0])
-    cutoffs = sorted({AS_OF, *(c for t in targets(config) for c in plan_cutoffs(AS_OF, t.horizon_days, first, config))})
+    cutoffs = sorted({AS_OF, *(c for t in targets(config) for c in plan_cutoffs(AS_OF, t.horizon_days, first, config, t.name))})
     horizons = sorted({t.horizon_days for t in targets(config)})
     assert len(cutoffs) >= 4
     features, labels = build_training_set(spark, shop / "orders.parquet", config, AS_OF, cutoffs, horizons,
