@@ -546,7 +546,7 @@ def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, f
         table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
     raw = f"{prefix}_raw"
     con.register(raw, table)
-    types = _source_columns(con, raw)
+    types = _arrow_columns(table) or _source_columns(con, raw)
     wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
     mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
     return _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
@@ -1043,6 +1043,24 @@ def _source_columns(con: duckdb.DuckDBPyConnection, raw: str) -> dict[str, str]:
     """Source column name -> DuckDB type."""
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {raw})").fetchall())
     types.pop("_row", None)
+    return types
+
+
+# Arrow types of in-memory tables and the DuckDB types DuckDB reads them as.
+_ARROW_TYPES = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.float64(): "DOUBLE", pa.int64(): "BIGINT",
+                pa.timestamp("us"): "TIMESTAMP", pa.bool_(): "BOOLEAN"}
+
+
+def _arrow_columns(table: pa.Table) -> dict[str, str] | None:
+    """`_source_columns` of an in-memory table whose columns are all of the plain types above, without asking
+    the engine (a request's tables are; None otherwise)."""
+    types = {}
+    for field in table.schema:
+        if field.name == "_row":
+            continue
+        if field.type not in _ARROW_TYPES:
+            return None
+        types[field.name] = _ARROW_TYPES[field.type]
     return types
 
 

@@ -169,6 +169,7 @@ class OnlineScorer:
     def score(self, customers: list[CustomerOrders], as_of: str | date | datetime | pd.Timestamp) -> pd.DataFrame:
         """One row of tags per customer, in the order sent: the columns of `lifetag score`'s output. A customer
         who signed up on or after as_of is not a customer yet and gets no row, as in the batch."""
+        import numpy as np
         import pandas as pd
 
         from features.behaviour import as_timestamp
@@ -194,7 +195,10 @@ class OnlineScorer:
             return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
         tags = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         order = {customer.customer_id: i for i, customer in enumerate(customers)}
-        return tags.sort_values("customer_id", key=lambda ids: ids.map(order), kind="stable").reset_index(drop=True)
+        positions = [order[c] for c in tags["customer_id"]]
+        if positions == sorted(positions):  # already in the order sent (always for one customer)
+            return tags.reset_index(drop=True)
+        return tags.iloc[np.argsort(positions, kind="stable")].reset_index(drop=True)
 
     def close(self) -> None:
         """Release the engine."""

@@ -152,15 +152,18 @@ def _tier(values: np.ndarray, high: float, medium: float) -> np.ndarray:
     return np.where(values >= high, "high", np.where(values >= medium, "medium", "low"))
 
 
-def _expected_next_order(repurchase_prob: np.ndarray, horizon_days: int, as_of: pd.Timestamp) -> pd.Series:
+def _expected_next_order(repurchase_prob: np.ndarray, horizon_days: int, as_of: pd.Timestamp) -> np.ndarray:
     # P(order within h days) = 1 - exp(-rate * h)  =>  expected wait = 1 / rate.
     p = np.clip(repurchase_prob, 0.0, 1.0 - 1e-12)
     rate = -np.log1p(-p) / horizon_days
     with np.errstate(divide="ignore"):
         wait = np.where(rate > 0, 1.0 / rate, np.inf)
-    days = np.where(wait <= MAX_EXPECTED_DAYS, np.ceil(wait), np.nan)
-    dates = as_of.normalize() + pd.to_timedelta(days, unit="D")
-    return pd.Series(dates, dtype="datetime64[ns]").dt.date.astype("object").where(~np.isnan(days), None)
+    known = wait <= MAX_EXPECTED_DAYS
+    days = np.ceil(np.where(known, wait, 0.0)).astype("int64")
+    # Day arithmetic on numpy dates; as objects they are datetime.date, None where the wait is too long.
+    dates = (np.datetime64(as_of.normalize().date(), "D") + days.astype("timedelta64[D]")).astype(object)
+    dates[~known] = None
+    return dates
 
 
 # Words for what drives churn risk. Every model feature has an entry: a phrase of its value, and the
@@ -408,7 +411,7 @@ def _buyer_tags(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: p
     for column in ("churn_risk", "repurchase_prob", "ltv"):
         out[column] = predicted[column].to_numpy()
     repurchase_days = bundle.models["repurchase"].horizon_days
-    out["expected_next_order"] = _expected_next_order(out["repurchase_prob"], repurchase_days, as_of).to_numpy()
+    out["expected_next_order"] = _expected_next_order(out["repurchase_prob"], repurchase_days, as_of)
     out["value_at_risk"] = out["churn_risk"] * out["ltv"]
     tiers = config.scoring
     out["churn_tier"] = _tier(out["churn_risk"], tiers.churn_tier.high, tiers.churn_tier.medium)

@@ -483,3 +483,18 @@ def test_every_row_is_accounted_for_when_repeats_are_dropped_and_bad_rows_quaran
     # The bad line is set aside; the order's other lines are one order at its first line's time.
     assert report.orders_spread == 1 and set(orders["order_ts"]) == {pd.Timestamp("2024-01-01 12:28")}
     assert pd.read_csv(tmp_path / "bad.csv")["source_row"].tolist() == [3, 5]
+
+
+def test_an_in_memory_tables_column_types_read_from_arrow_are_the_engines() -> None:
+    """A request's tables skip asking the engine for their column types: the Arrow schema gives the same."""
+    import pyarrow as pa
+
+    from features.intake import _arrow_columns, _source_columns
+
+    table = pa.table({"customer_id": pa.array(["a"]), "order_ts": pa.array([pd.Timestamp("2024-01-01")], pa.timestamp("us")),
+                      "amount": pa.array([1.5]), "n": pa.array([2], pa.int64()), "flag": pa.array([True]),
+                      "_row": pa.array([1], pa.int64())})
+    con = duckdb.connect()
+    con.register("t", table)
+    assert _arrow_columns(table) == _source_columns(con, "t")
+    assert _arrow_columns(pa.table({"x": pa.array([None])})) is None  # an unusual type: the engine is asked
