@@ -388,6 +388,17 @@ def _stamp_of(path: Path) -> int:
         return 0
 
 
+def _freeze_loaded() -> None:
+    """Keep what the worker has loaded (model, engine, snapshot index, the libraries' own objects) out of the
+    cyclic garbage collector's full passes: each pass walked them all, a 100-150 ms pause in one request in
+    a hundred. Run after every load; what a reload replaced is collected first (refcounts free the rest)."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Reloading:
     """The worker's current ServiceState, swapped whole on reload, with the other workers kept in step."""
 
@@ -396,6 +407,7 @@ class Reloading:
         self._seen = _stamp_of(self.stamp)
         self._lock = threading.Lock()
         self.state = ServiceState.load()
+        _freeze_loaded()
 
     def current(self) -> ServiceState:
         """The state to answer this request from; reloads first when another worker has reloaded."""
@@ -406,6 +418,7 @@ class Reloading:
                     self._seen = seen
                     try:
                         self.state = ServiceState.load()
+                        _freeze_loaded()
                     except Exception:  # noqa: BLE001 - the worker keeps answering from what it has
                         logging.getLogger("lifetag").exception("reload after another worker's failed; kept %s",
                                                                self.state.version)
@@ -418,6 +431,7 @@ class Reloading:
             before = self.state
             after = ServiceState.load()
             self.state = after
+            _freeze_loaded()
             self.stamp.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.stamp.with_name(f".{self.stamp.name}.{os.getpid()}.tmp")
             temporary.write_text(json.dumps({"model_version": after.version, "pid": os.getpid(),
