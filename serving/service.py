@@ -470,6 +470,7 @@ class ScoreBatcher:
         self.max_wait_seconds = max_latency_ms / 1000
         self._line: list[tuple[float, tuple[ServiceState, Any, list[CustomerOrders]], Any]] = []
         self._running = False
+        self._task: Any = None
 
     async def score(self, state: ServiceState, moment: Any, customers: list[CustomerOrders]) -> pd.DataFrame:
         """The request's tag rows, tagged alongside whatever requests arrived while the last call ran."""
@@ -483,7 +484,8 @@ class ScoreBatcher:
         self._line.append((time.monotonic(), (state, moment, customers), answer))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._run_calls())
+            # Held, as asyncio asks: a task nothing refers to may be collected before it is done.
+            self._task = asyncio.get_running_loop().create_task(self._run_calls())
         result = await answer
         if isinstance(result, Exception):
             raise result
@@ -497,11 +499,14 @@ class ScoreBatcher:
             while self._line:
                 taken, self._line = self._line[:self.max_requests], self._line[self.max_requests:]
                 now = time.monotonic()
-                late = [item for item in taken if now - item[0] > self.max_wait_seconds]
-                for _, _, answer in late:
-                    if not answer.done():
-                        answer.set_result(_Overloaded("the server is overloaded; retry shortly"))
-                waiting = [item for item in taken if item not in late and not item[2].done()]
+                waiting = []
+                for item in taken:
+                    if item[2].done():  # the client went away
+                        continue
+                    if now - item[0] > self.max_wait_seconds:
+                        item[2].set_result(_Overloaded("the server is overloaded; retry shortly"))
+                    else:
+                        waiting.append(item)
                 if not waiting:
                     continue
                 try:

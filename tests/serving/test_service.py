@@ -44,6 +44,61 @@ def test_a_snapshot_that_is_not_one_row_per_customer_is_refused_in_one_paragraph
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
 
 
+class _TimedScorer:
+    """A scorer that takes `seconds` per call and records how many customers each call tagged: the batching
+    policy's test needs calls of known length, not the engine."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, []
+
+    def score(self, customers: list, moment) -> pd.DataFrame:  # noqa: ANN001 - the OnlineScorer.score shape
+        import time
+
+        self.calls.append(len(customers))
+        time.sleep(self.seconds)
+        return pd.DataFrame({"customer_id": [c.customer_id for c in customers]})
+
+
+def _batched(scorer: _TimedScorer, count: int, **limits) -> list:
+    """`count` one-customer requests sent together to a ScoreBatcher over `scorer` (answers or exceptions)."""
+    import asyncio
+
+    from serving.online import CustomerOrders
+    from serving.service import ScoreBatcher, ServiceState
+
+    state = ServiceState(None, "v", None, scorer, "now")
+
+    async def send() -> list:
+        batcher = ScoreBatcher(**limits)
+        first = asyncio.ensure_future(batcher.score(state, pd.Timestamp("2024-09-01"), [CustomerOrders(customer_id="c0")]))
+        await asyncio.sleep(0.02)  # the first call is running: the others arrive meanwhile
+        rest = [batcher.score(state, pd.Timestamp("2024-09-01"), [CustomerOrders(customer_id=f"c{i}")])
+                for i in range(1, count)]
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    return asyncio.run(send())
+
+
+def test_a_lone_score_request_is_tagged_at_once_and_those_arriving_meanwhile_together() -> None:
+    scorer = _TimedScorer(0.1)
+    answers = _batched(scorer, 6, max_requests=16)
+    assert scorer.calls == [1, 5]
+    assert [a["customer_id"].tolist() for a in answers] == [[f"c{i}"] for i in range(6)]
+    scorer = _TimedScorer(0.05)
+    _batched(scorer, 6, max_requests=3)
+    assert scorer.calls == [1, 3, 2]
+
+
+def test_a_score_request_waiting_past_the_limit_is_answered_overloaded_not_tagged() -> None:
+    from serving.service import _Overloaded
+
+    scorer = _TimedScorer(0.2)
+    answers = _batched(scorer, 3, max_requests=16, max_latency_ms=50)
+    assert scorer.calls == [1]
+    assert not isinstance(answers[0], Exception)
+    assert all(isinstance(a, _Overloaded) and "overloaded" in str(a) for a in answers[1:])
+
+
 def test_a_file_that_is_not_parquet_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "tags.parquet"
     path.write_text("customer_id,churn_risk\na,0.1\n")
