@@ -1055,12 +1055,12 @@ def _arrow_columns(table: pa.Table) -> dict[str, str] | None:
     """`_source_columns` of an in-memory table whose columns are all of the plain types above, without asking
     the engine (a request's tables are; None otherwise)."""
     types = {}
-    for field in table.schema:
-        if field.name == "_row":
+    for column in table.schema:
+        if column.name == "_row":
             continue
-        if field.type not in _ARROW_TYPES:
+        if column.type not in _ARROW_TYPES:
             return None
-        types[field.name] = _ARROW_TYPES[field.type]
+        types[column.name] = _ARROW_TYPES[column.type]
     return types
 
 

@@ -124,13 +124,14 @@ def combine_history(con: duckdb.DuckDBPyConnection, parts: list[dict[str, pa.Tab
     if has_customers:
         cohorts = any("first_purchase" in p for p in parts)
 
-        def examples(cutoff: pd.Timestamp) -> pd.DataFrame:
+        def cohort_examples(cutoff: pd.Timestamp) -> pd.DataFrame:
             if not cohorts:
                 raise KeyError(cutoff)
             # Ordered and typed by DuckDB as first_purchase_examples orders and types its rows.
             return con.execute("SELECT * EXCLUDE (_cohort) FROM _lifetag_first_purchase WHERE _cohort = ? "
                                "ORDER BY customer_id", [str(cutoff)]).df()
 
+        examples = cohort_examples
     return History(intake, as_of, first_order, fingerprint, rebuy, sample, unmatched, examples)
 
 
