@@ -374,6 +374,9 @@ def open_tables(
 def raw_columns(table: pa.Table | pa.Schema) -> dict[str, str]:
     """Source column -> DuckDB type of raw rows as another engine hands them over (`_row` left out)."""
     schema = table if isinstance(table, pa.Schema) else table.schema
+    known = _arrow_columns(schema)
+    if known is not None:
+        return known
     con = duckdb.connect(":memory:")
     try:
         con.register("_lifetag_schema", schema.empty_table())
@@ -546,7 +549,7 @@ def _prepare_table(con: duckdb.DuckDBPyConnection, kind: str, table: pa.Table, f
         table = table.append_column("_row", pa.array(range(1, table.num_rows + 1), pa.int64()))
     raw = f"{prefix}_raw"
     con.register(raw, table)
-    types = _arrow_columns(table) or _source_columns(con, raw)
+    types = _arrow_columns(table.schema) or _source_columns(con, raw)
     wanted = {name: _Mapped(name, False, f"{label}: {name}") for name in fields}
     mapping, missing_optional = _resolve_mapping(fields, wanted, types, types, label)
     return _Source(kind, label, prefix, fields, mapping, types, IntakeReport(source=label, missing_optional=missing_optional),
@@ -1051,11 +1054,11 @@ _ARROW_TYPES = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.float64
                 pa.timestamp("us"): "TIMESTAMP", pa.bool_(): "BOOLEAN"}
 
 
-def _arrow_columns(table: pa.Table) -> dict[str, str] | None:
+def _arrow_columns(schema: pa.Schema) -> dict[str, str] | None:
     """`_source_columns` of an in-memory table whose columns are all of the plain types above, without asking
     the engine (a request's tables are; None otherwise)."""
     types = {}
-    for column in table.schema:
+    for column in schema:
         if column.name == "_row":
             continue
         if column.type not in _ARROW_TYPES:
@@ -1198,7 +1201,8 @@ def _finish(con: duckdb.DuckDBPyConnection, source: _Source, config: Config,
 
 
 def _object(source: _Source) -> str:
-    """What the canonical rows of `source` are created as: a request's few rows a table, a file's a view."""
+    """What the parsed and canonical rows of `source` are created as: a request's few rows a table, a file's
+    a view."""
     return "TABLE" if source.in_memory else "VIEW"
 
 
@@ -1458,9 +1462,8 @@ def _create_parsed_view(con: duckdb.DuckDBPyConnection, source: _Source, config:
     typed = "".join(f", {t}" for t in parsed.typed)
     # A request's few rows are parsed once into a table: every later step (counts, the canonical views,
     # the feature query) then reads them without planning the parsing again.
-    kind = "TABLE" if source.in_memory else "VIEW"
     con.execute(
-        f"CREATE OR REPLACE TEMP {kind} {source.prefix}_parsed AS SELECT {', '.join(parsed.select)}, {reason} AS reason, "
+        f"CREATE OR REPLACE TEMP {_object(source)} {source.prefix}_parsed AS SELECT {', '.join(parsed.select)}, {reason} AS reason, "
         f"{parsed.trimmed} AS _trimmed, s._row AS _row, s._whole AS _src "
         f"FROM (SELECT s.*, {src} AS _whole{typed} FROM {inner}) s"
     )

@@ -233,47 +233,18 @@ def _read_parts(spark: "SparkSession", source: str, cfg: SourceConfig, kind: str
                 option: str) -> tuple["DataFrame", dict[str, int]]:
     """A local CSV source (a file, a folder of files, a whitespace-separated export) or DuckDB database read
     in Spark tasks by intake's own reading (`features.intake.read_part`, DuckDB locked to the source), a task
-    per part: the same columns, the same line-level diagnoses and errors, rows numbered within each part.
-
-    The part's schema comes from a first one-task job, so the driver itself opens no file of the source."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
+    per part: the same columns, the same line-level diagnoses and errors, rows numbered within each part."""
     parts = source_parts(source, cfg)
     names = [str(part[0]) if part else source for part in parts]
-    engine = EngineConfig(threads=1)
 
     def read(index: int, con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
         return read_part(con, source, cfg, kind, option, parts[index])
 
-    @carry_errors
-    def first_schema(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for _ in batches:
-            con = connect(engine)
-            try:
-                schema = next(read(0, con)).schema
-            finally:
-                con.close()
-            yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})
+    def named(index: int) -> tuple[str, list[Path]]:
+        return names[index], parts[index] or [Path(source)]
 
-    with task_errors_explained():
-        found = spark.range(0, 1, 1, 1).mapInArrow(first_schema, "schema binary").collect()
-    source_schema = pa.ipc.read_schema(pa.py_buffer(found[0]["schema"]))
-    columns = [f for f in source_schema if f.name != "_row"]
-    schema = pa.schema([*columns, pa.field("_lifetag_file", pa.string()), pa.field("_lifetag_block", pa.int64()),
-                        pa.field("_lifetag_mono", pa.int64())])
-
-    @carry_errors
-    def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for index in batch.column("id").to_pylist():
-                con = connect(engine)
-                try:
-                    for part in read(index, con):
-                        yield _part_batch(part, schema, names[index], parts[index] or [Path(source)], names[0])
-                finally:
-                    con.close()
-
-    df = spark.range(0, len(parts), 1, len(parts)).mapInArrow(rows, from_arrow_schema(schema))
+    items = spark.range(0, len(parts), 1, len(parts))
+    df = _read_in_tasks(items, "id", read, named, names[0], f"{source}: cannot read the {kind}: it has no parts.")
     return df, {name: i for i, name in enumerate(names)}
 
 
@@ -288,15 +259,12 @@ def _read_remote_text(spark: "SparkSession", uri: str, cfg: SourceConfig, kind: 
     """A CSV file on another file system (a URI Spark reads) read as `_read_parts` reads a local one: Spark
     fetches its bytes (`binaryFile`) into one task, which writes them to its own disk and reads them with
     intake's own reading; errors name the URI. The whole file is one task (Spark's limit: 2 GB a file)."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     try:
         files = spark.read.format("binaryFile").load(uri)
         files.schema  # noqa: B018 - resolving the source is what finds a missing path
     except Exception as exc:  # AnalysisException: the path does not exist, or cannot be listed
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IntakeError(f"{uri}: cannot read the {kind} ({first}). Check the path passed to {option}.") from None
-    engine = EngineConfig(threads=1)
 
     def read_copy(content: bytes, con: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
         folder = task_folder()
@@ -310,39 +278,55 @@ def _read_remote_text(spark: "SparkSession", uri: str, cfg: SourceConfig, kind: 
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def contents(batches: Iterator[pa.RecordBatch]) -> Iterator[bytes]:
-        for batch in batches:
-            yield from batch.column("content").to_pylist()
+    df = _read_in_tasks(files.select("content"), "content", read_copy, lambda _: (uri, [Path(uri)]), uri,
+                        f"{uri}: cannot read the {kind}: no such file. Check the path passed to {option}.")
+    return df, {uri: 0}
+
+
+def _read_in_tasks(items: "DataFrame", column: str,
+                   read: Callable[[Any, duckdb.DuckDBPyConnection], Iterator[pa.RecordBatch]],
+                   named: Callable[[Any], tuple[str, list[Path]]], first_name: str, missing: str) -> "DataFrame":
+    """Raw rows read in Spark tasks, one item of `items` (its `column`) at a time: `read(item, con)` gives the
+    item's Arrow batches (intake's own reading, on a fresh one-thread DuckDB), `named(item)` the name rows are
+    numbered under and the files a header error names. The columns come from the first item in a one-task
+    job first (`missing`: the IntakeError when there is none), so the driver itself opens no file."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    engine = EngineConfig(threads=1)
 
     @carry_errors
     def first_schema(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for content in contents(batches):
+        for batch in batches:
+            if not batch.num_rows:
+                continue
             con = connect(engine)
             try:
-                schema = next(read_copy(content, con)).schema
+                schema = next(read(batch.column(column)[0].as_py(), con)).schema
             finally:
                 con.close()
             yield pa.record_batch({"schema": [schema.serialize().to_pybytes()]})
 
     with task_errors_explained():
-        found = files.select("content").mapInArrow(first_schema, "schema binary").collect()
+        found = items.limit(1).mapInArrow(first_schema, "schema binary").collect()
     if not found:
-        raise IntakeError(f"{uri}: cannot read the {kind}: no such file. Check the path passed to {option}.")
+        raise IntakeError(missing)
     source_schema = pa.ipc.read_schema(pa.py_buffer(found[0]["schema"]))
     schema = pa.schema([*(f for f in source_schema if f.name != "_row"), pa.field("_lifetag_file", pa.string()),
                         pa.field("_lifetag_block", pa.int64()), pa.field("_lifetag_mono", pa.int64())])
 
     @carry_errors
     def rows(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for content in contents(batches):
-            con = connect(engine)
-            try:
-                for part in read_copy(content, con):
-                    yield _part_batch(part, schema, uri, [Path(uri)], uri)
-            finally:
-                con.close()
+        for batch in batches:
+            for item in batch.column(column).to_pylist():
+                name, files = named(item)
+                con = connect(engine)
+                try:
+                    for part in read(item, con):
+                        yield _part_batch(part, schema, name, files, first_name)
+                finally:
+                    con.close()
 
-    return files.select("content").mapInArrow(rows, from_arrow_schema(schema)), {uri: 0}
+    return items.mapInArrow(rows, from_arrow_schema(schema))
 
 
 def _part_batch(batch: pa.RecordBatch, schema: pa.Schema, name: str, files: list[Path],

@@ -72,6 +72,19 @@ def assert_same_tags(spark_rows: pd.DataFrame, local_rows: pd.DataFrame) -> None
             assert same.all(), f"{column}: {left[~same].head(3).tolist()} vs {right[~same].head(3).tolist()}"
 
 
+def _refusals(spark, local_source, spark_source, trained: TrainResult, config: Config, tmp_path: Path,
+              **kwargs) -> tuple[str, str]:
+    """The IntakeError paragraphs of scoring `local_source` with the embedded engine and `spark_source` on
+    Spark (each must refuse)."""
+    with pytest.raises(IntakeError) as local_error:
+        score(local_source, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test",
+              **kwargs)
+    with pytest.raises(IntakeError) as spark_error:
+        score_on_spark(spark_source, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle,
+                       model_version="test", spark=spark, partitions=2, **kwargs)
+    return str(local_error.value), str(spark_error.value)
+
+
 def test_spark_gives_the_embedded_batch_tags_for_buyers_and_registered_never_bought(
         spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path) -> None:
     customers = shop / "customers.parquet"
@@ -151,13 +164,9 @@ def test_a_folder_file_with_a_column_the_first_file_lacks_is_the_embedded_paragr
     folder.mkdir()
     orders.iloc[:200].drop(columns=["channel"]).to_csv(folder / "a.csv", index=False)
     orders.iloc[200:400].to_csv(folder / "b.csv", index=False)
-    with pytest.raises(IntakeError) as local_error:
-        score(folder, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test")
-    with pytest.raises(IntakeError) as spark_error:
-        score_on_spark(folder, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
-                       spark=spark, partitions=2)
-    assert str(spark_error.value) == str(local_error.value)
-    assert "it has 'channel', which the first file does not" in str(spark_error.value)
+    local, on_spark = _refusals(spark, folder, folder, trained, config, tmp_path)
+    assert on_spark == local
+    assert "it has 'channel', which the first file does not" in on_spark
 
 
 def test_a_csv_file_at_a_uri_is_read_by_intakes_own_reading_with_the_same_tags_and_diagnoses(
@@ -175,13 +184,10 @@ def test_a_csv_file_at_a_uri_is_read_by_intakes_own_reading_with_the_same_tags_a
                             customers=customers.as_uri()), local)
 
     broken = _broken_csv(orders, tmp_path / "broken.csv", "not utf-8")
-    with pytest.raises(IntakeError) as local_error:
-        score(broken, AS_OF, tmp_path / "local2.parquet", config, bundle=trained.bundle, model_version="test")
-    with pytest.raises(IntakeError) as spark_error:
-        score_on_spark(broken.as_uri(), AS_OF, tmp_path / "spark_tags2", config, bundle=trained.bundle,
-                       model_version="test", spark=spark, partitions=2)
-    assert broken.as_uri() in str(spark_error.value) and "not UTF-8" in str(spark_error.value)
-    assert str(spark_error.value).replace(broken.as_uri(), str(broken)) == str(local_error.value)
+    (tmp_path / "broken").mkdir()
+    local, on_spark = _refusals(spark, broken, broken.as_uri(), trained, config, tmp_path / "broken")
+    assert broken.as_uri() in on_spark and "not UTF-8" in on_spark
+    assert on_spark.replace(broken.as_uri(), str(broken)) == local
 
 
 def _bad_orders(shop: Path, folder: Path) -> Path:
@@ -265,14 +271,10 @@ def _broken_csv(orders: pd.DataFrame, path: Path, how: str) -> Path:
 def test_csv_line_diagnoses_on_spark_are_the_embedded_paragraphs_word_for_word(
         spark, shop: Path, trained: TrainResult, config: Config, tmp_path: Path, how: str) -> None:
     path = _broken_csv(pd.read_parquet(shop / "orders.parquet"), tmp_path / "orders.csv", how)
-    with pytest.raises(IntakeError) as local_error:
-        score(path, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test")
-    with pytest.raises(IntakeError) as spark_error:
-        score_on_spark(path, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
-                       spark=spark, partitions=2)
-    assert str(spark_error.value) == str(local_error.value)
+    local, on_spark = _refusals(spark, path, path, trained, config, tmp_path)
+    assert on_spark == local
     assert {"long line": "MB long", "not utf-8": "not UTF-8", "blank header": "first line is blank",
-            "ragged rows": "cannot be split"}[how] in str(spark_error.value)
+            "ragged rows": "cannot be split"}[how] in on_spark
 
 
 def test_a_duckdb_database_gives_the_same_paragraph_quarantine_and_tags(
@@ -288,13 +290,8 @@ def test_a_duckdb_database_gives_the_same_paragraph_quarantine_and_tags(
         con.execute("CREATE TABLE sales AS SELECT * FROM picked")
         con.execute("CREATE TABLE people AS SELECT * FROM registered")
     source, customers = f"{database}:sales", f"{database}:people"
-    with pytest.raises(IntakeError) as local_error:
-        score(source, AS_OF, tmp_path / "local.parquet", config, bundle=trained.bundle, model_version="test",
-              customers=customers)
-    with pytest.raises(IntakeError) as spark_error:
-        score_on_spark(source, AS_OF, tmp_path / "spark_tags", config, bundle=trained.bundle, model_version="test",
-                       spark=spark, partitions=2, customers=customers)
-    assert str(spark_error.value) == str(local_error.value) and "rows 8, 902" in str(local_error.value)
+    local, on_spark = _refusals(spark, source, source, trained, config, tmp_path, customers=customers)
+    assert on_spark == local and "rows 8, 902" in local
     local = _local(source, tmp_path / "local.parquet", trained, config, customers=customers,
                    quarantine=tmp_path / "local_bad.csv")
     assert_same_tags(_spark(spark, source, tmp_path / "spark_tags", trained, config, partitions=2,
