@@ -406,8 +406,14 @@ class Reloading:
         self.stamp = reload_stamp()
         self._seen = _stamp_of(self.stamp)
         self._lock = threading.Lock()
-        self.state = ServiceState.load()
+        self.state = self._load()
+
+    @staticmethod
+    def _load() -> ServiceState:
+        """The configured state, loaded, with everything loaded so far frozen out of full GC passes."""
+        state = ServiceState.load()
         _freeze_loaded()
+        return state
 
     def current(self) -> ServiceState:
         """The state to answer this request from; reloads first when another worker has reloaded."""
@@ -417,8 +423,7 @@ class Reloading:
                 if seen != self._seen:
                     self._seen = seen
                     try:
-                        self.state = ServiceState.load()
-                        _freeze_loaded()
+                        self.state = self._load()
                     except Exception:  # noqa: BLE001 - the worker keeps answering from what it has
                         logging.getLogger("lifetag").exception("reload after another worker's failed; kept %s",
                                                                self.state.version)
@@ -429,9 +434,8 @@ class Reloading:
         (a LifetagError) leaves the current state answering."""
         with self._lock:
             before = self.state
-            after = ServiceState.load()
+            after = self._load()
             self.state = after
-            _freeze_loaded()
             self.stamp.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.stamp.with_name(f".{self.stamp.name}.{os.getpid()}.tmp")
             temporary.write_text(json.dumps({"model_version": after.version, "pid": os.getpid(),
