@@ -63,6 +63,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from benchmarks.common import BenchmarkError, console_script, gb, machine_busy_seconds  # noqa: E402
+from serving.allocator import loaded_allocator  # noqa: E402
 
 __all__ = [
     "GOALS", "Phase", "PhaseResult", "Server", "TreeMemory", "free_port", "main", "phases", "run_phase", "served",
@@ -334,11 +335,14 @@ class TreeMemory(threading.Thread):
         return total
 
     def breakdown(self) -> list[tuple[str, int]]:
-        """Each process of the tree now: a short label (pid and role) and its RSS."""
+        """Each process of the tree now: a short label (pid, role and a worker's allocator) and its RSS."""
         rows = []
         for process in process_tree(self.root.pid):
             try:
-                rows.append((f"{process.pid} {_role(process.cmdline())}", process.memory_info().rss))
+                role = _role(process.cmdline())
+                if role == "worker":  # `lifetag serve` preloads jemalloc when the machine has it (serving.allocator)
+                    role += f" ({loaded_allocator(process.pid)})"
+                rows.append((f"{process.pid} {role}", process.memory_info().rss))
             except psutil.NoSuchProcess:
                 pass
         return rows

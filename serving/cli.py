@@ -366,6 +366,7 @@ def serve(
 ) -> None:
     """Serve tags over HTTP: BentoML's own server running serving.service:LifetagService."""
     from features.engine import lifetag_home
+    from serving.allocator import server_env
     from serving.bundle import load_model
     from serving.service import Snapshot
 
@@ -387,6 +388,8 @@ def serve(
     env["LIFETAG_WORKERS"] = str(workers)
     # One file per server, touched by the worker that reloads, so its other workers follow (serving.service).
     env["LIFETAG_RELOAD_STAMP"] = str((lifetag_home() / "service" / f"reload-{os.getpid()}").resolve())
+    env, allocator = server_env(env)
+    console.print(f"memory allocator of the workers: {allocator}")
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     # The server replaces this process, so signals (Ctrl-C, a supervisor's SIGTERM) reach BentoML directly.
     os.execvpe(bentoml, [bentoml, "serve", "serving.service:LifetagService", "--host", host, "--port", str(port)], env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def test_a_tiny_run_measures_both_services_side_by_side_and_writes_last_json(
         assert [phases[p]["calls"] for p in ("tags sequential", "tags 4 clients", "tags 16 clients")] == [30, 40, 40]
         assert all(phase["errors"] == 0 for phase in phases.values()), phases
         assert service["peak_rss_bytes"] >= service["serving_rss_bytes"] > 0 and service["ready_seconds"] > 0
-        assert any(p["process"].endswith("worker") for p in service["processes"]), service["processes"]
+        # Each worker says which allocator it runs on (`lifetag serve` preloads jemalloc where the machine has it).
+        assert any(re.fullmatch(r"\d+ worker \((jemalloc|system)\)", p["process"]) for p in service["processes"]), \
+            service["processes"]
         assert phases["tags sequential"]["server_cpu_seconds"] is not None and service["serving_pss_bytes"] > 0
         assert not _listening(service["port"]), f"the {name} server still listens"
     lifetag = figures["services"]["lifetag"]
