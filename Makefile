@@ -40,10 +40,12 @@ $(DEMO)/trained: $(DEMO)/shop/customers.parquet
 	$(BIN)/lifetag train --orders $(DEMO)/shop/orders.parquet --customers $(DEMO)/shop/customers.parquet --as-of 2025-01-01 --trials 2
 	touch $@
 
-# The report test renders the HTML report in headless Chromium: installed here when missing (Debian's package).
+# Debian packages tests need, installed here when missing: Chromium (the report test renders the HTML report),
+# Java (the Spark tests), jemalloc (the service's workers run on it).
 test: venv
 	@bash .ci/install-chromium
 	@bash .ci/install-java
+	@bash .ci/install-jemalloc
 	$(BIN)/python -m pytest -q
 
 clean:
