@@ -23,7 +23,8 @@ import pandas as pd
 from configs.errors import LifetagError
 from features.clv import ClvBaseline, add_bg_columns
 
-__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS", "load_model"]
+__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS", "booster_predict",
+           "load_model"]
 
 OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
@@ -133,6 +134,17 @@ class Calibrator:
         return np.interp(raw, self.x, self.y)
 
 
+# A request's few rows: waking LightGBM's OpenMP threads costs more than predicting them on one.
+_FEW_ROWS = 64
+
+
+def booster_predict(booster: lgb.Booster, matrix: pd.DataFrame | np.ndarray, **kwargs: Any) -> np.ndarray:
+    """`booster.predict(matrix, **kwargs)`, on one thread when `matrix` has a few rows (same numbers)."""
+    if len(matrix) <= _FEW_ROWS:
+        kwargs["num_threads"] = 1
+    return booster.predict(matrix, **kwargs)
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -207,12 +219,12 @@ class TargetModel:
     def unscaled_predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
         """The boosters' own predictions, before the LTV level factor."""
         if self.kind == "hurdle":
-            return self.booster("buy").predict(matrix) * self.booster("value").predict(matrix)
+            return booster_predict(self.booster("buy"), matrix) * booster_predict(self.booster("value"), matrix)
         booster = self.booster("main")
         offset = self.init_score(bg)
         if offset is None:
-            return booster.predict(matrix)
-        score = booster.predict(matrix, raw_score=True) + offset
+            return booster_predict(booster, matrix)
+        score = booster_predict(booster, matrix, raw_score=True) + offset
         return 1 / (1 + np.exp(-score)) if self.target != "ltv" else np.exp(score)
 
     def predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:

@@ -25,7 +25,7 @@ from features.behaviour import as_timestamp
 from features.engine import repr_ident
 from features.expressions import ExpressionRefused, ExpressionSyntaxError, check_expression, sandbox, sandbox_cursor
 from features.segments import RfmCutPoints, rfm_scores, rfm_segment
-from serving.bundle import Bundle
+from serving.bundle import Bundle, booster_predict
 
 __all__ = [
     "OUTPUT_DOCS", "REASON_PHRASES", "REGISTERED_STAGE", "TEXT_PHRASES", "ScoringError", "arrow_table", "check_feature_columns",
@@ -360,7 +360,7 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame | np.ndarray, enriched: pd.Data
     if model is None or "explain" not in model.boosters:
         return _phrases("recency_days", enriched)
     attributes = _attributes_of(bundle)
-    contributions = model.booster("explain").predict(matrix, pred_contrib=True)[:, :-1]
+    contributions = booster_predict(model.booster("explain"), matrix, pred_contrib=True)[:, :-1]
     names = bundle.spec.columns
     # Features that say the same thing in words are one driver: pool their contributions into the
     # first of the group (recency, overdue ratio and last gap; all the BG/NBD pattern columns).

@@ -17,7 +17,7 @@ from configs.schema import Config, load_config
 from features.behaviour import customers_view, orders_view, registered_relation
 from features.engine import connect
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation
-from serving.bundle import REBUY_FILE, Bundle, BundleError
+from serving.bundle import REBUY_FILE, Bundle, BundleError, booster_predict
 from serving.scoring import ScoreResult, score
 from serving.tags import OUTPUT_DOCS, tag_rows
 from training.pipeline import TrainResult, fit_bundle
@@ -253,6 +253,9 @@ def test_the_boosters_array_inputs_predict_exactly_what_the_frame_predicts(
             booster = model.booster(name)
             kwargs = {"pred_contrib": True} if name == "explain" else {"raw_score": True}
             np.testing.assert_array_equal(booster.predict(inputs, **kwargs), booster.predict(matrix, **kwargs))
+            # A few rows go through LightGBM on one thread (booster_predict): the same numbers as in a big batch.
+            np.testing.assert_array_equal(booster_predict(booster, inputs[:3], **kwargs),
+                                          booster_predict(booster, inputs, **kwargs)[:3])
             compared += 1
     assert compared >= 3
     pd.testing.assert_frame_equal(bundle.predict_enriched(enriched, inputs), bundle.predict_enriched(enriched, matrix))
