@@ -18,6 +18,8 @@ __all__ = ["average_boosters", "member_seeds"]
 _TREE = re.compile(r"^Tree=\d+$", re.MULTILINE)
 _END = "end of trees"
 _SCALED = ("leaf_value=", "internal_value=")
+# Header lines that differ between members of one bag: tree sizes, and the ranges of binned samples.
+_VARYING = re.compile(r"^(tree_sizes|feature_infos)=.*\n", re.MULTILINE)
 
 
 def member_seeds(seed: int, members: int) -> list[int]:
@@ -62,11 +64,30 @@ def average_boosters(model_texts: list[str]) -> str:
     if len(model_texts) == 1:
         return model_texts[0]
     parts = [_split(text) for text in model_texts]
-    headers = {re.sub(r"^tree_sizes=.*\n", "", p[0], flags=re.MULTILINE) for p in parts}
+    headers = {_VARYING.sub("", p[0]) for p in parts}
     if len(headers) > 1:
         raise ValueError("boosters of one bag must share objective and features (their model headers differ)")
     factor = 1.0 / len(parts)
     trees = [tree for _, member_trees, _ in parts for tree in member_trees]
     body = "".join(_scaled_tree(tree, n, factor) for n, tree in enumerate(trees))
-    merged = headers.pop() + body + parts[0][2]
-    return lgb.Booster(model_str=merged).model_to_string()
+    header = _VARYING.sub("", parts[0][0]).rstrip("\n") + "\n" + _feature_infos([p[0] for p in parts]) + "\n\n"
+    return lgb.Booster(model_str=header + body + parts[0][2]).model_to_string()
+
+
+def _feature_infos(headers: list[str]) -> str:
+    """The members' `feature_infos` line as one: each numeric feature's widest [min:max], each categorical
+    feature's categories of every member. They differ where LightGBM bins a sample of the rows (more than
+    `bin_construct_sample_cnt`), drawn with the member's seed; the trees' thresholds are values, not bins,
+    so predictions do not depend on them."""
+    members = [re.search(r"^feature_infos=(.*)$", h, re.MULTILINE).group(1).split(" ") for h in headers]
+    merged = []
+    for infos in zip(*members):
+        known = [i for i in infos if i != "none"]
+        if not known:
+            merged.append("none")
+        elif known[0].startswith("["):
+            ranges = [tuple(float(x) for x in i[1:-1].split(":")) for i in known]
+            merged.append(f"[{min(r[0] for r in ranges)!r}:{max(r[1] for r in ranges)!r}]")
+        else:
+            merged.append(":".join(dict.fromkeys(c for i in known for c in i.split(":"))))
+    return "feature_infos=" + " ".join(merged)
