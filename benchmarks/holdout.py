@@ -163,6 +163,9 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                         _set("training", ltv_models=["tweedie", "hurdle", "tweedie_bgnbd_offset"])),
     "ltv_validation_choice": ("LTV: chosen on the validation cut-off", _set("training", ltv_choice="validation")),
     "ltv_level_gap": ("LTV level: the one closest over the gap", _set("training", ltv_level="gap")),
+    "bag_1": ("one booster per chosen model, no seed bagging (before)", _set("training", bag_members=1)),
+    "bag_3": ("seed bagging: each chosen model the average of 3 boosters", _set("training", bag_members=3)),
+    "bag_5": ("seed bagging: each chosen model the average of 5 boosters", _set("training", bag_members=5)),
 }
 
 

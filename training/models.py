@@ -1,7 +1,7 @@
 """LightGBM models for churn, repurchase and LTV: fitting, and the two LTV formulations (Tweedie, hurdle)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from serving.bundle import FeatureSpec, TargetModel
+from training.bagging import average_boosters, member_seeds
 from training.dataset import Target
 
-__all__ = ["DEFAULT_PARAMS", "FittedModel", "fit_target_model", "lgb_params", "model_features"]
+__all__ = ["DEFAULT_PARAMS", "FittedModel", "bag_fitted_model", "fit_target_model", "lgb_params", "model_features"]
 
 # Conservative defaults: shallow-ish trees with many examples per leaf generalise across shops.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -101,3 +102,21 @@ def fit_target_model(
                         {"buy": buy.model_to_string(), "value": value.model_to_string()})
     raw = buy.predict(X_valid) * value.predict(X_valid)
     return FittedModel(model, raw, _importance(buy).add(_importance(value), fill_value=0).sort_values(ascending=False))
+
+
+def bag_fitted_model(
+    fitted: FittedModel, target: Target, kind: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
+    params: dict[str, Any], rounds: int, seed: int, members: int, offset: str = "none", threads: int = 0,
+) -> FittedModel:
+    """`fitted` (fit_target_model with `seed`) as a bag of `members` models: the others fitted alike with
+    seeds derived from `seed` (training.bagging.member_seeds), each booster averaged with its
+    counterparts on the link scale into one booster (average_boosters). One member returns `fitted`."""
+    if members <= 1 or fitted.model.kind not in ("lgbm", "hurdle"):
+        return fitted
+    others = [fit_target_model(target, kind, spec, train, valid, params, rounds, s, offset, threads)
+              for s in member_seeds(seed, members)[1:]]
+    bag = [fitted, *others]
+    boosters = {name: average_boosters([m.model.boosters[name] for m in bag]) for name in fitted.model.boosters}
+    model = replace(fitted.model, boosters=boosters, _loaded={})
+    importance = pd.concat([m.importance for m in bag], axis=1).fillna(0).mean(axis=1).sort_values(ascending=False)
+    return FittedModel(model, model.unscaled_predict(spec.matrix(valid), valid), importance)

@@ -24,7 +24,8 @@ from training.evaluate import (classifier_metrics, gini_difference_interval, log
                                ltv_metrics)
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
 from training.history import History, embedded_history, span_of
-from training.models import DEFAULT_PARAMS, FittedModel, fit_target_model, model_features, train_booster
+from training.models import (DEFAULT_PARAMS, FittedModel, bag_fitted_model, fit_target_model, model_features,
+                             train_booster)
 from training.tuning import TuningResult, subsample_customers, time_folds, tune
 
 __all__ = ["TargetResult", "TrainingError", "TrainResult", "default_training_as_of", "fit_bundle", "validation_score"]
@@ -309,11 +310,13 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
     variants = {"binary": "none", "binary_bgnbd_offset": "bgnbd"} if config.training.bgnbd_offset else {"binary": "none"}
     candidates: dict[str, FittedModel] = {}
     checks: dict[str, dict[str, float]] = {}
+    fits: dict[str, tuple[str, dict[str, Any], int]] = {}
     folds = _target_gap_folds(target, train, valid)
     for name, offset in variants.items():
         for suffix, (params, rounds) in _parameter_sets(tuning).items():
             kept, checks[name + suffix] = _gap_rounds(target, offset, spec, train, valid, params, rounds, config,
                                                       folds)
+            fits[name + suffix] = (offset, params, kept)
             candidates[name + suffix] = (
                 fit_target_model(target, "lgbm", spec, train, valid, params, kept, seed, offset,
                                  config.engine.threads or 0)
@@ -325,7 +328,9 @@ def _choose_classifier(target: Target, spec: FeatureSpec, train: pd.DataFrame, v
         anchored = {name + suffix for name, offset in variants.items() if offset == "bgnbd"
                     for suffix in _parameter_sets(tuning)}
         best = _anchored_unless_clearly_beaten(best, anchored, candidates, scores, outcome, seed)
-    chosen = candidates[best]
+    offset, params, kept = fits[best]
+    chosen = bag_fitted_model(candidates[best], target, "lgbm", spec, train, valid, params, kept, seed,
+                              config.training.bag_members, offset, config.engine.threads or 0)
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores, chosen=best, rounds_check=checks[best])
     _calibrate(result, chosen, valid, config.training.calibration)
@@ -477,6 +482,10 @@ def _choose_ltv_model(target: Target, spec: FeatureSpec, train: pd.DataFrame, va
         best = _choose_over_gap(scores, gap, anchored, seed)
     else:
         best = max(scores, key=lambda k: (round(scores[k]["gini_normalised"], 3), -abs(np.log(scores[k]["total_ratio"]))))
+    if best in plan:  # the chosen learned model as a seed bag (training.bag_members), before its level is set
+        kind, offset, params, rounds = plan[best]
+        candidates[best] = bag_fitted_model(candidates[best], target, kind, spec, train, valid, params, rounds, seed,
+                                            config.training.bag_members, offset, config.engine.threads or 0)
     chosen = candidates[best]
     result = TargetResult(target, chosen.model, cutoffs, tuning=tuning, importance=chosen.importance,
                           candidates=scores, chosen=best, rounds_check=checks.get(best, {}))

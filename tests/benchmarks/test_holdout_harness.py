@@ -82,3 +82,11 @@ def test_the_cut_off_plan_variants_move_only_the_targets_they_name() -> None:
     assert before.cutoff_plan("repurchase") == before.cutoff_plan("churn") == shipped.cutoff_plan("churn")
     assert VARIANTS["last_year"][1](_shop_config(SHOPS[1])).training.cutoff_plan("churn").last_year
     assert VARIANTS["classifier_margin"][1](_shop_config(SHOPS[1])).training.classifier_choice == "margin"
+
+
+def test_the_bagging_variants_set_the_member_count_and_shipped_bags_three() -> None:
+    from benchmarks.holdout import _shop_config
+
+    members = {name: {VARIANTS[name][1](_shop_config(shop)).training.bag_members for shop in SHOPS[:2]}
+               for name in ("shipped", "bag_1", "bag_3", "bag_5")}
+    assert members == {"shipped": {3}, "bag_1": {1}, "bag_3": {3}, "bag_5": {5}}
