@@ -46,6 +46,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import secrets  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -130,6 +131,9 @@ class PhaseResult:
     server_cpu_seconds: float = math.nan  # the server's whole tree, during the timed calls
     load_cpu_seconds: float = math.nan  # the load generator's own process
     other_cpu_seconds: float = math.nan  # the rest of the machine (other jobs); NaN off Linux
+    # The server's own time per answer (the sum of its Server-Timing durations), where it says: what is
+    # left of a latency is HTTP, the framework and the load generator.
+    server_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def other_cores(self) -> float:
@@ -145,6 +149,14 @@ class PhaseResult:
         return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.nan
 
     @property
+    def server_p50_ms(self) -> float:
+        return float(np.percentile(self.server_ms, 50)) if self.server_ms else math.nan
+
+    @property
+    def server_p99_ms(self) -> float:
+        return float(np.percentile(self.server_ms, 99)) if self.server_ms else math.nan
+
+    @property
     def req_per_s(self) -> float:
         return self.calls / self.seconds if self.seconds > 0 else math.nan
 
@@ -152,6 +164,7 @@ class PhaseResult:
         """The JSON-ready figures (no raw latencies)."""
         return {"clients": self.clients, "calls": self.calls, "errors": self.errors, "seconds": round(self.seconds, 3),
                 "p50_ms": _round(self.p50_ms), "p99_ms": _round(self.p99_ms), "req_per_s": _round(self.req_per_s),
+                "server_p50_ms": _round(self.server_p50_ms), "server_p99_ms": _round(self.server_p99_ms),
                 "server_cpu_seconds": _round(self.server_cpu_seconds),
                 "load_cpu_seconds": _round(self.load_cpu_seconds),
                 "other_cores": _round(self.other_cores), "stopped_by_time": self.stopped_by_time,
@@ -174,6 +187,7 @@ class _Tally:
         self.calls = calls
         self.deadline = deadline
         self.latencies: list[float] = []
+        self.server_ms: list[float] = []
         self.errors: list[str] = []
         self.stopped_by_time = False
 
@@ -197,22 +211,28 @@ def _connect(port: int) -> http.client.HTTPConnection:
     return connection
 
 
-def _post(connection: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+_DURATION = re.compile(r"dur=([0-9.]+)")
+
+
+def _post(connection: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
+          ) -> tuple[int, bytes, float | None]:
+    """Status, body and the server's own milliseconds (its Server-Timing durations summed; None without)."""
     connection.request("POST", path, body, headers)
     response = connection.getresponse()
-    return response.status, response.read()
+    durations = _DURATION.findall(response.getheader("Server-Timing") or "")
+    return response.status, response.read(), sum(map(float, durations)) if durations else None
 
 
 def _client(port: int, phase: Phase, headers: dict[str, str], tally: _Tally, start: threading.Barrier) -> None:
     """One keep-alive connection making calls until the tally says stop; a failed connection is replaced."""
-    latencies, errors = [], []
+    latencies, server_ms, errors = [], [], []
     connection: http.client.HTTPConnection | None = None
     start.wait()
     while (i := tally.take()) is not None:
         began = time.perf_counter()
         try:
             connection = connection or _connect(port)
-            status, payload = _post(connection, phase.path, phase.bodies[i % len(phase.bodies)], headers)
+            status, payload, server = _post(connection, phase.path, phase.bodies[i % len(phase.bodies)], headers)
         except (OSError, http.client.HTTPException) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
             if connection is not None:
@@ -222,12 +242,15 @@ def _client(port: int, phase: Phase, headers: dict[str, str], tally: _Tally, sta
         elapsed_ms = (time.perf_counter() - began) * 1000
         if 200 <= status < 300:
             latencies.append(elapsed_ms)
+            if server is not None:
+                server_ms.append(server)
         else:
             errors.append(f"HTTP {status}: {payload[:300].decode(errors='replace')}")
     if connection is not None:
         connection.close()
     with tally.lock:
         tally.latencies.extend(latencies)
+        tally.server_ms.extend(server_ms)
         tally.errors.extend(errors)
 
 
@@ -254,7 +277,7 @@ def run_phase(port: int, phase: Phase, headers: dict[str, str], server_pid: int 
     server_cpu, load_cpu, machine_busy = (after - before for after, before in zip(_cpu_now(server_pid), cpu_before))
     return PhaseResult(phase.name, phase.clients, len(tally.latencies) + len(tally.errors), len(tally.errors),
                        seconds, tally.latencies, tally.errors[:3], tally.stopped_by_time,
-                       server_cpu, load_cpu, machine_busy - server_cpu - load_cpu)
+                       server_cpu, load_cpu, machine_busy - server_cpu - load_cpu, tally.server_ms)
 
 
 def _cpu_now(server_pid: int | None) -> tuple[float, float, float]:
@@ -606,7 +629,7 @@ def _check_tags_answer(port: int, headers: dict[str, str], fixture: Fixture, nam
     """One /tags call outside the timings: a sampled id must come back as a tag row, or the load measures nothing."""
     connection = _connect(port)
     try:
-        status, payload = _post(connection, "/tags", json.dumps({"customer_ids": [fixture.ids[0]]}).encode(), headers)
+        status, payload, _ = _post(connection, "/tags", json.dumps({"customer_ids": [fixture.ids[0]]}).encode(), headers)
     finally:
         connection.close()
     tags = json.loads(payload).get("tags") if status == 200 else None
@@ -618,7 +641,7 @@ def _check_tags_answer(port: int, headers: dict[str, str], fixture: Fixture, nam
 def _score_status(port: int, headers: dict[str, str], body: bytes) -> tuple[int, str]:
     connection = _connect(port)
     try:
-        status, payload = _post(connection, "/score", body, headers)
+        status, payload, _ = _post(connection, "/score", body, headers)
     finally:
         connection.close()
     return status, payload[:300].decode(errors="replace")
@@ -653,8 +676,10 @@ def measure(server: Server, load: LoadProcess, fixture: Fixture, args: argparse.
 def _announce(result: PhaseResult, service: str) -> PhaseResult:
     """Print one line of a finished phase (the table comes at the end)."""
     stopped = " (stopped by time)" if result.stopped_by_time else ""
+    inside = (f" (in the server p50 {result.server_p50_ms:.1f}, p99 {result.server_p99_ms:.1f})"
+              if result.server_ms else "")
     print(f"  {service:<8} {result.phase:<17} {result.calls:>6,} calls, {result.errors} errors, "
-          f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.req_per_s:.0f} req/s; "
+          f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms{inside}, {result.req_per_s:.0f} req/s; "
           f"CPU s server {result.server_cpu_seconds:.1f}, load {result.load_cpu_seconds:.1f}, "
           f"other cores busy {result.other_cores:.2f}{stopped}", flush=True)
     for error in result.first_errors:

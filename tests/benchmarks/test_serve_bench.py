@@ -84,6 +84,9 @@ def test_a_tiny_run_measures_both_services_side_by_side_and_writes_last_json(
     if lifetag["skipped"]:
         assert "POST /score answers 404" in printed and lifetag["skipped"] == ["score sequential", "score 4 clients"]
     else:
-        assert lifetag["phases"]["score sequential"]["calls"] == 10
+        scored = lifetag["phases"]["score sequential"]
+        # The server's own time (its Server-Timing header) is part of each latency, never more.
+        assert scored["calls"] == 10 and 0 < scored["server_p50_ms"] <= scored["p99_ms"], scored
+        assert figures["services"]["trivial"]["phases"]["score sequential"]["server_p50_ms"] is None
     assert figures["snapshot"]["rows"] == 1500 and {g["goal"] for g in figures["goals"]} >= {"zero errors"}
     assert "lifetag / trivial" in printed and "tags 16 clients" in printed

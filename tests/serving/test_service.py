@@ -3,6 +3,7 @@ ASGI app in process (the real-server integration test comes with the rest of iss
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -219,6 +220,9 @@ def test_score_over_http_tags_the_orders_sent_as_the_nightly_run_did(
         for line in orders[orders["customer_id"] == c].to_dict("records")]} for c in ids]
     answer = client.post("/score", json={"as_of": "2024-09-01", "customers": customers}, headers=AUTH)
     assert answer.status_code == 200, answer.text
+    # Where the time went (W3C Server-Timing): tagging, then the rows as JSON, in milliseconds.
+    timing = re.fullmatch(r"tag;dur=(\d+\.\d), rows;dur=(\d+\.\d)", answer.headers["server-timing"])
+    assert timing and float(timing[1]) > 0, answer.headers["server-timing"]
     body = answer.json()
     assert body["as_of"] == "2024-09-01" and [r["customer_id"] for r in body["tags"]] == ids
     for row in body["tags"]:
