@@ -333,11 +333,11 @@ class Bundle:
     def predict_enriched(self, enriched: pd.DataFrame, matrix: pd.DataFrame | np.ndarray) -> pd.DataFrame:
         """`predict` for features that already carry the `bg_*` columns, with their model matrix (or its
         `inputs`)."""
-        out = pd.DataFrame({"customer_id": enriched["customer_id"].astype(str)})
-        for model in self.models.values():
-            out[_output(model.target)] = model.predict(matrix, enriched)
-        out["ltv"] = np.clip(out["ltv"], 0, None)
-        return out[["customer_id", *OUTPUTS]]
+        predicted = {_output(model.target): model.predict(matrix, enriched) for model in self.models.values()}
+        predicted["ltv"] = np.clip(predicted["ltv"], 0, None)
+        # Gathered, then framed once: column by column on a frame was a thirtieth of tagging one customer online.
+        return pd.DataFrame({"customer_id": enriched["customer_id"].astype(str),
+                             **{column: predicted[column] for column in OUTPUTS}})
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write bundle.json and one LightGBM text file per booster into `folder`."""
