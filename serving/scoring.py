@@ -98,7 +98,7 @@ def _batches(con: duckdb.DuckDBPyConnection, query: str, batch: int, streamed: b
             warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
             table = con.execute(query).to_arrow_table()
         if table.num_rows:
-            # Without Arrow's thread pool: waking its threads for a few rows cost five times the conversion.
+            # Without Arrow's thread pool: for a few rows, waking its threads costs more than the conversion.
             yield table.to_pandas(use_threads=False)
         return
     # The relation's reader streams; nothing else may run on its connection until it has been read out.
