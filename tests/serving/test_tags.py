@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,7 +18,7 @@ from configs.schema import Config, load_config
 from features.behaviour import customers_view, orders_view, registered_relation
 from features.engine import connect
 from features.scenarios import learn_rebuy_intervals, tag_inputs_relation
-from serving.bundle import REBUY_FILE, Bundle, BundleError, booster_predict
+from serving.bundle import REBUY_FILE, Bundle, BundleError, FeatureSpec, booster_predict
 from serving.scoring import ScoreResult, score
 from serving.tags import OUTPUT_DOCS, tag_rows
 from training.pipeline import TrainResult, fit_bundle
@@ -230,8 +231,6 @@ def test_the_boosters_array_inputs_predict_exactly_what_the_frame_predicts(
         trained: TrainResult, shop: Path, tag_config: Config) -> None:
     """`Bundle.inputs` hands LightGBM the array it would make of the model frame itself: every booster's
     predictions (and the explainer's contributions) are equal to the last bit, unseen categories included."""
-    import numpy as np
-
     bundle = trained.bundle
     assert bundle.spec.categorical, "the test needs a model with categorical inputs"
     con = connect(tag_config.engine)
@@ -259,3 +258,20 @@ def test_the_boosters_array_inputs_predict_exactly_what_the_frame_predicts(
             compared += 1
     assert compared >= 3
     pd.testing.assert_frame_equal(bundle.predict_enriched(enriched, inputs), bundle.predict_enriched(enriched, matrix))
+
+
+def test_array_codes_a_category_as_the_matrix_does_whatever_the_values_are() -> None:
+    """FeatureSpec.array's codes equal those of matrix()'s categoricals: values compared as text, missing
+    ones (None, NaN, pd.NA) and ones unseen in training NaN, for object, text and number columns."""
+    spec = FeatureSpec(numeric=["x"], categorical={"channel": ["1", "1.5", "app", "web"], "level": ["2", "gold"]})
+    frame = pd.DataFrame({
+        "x": [0.5, np.nan, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        "channel": pd.Series([1, "app", None, np.nan, pd.NA, "shop", "web", 1.5], dtype=object),
+        "level": pd.Series(["gold", None, "2", "silver", "gold", None, "gold", "2"], dtype="str"),
+    })
+    from_matrix = np.column_stack([
+        frame["x"].to_numpy(dtype=float),
+        *[np.where(spec.matrix(frame)[c].cat.codes < 0, np.nan, spec.matrix(frame)[c].cat.codes) for c in ("channel", "level")],
+    ])
+    np.testing.assert_array_equal(spec.array(frame), from_matrix)
+    assert np.isnan(spec.array(frame)[[2, 3, 4, 5], 1]).all() and spec.array(frame)[0, 1] == 0.0
