@@ -23,8 +23,8 @@ import pandas as pd
 from configs.errors import LifetagError
 from features.clv import ClvBaseline, add_bg_columns
 
-__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS", "booster_predict",
-           "load_model"]
+__all__ = ["Bundle", "BundleError", "Calibrator", "FeatureSpec", "LifetagPyfunc", "TargetModel", "OUTPUTS",
+           "booster_predict", "load_model"]
 
 OUTPUTS = ("churn_risk", "repurchase_prob", "ltv")
 BUNDLE_FILE = "bundle.json"
@@ -72,10 +72,9 @@ class FeatureSpec:
         """The model's input columns of `frame`, in model order: float arrays and categoricals."""
         data: dict[str, np.ndarray | pd.Categorical] = dict(self._numeric(frame))
         for column, categories in self.categorical.items():
-            values = frame[column].astype("object").where(frame[column].notna(), None)
-            text = values.map(lambda v: None if v is None else str(v))
-            # Categories unseen in training are missing (pandas will stop doing this silently).
-            data[column] = pd.Categorical(text.where(text.isin(categories), None), categories=categories)
+            codes = _category_codes(frame[column], categories)
+            data[column] = pd.Categorical.from_codes(np.where(np.isnan(codes), -1, codes).astype("int64"),
+                                                     categories=categories)
         return data
 
     def _numeric(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -96,9 +95,9 @@ class FeatureSpec:
 
 
 def _category_codes(values: pd.Series, categories: list[str]) -> np.ndarray:
-    """Each value's position in `categories` (compared as text, as `FeatureSpec.matrix` compares it) as a
-    float; missing and unseen values NaN. The codes of matrix()'s categoricals without building them: a
-    few series operations each, which for one customer cost more than the lookup itself."""
+    """Each value's position in `categories`, compared as text, as a float; missing values and categories
+    unseen in training NaN. The one rule of both `FeatureSpec.array` and `FeatureSpec.matrix` (a lookup:
+    series operations for it cost more than the lookup for one customer)."""
     position = {category: float(i) for i, category in enumerate(categories)}
     missing = values.isna().to_numpy()
     return np.array([np.nan if gone else position.get(str(value), np.nan)

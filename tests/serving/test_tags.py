@@ -275,3 +275,6 @@ def test_array_codes_a_category_as_the_matrix_does_whatever_the_values_are() -> 
     ])
     np.testing.assert_array_equal(spec.array(frame), from_matrix)
     assert np.isnan(spec.array(frame)[[2, 3, 4, 5], 1]).all() and spec.array(frame)[0, 1] == 0.0
+    nan = np.nan
+    np.testing.assert_array_equal(spec.array(frame)[:, 1:], [[0, 1], [2, nan], [nan, 0], [nan, nan], [nan, 1],
+                                                              [nan, nan], [3, 1], [1, 0]])
