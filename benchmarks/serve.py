@@ -142,19 +142,19 @@ class PhaseResult:
 
     @property
     def p50_ms(self) -> float:
-        return float(np.percentile(self.latencies_ms, 50)) if self.latencies_ms else math.nan
+        return _percentile(self.latencies_ms, 50)
 
     @property
     def p99_ms(self) -> float:
-        return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.nan
+        return _percentile(self.latencies_ms, 99)
 
     @property
     def server_p50_ms(self) -> float:
-        return float(np.percentile(self.server_ms, 50)) if self.server_ms else math.nan
+        return _percentile(self.server_ms, 50)
 
     @property
     def server_p99_ms(self) -> float:
-        return float(np.percentile(self.server_ms, 99)) if self.server_ms else math.nan
+        return _percentile(self.server_ms, 99)
 
     @property
     def req_per_s(self) -> float:
@@ -169,6 +169,11 @@ class PhaseResult:
                 "load_cpu_seconds": _round(self.load_cpu_seconds),
                 "other_cores": _round(self.other_cores), "stopped_by_time": self.stopped_by_time,
                 "first_errors": self.first_errors}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The q-th percentile of `values` (NaN when there are none)."""
+    return float(np.percentile(values, q)) if values else math.nan
 
 
 def _round(value: float, digits: int = 2) -> float | None:
@@ -629,7 +634,8 @@ def _check_tags_answer(port: int, headers: dict[str, str], fixture: Fixture, nam
     """One /tags call outside the timings: a sampled id must come back as a tag row, or the load measures nothing."""
     connection = _connect(port)
     try:
-        status, payload, _ = _post(connection, "/tags", json.dumps({"customer_ids": [fixture.ids[0]]}).encode(), headers)
+        body = json.dumps({"customer_ids": [fixture.ids[0]]}).encode()
+        status, payload, _ = _post(connection, "/tags", body, headers)
     finally:
         connection.close()
     tags = json.loads(payload).get("tags") if status == 200 else None

@@ -3,9 +3,10 @@
 Tagging one customer online runs a dozen small DuckDB statements; parsing, binding and planning them
 makes and frees tens of thousands of small C++ objects, and glibc's malloc took over a fifth of the CPU
 of running them (perf, the feature query in a loop). With jemalloc a /score call costs about a ninth
-less CPU (in-process, two runs each on this project's 2-core machine: 41.0 -> 36.1 ms). A library cannot be swapped into a running process, so
-`lifetag serve` preloads it into the server it starts (LD_PRELOAD); the workers inherit it. Nothing else
-changes: same answers, same code; without the library the C library's allocator serves, as before.
+less CPU (in-process, two runs each on this project's 2-core machine: 41.0 -> 36.1 ms). A library
+cannot be swapped into a running process, so `lifetag serve` preloads it into the server it starts
+(LD_PRELOAD); the workers inherit it. Nothing else changes: same answers, same code; without the
+library the C library's allocator serves, as before.
 
 LIFETAG_ALLOCATOR: `auto` (default: jemalloc when found), `jemalloc` (required: refuse to start
 without it), `system` (leave the environment as it is).
