@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import duckdb
@@ -103,9 +103,8 @@ def tag_rows(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: str 
     parts = []
     if len(features):
         tags = _buyer_tags(features, bundle, config, as_of, model_version)
-        scored = pd.concat([tags, features[[c for c in features.columns if c not in tags.columns]]
-                            .reset_index(drop=True)], axis=1)
-        parts.append(pd.concat([tags, _apply_scenarios(scored, scenarios)], axis=1))
+        # The expressions see the tags and, beside them, the features (a column of both: the tag's).
+        parts.append(pd.concat([tags, _apply_scenarios(tags, scenarios, beside=features)], axis=1))
     if registered is not None and len(registered):
         tags = _registered_tags(registered, bundle, config, as_of, model_version)
         scored = _with_empty_features(tags, features)
@@ -378,7 +377,9 @@ def reasons(bundle: Bundle, matrix: pd.DataFrame | np.ndarray, enriched: pd.Data
     slots = np.full((n, k), "", dtype=object)
     for j in np.unique(best):
         rows = np.nonzero((best == j).any(axis=1))[0]
-        words = np.asarray(_phrases(names[j], enriched.iloc[rows], attributes), dtype=object)
+        # Every row (always so for one customer): the frame itself, without copying all its columns.
+        chosen_rows = enriched if len(rows) == n else enriched.iloc[rows]
+        words = np.asarray(_phrases(names[j], chosen_rows, attributes), dtype=object)
         for slot in range(k):
             hit = best[rows, slot] == j
             slots[rows[hit], slot] = words[hit]
@@ -435,8 +436,11 @@ def _buyer_tags(features: pd.DataFrame, bundle: Bundle, config: Config, as_of: p
     out["lifecycle_stage"] = lifecycle_stage(enriched, config)
     # Reasons are for the customers marketing acts on: medium or high churn tier; low tier gets none.
     at_risk = np.flatnonzero(out["churn_tier"] != "low")
-    words = reasons(bundle, matrix[at_risk] if isinstance(matrix, np.ndarray) else matrix.iloc[at_risk],
-                    enriched.iloc[at_risk])
+    if len(at_risk) == n:  # every row (often so for one customer): no copies of the frames
+        words = reasons(bundle, matrix, enriched)
+    else:
+        words = reasons(bundle, matrix[at_risk] if isinstance(matrix, np.ndarray) else matrix.iloc[at_risk],
+                        enriched.iloc[at_risk])
     column = np.full(n, None, dtype=object)
     column[at_risk] = words
     out["reasons"] = column
@@ -543,13 +547,22 @@ def check_scenarios(scenarios: dict[str, str], columns: dict[str, str]) -> None:
         con.close()
 
 
-def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataFrame:
-    """One true/false column per scenario tag, for the scored rows of `frame` (expressions checked first)."""
+def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str],
+                     beside: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One true/false column per scenario tag, for the scored rows of `frame` (expressions checked first).
+
+    beside: further columns of the same rows, in the same order (a buyer's features beside their tags),
+        for the columns `frame` lacks; read in place instead of joined into one wide frame first.
+    """
     if not scenarios:
         return pd.DataFrame(index=frame.index)
+    source = {c: frame for c in frame.columns}
+    if beside is not None:
+        for c in beside.columns:
+            source.setdefault(c, beside)
     # check_scenarios has typed them; the parsed check runs again here (cheap: no data) so that no
     # caller can evaluate an unchecked expression.
-    columns = tuple(str(c) for c in frame.columns)
+    columns = tuple(str(c) for c in source)
     for name, expr in scenarios.items():
         try:
             _checked(expr, columns)
@@ -560,9 +573,9 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
     named = {word for expr in scenarios.values() for word in re.findall(r'[A-Za-z_][A-Za-z0-9_]*|"[^"]+"', expr)}
     named |= {word.strip('"') for word in named}
     # (One column at least: an expression naming none still needs the rows.)
-    columns = [c for c in frame.columns if str(c) in named] or list(frame.columns[:1])
+    columns = [c for c in source if str(c) in named] or list(frame.columns[:1])
     # As Arrow (NaN becomes NULL, as DuckDB reads a pandas frame): a third cheaper.
-    scored = arrow_table(frame, columns)
+    scored = arrow_table({c: source[c][c] for c in columns})
     con = sandbox_cursor()
     try:
         con.register("scored", scored)
@@ -576,10 +589,11 @@ def _apply_scenarios(frame: pd.DataFrame, scenarios: dict[str, str]) -> pd.DataF
     return pd.DataFrame({name: np.asarray(flags[name], dtype=bool) for name in scenarios}, index=frame.index)
 
 
-def arrow_table(frame: pd.DataFrame, columns: list[Any] | None = None) -> pa.Table:
-    """`columns` of `frame` (default all) as an Arrow table, each converted as Table.from_pandas converts it
-    (NaN becomes null), without the pandas metadata it also builds: for a few rows that was most of the cost."""
-    columns = list(frame.columns) if columns is None else columns
+def arrow_table(frame: pd.DataFrame | Mapping[Any, pd.Series], columns: list[Any] | None = None) -> pa.Table:
+    """`columns` of `frame` (a frame or {name: series}; default all) as an Arrow table, each converted as
+    Table.from_pandas converts it (NaN becomes null), without the pandas metadata it also builds: for a few
+    rows that was most of the cost."""
+    columns = list(frame.columns if isinstance(frame, pd.DataFrame) else frame) if columns is None else columns
     return pa.Table.from_arrays([pa.array(frame[c], from_pandas=True) for c in columns], names=[str(c) for c in columns])
 
 
