@@ -195,9 +195,10 @@ class TargetModel:
     # "bgnbd": boosting starts from the BG/NBD prediction and learns corrections to it, so the
     # prediction level follows BG/NBD's extrapolation for customers older than any in training.
     offset: Literal["none", "bgnbd"] = "none"
-    # LTV only: a constant factor on every prediction, fixed at training time. 1.0 keeps the model's
-    # own level; otherwise it sets the level of the training population at as_of to BG/NBD +
-    # Gamma-Gamma's, chosen when a long-gap out-of-time check shows the model's level drifts.
+    # LTV only: a constant factor on every prediction, fixed at training time, whatever the kind. 1.0 keeps
+    # the model's own level; otherwise it sets the level of the training population at as_of to BG/NBD +
+    # Gamma-Gamma's, chosen when a long-gap out-of-time check shows the model's level drifts, and/or
+    # carries last year's miss over the same calendar window (training.ltv_last_year_level).
     scale: float = 1.0
     _loaded: dict[str, lgb.Booster] = field(default_factory=dict, repr=False, compare=False)
 
@@ -219,12 +220,12 @@ class TargetModel:
 
     def raw_predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
         """Uncalibrated predictions (probability or value) for one target."""
-        if self.kind == "bgnbd":
-            return self._predict_bgnbd(bg)
         return self.unscaled_predict(matrix, bg) * self.scale
 
     def unscaled_predict(self, matrix: pd.DataFrame, bg: pd.DataFrame) -> np.ndarray:
-        """The boosters' own predictions, before the LTV level factor."""
+        """The model's own predictions (the boosters', or BG/NBD + Gamma-Gamma's), before the LTV level factor."""
+        if self.kind == "bgnbd":
+            return self._predict_bgnbd(bg)
         if self.kind == "hurdle":
             return booster_predict(self.booster("buy"), matrix) * booster_predict(self.booster("value"), matrix)
         booster = self.booster("main")
