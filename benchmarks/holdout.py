@@ -133,6 +133,13 @@ def _shared_plan(*names: str) -> Callable[[Config], Config]:
     return change
 
 
+def _last_year_window(config: Config) -> Config:
+    """Per-customer columns of last year's LTV window (features.last_year_days = [LTV horizon]); none
+    where that horizon is a year or more (the window would be spend_365d)."""
+    h = config.horizons.ltv_days
+    return _set("features", last_year_days=[h] if h < 365 else [])(config)
+
+
 # Ablation steps: name -> (what changes, the change). "shipped" is the settings as they are.
 VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "shipped": ("the defaults", lambda c: c),
@@ -149,6 +156,10 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                   _set("training", last_year_cutoff=True)),
     "last_year_season": ("the year-before cut-off and season features",
                          lambda c: _set("features", season=True)(_set("training", last_year_cutoff=True)(c))),
+    "last_year_window": ("each customer's own orders and spend in last year's LTV window (features.last_year_days)",
+                         _last_year_window),
+    "last_year_window_cutoff": ("those columns and a cut-off a year before as_of",
+                                lambda c: _last_year_window(_set("training", last_year_cutoff=True)(c))),
     "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
                           _set("training", classifier_choice="margin")),
     "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),

@@ -178,6 +178,19 @@ class FeaturesConfig(_Strict):
     trend_days: int = 90
     # The season columns (features.behaviour.season_columns): off until an out-of-time ablation shows they help.
     season: bool = False
+    # Per customer, last year's same calendar window: orders and net spend in the n days from the cut-off
+    # minus 365 days (features.behaviour.last_year_columns), one pair per n. Empty: no such columns.
+    last_year_days: list[int] = Field(default_factory=list)
+
+    @field_validator("last_year_days")
+    @classmethod
+    def _within_a_year(cls, v: list[int]) -> list[int]:
+        wrong = [d for d in v if not 0 < d < 365]
+        if wrong:
+            raise ValueError(f"last_year_days must be day counts from 1 to 364 (a window of 365 or more days from a "
+                             f"year before the cut-off would reach the cut-off: spend_365d is that window); got "
+                             f"{', '.join(map(str, wrong))}")
+        return sorted(set(v))
 
     @field_validator("windows_days")
     @classmethod
