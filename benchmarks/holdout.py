@@ -160,6 +160,8 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                          _last_year_window),
     "last_year_window_cutoff": ("those columns and a cut-off a year before as_of",
                                 lambda c: _last_year_window(_set("training", last_year_cutoff=True)(c))),
+    "ltv_last_year_level": ("LTV level times BG/NBD + GG's miss over the same window a year before as_of",
+                            _set("training", ltv_last_year_level=True)),
     "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
                           _set("training", classifier_choice="margin")),
     "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),

@@ -302,6 +302,10 @@ class TrainingConfig(_Strict):
     # gap (the model's own, BG/NBD's or the offset model's), which "candidates" also falls back to when
     # the gap tells every other fitted candidate apart from the winner.
     ltv_level: Literal["candidates", "gap"] = "candidates"
+    # Where the LTV level shipped is BG/NBD + Gamma-Gamma's and the horizon is under a year: multiply it by
+    # that baseline's actual / predicted total over the same window a year before as_of, when that miss
+    # is 1.5x or more either way (bounded by 3x; training.pipeline._last_year_level).
+    ltv_last_year_level: bool = False
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same

@@ -19,7 +19,7 @@ from features.intake import Intake, IntakeReport
 from features.segments import RfmCutPoints
 from serving.bundle import Bundle, Calibrator, FeatureSpec, TargetModel
 from training.baselines import RecencyBaseline
-from training.dataset import CutoffStore, Target, cross_fitted, plan_cutoffs, targets
+from training.dataset import CutoffStore, Target, cross_fitted, last_year_level_cutoff, plan_cutoffs, targets
 from training.evaluate import (classifier_metrics, gini_difference_interval, log_loss, log_loss_difference_interval,
                                ltv_metrics)
 from training.first_purchase import FirstPurchaseResult, fit_first_purchase
@@ -54,6 +54,9 @@ class TargetResult:
     level_model: TargetModel | None = None
     level_models: list[TargetModel] = field(default_factory=list)  # LTV level "candidates": every candidate
     level_check: dict[str, float] = field(default_factory=dict)  # LTV: the long-gap totals behind `level`
+    # LTV: last year's miss of BG/NBD + Gamma-Gamma over the same calendar window, applied on top of the
+    # level (training.ltv_last_year_level, _last_year_level); 1.0 when off or not applicable.
+    level_factor: float = 1.0
     chosen: str = ""  # the winning candidate, e.g. "binary_bgnbd_offset" or "hurdle/default_params"
     rounds_check: dict[str, float] = field(default_factory=dict)  # rounds kept out of time (_gap_rounds)
     explainer_r2: float | None = None  # churn: how much of the model's log-odds the reasons' additive model explains
@@ -131,6 +134,8 @@ def fit_bundle(
         trials = config.training.trials if trials is None else trials
         prepared = {t.name: _examples_or_fallback(t, plans[t.name], store, config) for t in targets(config)}
         results = _fit_targets(prepared, plans, spec, config, trials, progress)
+        if "ltv" in results and config.training.ltv_last_year_level:
+            _last_year_level(results["ltv"], store, as_of_ts, first_order, config)
         has_signup = table is not None and "signup_ts" in config.customers.columns.mapped() and \
             "signup_ts" not in sources.customers.missing_optional
         first_purchase = fit_first_purchase(con, "_history", table, as_of_ts, first_order, config, has_signup,
@@ -632,6 +637,49 @@ def _choose_ltv_level(target: Target, kind: str, offset: str, spec: FeatureSpec,
     return "+".join(name for name in ratios if name in usable and usable[name] <= closest + LEVEL_TIE_LOG_RATIO), check
 
 
+# Last year's miss is applied only when it is at least this large either way (a factor of 1.5 or 1 / 1.5)
+# and never beyond LAST_YEAR_LEVEL_BOUND. BG/NBD + Gamma-Gamma's total over [as_of - 365 d, + h) against
+# its total over [as_of, + h), on the harness shops' history (horizons of 90 and 180 days): a miss of 1.5x
+# or more a year earlier came back (default 30k 0.65 -> 0.72, 16-month 20k 0.48 -> 0.65, gift Jul-Dec
+# 2.00 -> 2.10), smaller ones did not (10k shop 180 days 0.87 -> 1.01, wholesale 1.10 -> 0.99).
+LAST_YEAR_LEVEL_MIN = 1.5
+LAST_YEAR_LEVEL_BOUND = 3.0
+
+
+def _last_year_level(result: TargetResult, store: CutoffStore, as_of: pd.Timestamp, first_order: pd.Timestamp,
+                     config: Config) -> None:
+    """Set `result.level_factor` to BG/NBD + Gamma-Gamma's actual / predicted total over last year's same
+    window (training.ltv_last_year_level), where the LTV level shipped is BG/NBD's own.
+
+    A residual of the baseline, not the shop's raw season ratio: the shop's growth is already in
+    BG/NBD's prediction (the raw last-year ratio on the gift shop, 4.7, was twice the 2.1 needed), and
+    BG/NBD learns nothing from outcomes, so the cut-off a year back is out of time for it. Applied only
+    when the horizon is under a year (a full year's window has no season to correct, and its cut-off
+    is the latest training one), the history reaches min_history_days before that cut-off, the miss is
+    LAST_YEAR_LEVEL_MIN or more either way, and bounded by LAST_YEAR_LEVEL_BOUND. Said in level_check
+    (logged in MLflow) and the model's note. The factor goes to TargetModel.scale, which serving applies
+    to LightGBM models; BG/NBD + Gamma-Gamma itself (kind "bgnbd") ignores `scale` in
+    serving.bundle.TargetModel.raw_predict today, so there it is recorded but takes effect only once
+    that method multiplies the LTV prediction by it.
+    """
+    target, h = result.target, result.target.horizon_days
+    cutoff = last_year_level_cutoff(as_of, first_order, config)
+    if cutoff is None or not (result.model.kind == "bgnbd" or result.level == "bgnbd"):
+        return
+    examples = store.examples(target, [cutoff])
+    predicted = float(np.nansum(examples[f"bg_ltv_{h}d"].to_numpy(dtype=float)))
+    actual = float(examples["label"].sum())
+    if predicted <= 0 or actual <= 0:
+        return
+    miss = actual / predicted
+    result.level_check["last_year_bgnbd_ratio"] = miss
+    if abs(np.log(miss)) >= np.log(LAST_YEAR_LEVEL_MIN):
+        result.level_factor = float(np.clip(miss, 1 / LAST_YEAR_LEVEL_BOUND, LAST_YEAR_LEVEL_BOUND))
+        result.level_check["last_year_factor"] = result.level_factor
+        result.model.note = (f"{result.model.note}; " if result.model.note else "") + \
+            f"level x{result.level_factor:.3f}: BG/NBD + Gamma-Gamma's miss over the same window last year"
+
+
 def _evaluate(result: TargetResult, train: pd.DataFrame, valid_features: pd.DataFrame) -> None:
     """Model and baselines on the same validation examples (BG/NBD fitted at the validation cut-off)."""
     target, valid = result.target, result.valid
@@ -679,6 +727,8 @@ def _assemble(results: dict[str, TargetResult], spec: FeatureSpec, store: Cutoff
         # `now` already carries the bg_* columns of this very baseline (CutoffStore.features).
         matrix = spec.matrix(now)
         ltv.model.scale = _level_scale(ltv, ltv.model.unscaled_predict(matrix, now), now, matrix)
+    if ltv is not None:
+        ltv.model.scale *= ltv.level_factor
     bundle = Bundle(
         spec=spec,
         models={name: r.model for name, r in results.items()},

@@ -619,3 +619,47 @@ def test_the_candidates_level_is_the_geometric_mean_of_their_totals_and_never_us
     assert _level_scale(result, predicted, features, features) == 1.0
     result.level = "bgnbd"
     assert _level_scale(result, predicted, features, features) == pytest.approx(100.0 / 5.0)
+
+
+@pytest.mark.parametrize("boost", [1.0, 3.0, 5.0], ids=["small miss: none", "applied", "bounded"])
+def test_last_year_level_is_bgnbds_miss_over_the_same_window_a_year_back(small_shop, config, boost) -> None:
+    from features.behaviour import orders_view
+    from features.engine import connect
+    from serving.bundle import TargetModel
+    from training.dataset import CutoffStore, Target
+    from training.pipeline import LAST_YEAR_LEVEL_BOUND, TargetResult, _last_year_level
+
+    as_of, first_order = pd.Timestamp("2024-07-01"), pd.Timestamp("2022-01-01")
+    on = config.model_copy(deep=True)
+    on.horizons.ltv_days, on.training.ltv_last_year_level = 180, True
+    target = Target("ltv", 180, "regressor")
+    # Spend in last year's window multiplied by `boost`: BG/NBD fitted before it cannot know (miss ~0.95 x boost).
+    shop = small_shop[small_shop["order_ts"] < as_of].copy()
+    window = shop["order_ts"].between(as_of - pd.Timedelta(days=365), as_of - pd.Timedelta(days=185), inclusive="left")
+    shop.loc[window, "amount"] *= boost
+    con = connect(on.engine)
+    try:
+        orders_view(con, shop)
+        store = CutoffStore(con, "orders", on)
+        last_year = store.examples(target, [as_of - pd.Timedelta(days=365)])
+        miss = last_year["label"].sum() / last_year["bg_ltv_180d"].sum()
+        bgnbd = TargetResult(target, TargetModel("ltv", 180, "bgnbd"), [])
+        _last_year_level(bgnbd, store, as_of, first_order, on)
+        assert bgnbd.level_check["last_year_bgnbd_ratio"] == pytest.approx(miss)
+        expected = float(np.clip(miss, 1 / LAST_YEAR_LEVEL_BOUND, LAST_YEAR_LEVEL_BOUND)) \
+            if abs(np.log(miss)) >= np.log(1.5) else 1.0
+        assert bgnbd.level_factor == pytest.approx(expected)
+        assert (bgnbd.level_factor == 1.0) == (boost == 1.0) and bgnbd.level_factor <= LAST_YEAR_LEVEL_BOUND
+        # A learned level of its own, a year-long horizon, a history too short, or the switch off: untouched.
+        learned = TargetResult(target, TargetModel("ltv", 180, "lgbm"), [], level="candidates")
+        _last_year_level(learned, store, as_of, first_order, on)
+        off = config.model_copy(deep=True)
+        off.horizons.ltv_days = 180
+        for result, cfg, first in [(learned, on, first_order),
+                                   (TargetResult(target, TargetModel("ltv", 180, "bgnbd"), []), off, first_order),
+                                   (TargetResult(target, TargetModel("ltv", 180, "bgnbd"), []), on,
+                                    pd.Timestamp("2023-06-01"))]:
+            _last_year_level(result, store, as_of, first, cfg)
+            assert result.level_factor == 1.0 and "last_year_factor" not in result.level_check
+    finally:
+        con.close()
