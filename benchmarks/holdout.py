@@ -162,6 +162,8 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                                 lambda c: _last_year_window(_set("training", last_year_cutoff=True)(c))),
     "ltv_last_year_level": ("LTV level times BG/NBD + GG's miss over the same window a year before as_of",
                             _set("training", ltv_last_year_level=True)),
+    "ltv_level_free_rounds": ("LTV Tweedie rounds kept by the level-free loss over the gap",
+                              _set("training", ltv_gap_rounds="level_free")),
     "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
                           _set("training", classifier_choice="margin")),
     "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),

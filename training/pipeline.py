@@ -394,6 +394,25 @@ def tweedie_loss(y: np.ndarray, predicted: np.ndarray, power: float) -> float:
     return float(np.mean(-y * mu ** (1 - power) / (1 - power) + mu ** (2 - power) / (2 - power)))
 
 
+LEVEL_FREE_METRIC = "tweedie_level_free"
+
+
+def level_free_tweedie_loss(y: np.ndarray, predicted: np.ndarray, power: float) -> float:
+    """tweedie_loss of the predictions scaled to the actual total: how well they share it out, whatever
+    their level (training.ltv_gap_rounds "level_free"; the LTV level is set apart, _level_scale)."""
+    total = float(np.sum(predicted))
+    if total <= 0 or not np.isfinite(total):
+        return float("inf")
+    return tweedie_loss(y, predicted * (float(np.sum(y)) / total), power)
+
+
+def _level_free_tweedie(power: float) -> Callable[[np.ndarray, Any], tuple[str, float, bool]]:
+    """A LightGBM eval function (its predictions are on the value scale) for level_free_tweedie_loss."""
+    def evaluate(predicted: np.ndarray, data: Any) -> tuple[str, float, bool]:
+        return LEVEL_FREE_METRIC, level_free_tweedie_loss(data.get_label(), predicted, power), False
+    return evaluate
+
+
 def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFrame, valid: pd.DataFrame,
                 params: dict[str, Any], rounds: int, config: Config,
                 folds: list[tuple[pd.DataFrame, pd.DataFrame]] | None = None) -> tuple[int, dict[str, float]]:
@@ -412,6 +431,9 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
         return rounds, {}
     objective, metric = ("tweedie", "tweedie") if ltv else ("binary", "binary_logloss")
     power = float(params.get("tweedie_variance_power", DEFAULT_PARAMS["tweedie_variance_power"]))
+    level_free = ltv and config.training.ltv_gap_rounds == "level_free"
+    if level_free:
+        metric = LEVEL_FREE_METRIC
     curves = []
     for fold_train, fold_valid in folds:
         model = TargetModel(target.name, target.horizon_days, "lgbm", offset=offset)
@@ -421,9 +443,12 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
         train_booster(params, objective, config.training.seed, spec.matrix(fold_train),
                       fold_train["label"].to_numpy(dtype=float), rounds,
                       valid=(spec.matrix(fold_valid), y), init_score=(model.init_score(fold_train), start),
-                      threads=config.engine.threads or 0, record=record)
+                      threads=config.engine.threads or 0, record=record,
+                      feval=_level_free_tweedie(power) if level_free else None)
         if start is None:
             at_start = np.inf
+        elif level_free:
+            at_start = level_free_tweedie_loss(y, np.exp(start), power)
         elif ltv:
             at_start = tweedie_loss(y, np.exp(start), power)
         else:

@@ -556,6 +556,33 @@ def test_the_tweedie_loss_is_the_one_lightgbm_reports() -> None:
     assert tweedie_loss(y, predicted, 1.3) == pytest.approx(record["valid_0"]["tweedie"][-1], rel=1e-9)
 
 
+def test_the_level_free_loss_ignores_the_level_and_is_read_after_every_round() -> None:
+    import pandas as pd
+
+    from training.models import train_booster
+    from training.pipeline import LEVEL_FREE_METRIC, _level_free_tweedie, level_free_tweedie_loss, tweedie_loss
+
+    rng = np.random.default_rng(0)
+    X, start = rng.normal(size=(2_000, 2)), np.full(2_000, np.log(50.0))
+    y = rng.gamma(1.0, 50.0 * np.exp(X[:, 0])) * (rng.uniform(size=2_000) < 0.5)
+    shares = np.exp(X[:, 0])
+    # The same shares at any level: the same loss, that of the shares scaled to the actual total.
+    losses = [level_free_tweedie_loss(y, level * shares, 1.3) for level in (0.1, 1.0, 7.0)]
+    assert losses == pytest.approx([tweedie_loss(y, shares * y.sum() / shares.sum(), 1.3)] * 3, rel=1e-12)
+    assert level_free_tweedie_loss(y, np.zeros_like(y), 1.3) == np.inf
+    # As an eval function, LightGBM hands it the predictions on the value scale, offset included (its labels
+    # are float32, hence the tolerance).
+    record: dict = {}
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    booster = train_booster({"tweedie_variance_power": 1.3}, "tweedie", 0, frame, y, 20, valid=(frame, y),
+                            init_score=(start, start), threads=1, record=record, feval=_level_free_tweedie(1.3))
+    assert len(record["valid_0"][LEVEL_FREE_METRIC]) == 20
+    for rounds in (1, 20):
+        predicted = np.exp(start + booster.predict(frame, raw_score=True, num_iteration=rounds))
+        assert record["valid_0"][LEVEL_FREE_METRIC][rounds - 1] == pytest.approx(
+            level_free_tweedie_loss(y, predicted, 1.3), rel=1e-6)
+
+
 def test_a_free_ltv_candidate_replaces_the_anchored_one_only_by_a_clear_margin() -> None:
     from training.pipeline import _choose_over_gap
 
