@@ -164,6 +164,8 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                             _set("training", ltv_last_year_level=True)),
     "ltv_level_free_rounds": ("LTV Tweedie rounds kept by the level-free loss over the gap",
                               _set("training", ltv_gap_rounds="level_free")),
+    "ltv_level_free_if_none": ("LTV: the level-free loss only where the loss keeps no round of the offset model",
+                               _set("training", ltv_gap_rounds="level_free_if_none")),
     "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
                           _set("training", classifier_choice="margin")),
     "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),

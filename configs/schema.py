@@ -309,8 +309,10 @@ class TrainingConfig(_Strict):
     # How many of an LTV Tweedie candidate's rounds to keep out of time (training.pipeline._gap_rounds):
     # those with the lowest Tweedie loss over the gap ("loss"), or the lowest loss once the predictions
     # are scaled to the actual total there ("level_free": how they share out the spend, the level being
-    # set apart; a gap across a season then does not count the season against every round).
-    ltv_gap_rounds: Literal["loss", "level_free"] = "loss"
+    # set apart; a gap across a season then does not count the season against every round), or the loss
+    # and, only where it keeps no round of a candidate boosted from the BG/NBD offset, the level-free loss
+    # ("level_free_if_none").
+    ltv_gap_rounds: Literal["loss", "level_free", "level_free_if_none"] = "loss"
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same

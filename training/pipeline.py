@@ -431,10 +431,8 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
         return rounds, {}
     objective, metric = ("tweedie", "tweedie") if ltv else ("binary", "binary_logloss")
     power = float(params.get("tweedie_variance_power", DEFAULT_PARAMS["tweedie_variance_power"]))
-    level_free = ltv and config.training.ltv_gap_rounds == "level_free"
-    if level_free:
-        metric = LEVEL_FREE_METRIC
-    curves = []
+    mode = config.training.ltv_gap_rounds if ltv else "loss"
+    curves, free_curves = [], []
     for fold_train, fold_valid in folds:
         model = TargetModel(target.name, target.horizon_days, "lgbm", offset=offset)
         start = model.init_score(fold_valid)
@@ -444,21 +442,30 @@ def _gap_rounds(target: Target, offset: str, spec: FeatureSpec, train: pd.DataFr
                       fold_train["label"].to_numpy(dtype=float), rounds,
                       valid=(spec.matrix(fold_valid), y), init_score=(model.init_score(fold_train), start),
                       threads=config.engine.threads or 0, record=record,
-                      feval=_level_free_tweedie(power) if level_free else None)
+                      feval=_level_free_tweedie(power) if mode != "loss" else None)
         if start is None:
             at_start = np.inf
-        elif level_free:
-            at_start = level_free_tweedie_loss(y, np.exp(start), power)
         elif ltv:
             at_start = tweedie_loss(y, np.exp(start), power)
         else:
             at_start = log_loss(y, 1 / (1 + np.exp(-start)))
         curves.append([at_start, *record["valid_0"][metric]])
+        if mode != "loss":
+            free_start = np.inf if start is None else level_free_tweedie_loss(y, np.exp(start), power)
+            free_curves.append([free_start, *record["valid_0"][LEVEL_FREE_METRIC]])
     mean = np.mean(curves, axis=0)
     kept = int(np.argmin(mean))
+    # "level_free" always; "level_free_if_none" only when the loss keeps no round of an offset model, where
+    # a gap across a season can blame the boosting for the season's level (the gift shop's Jul-Dec).
+    level_free = mode == "level_free" or (mode == "level_free_if_none" and kept == 0 and offset != "none")
+    if level_free:
+        mean = np.mean(free_curves, axis=0)
+        kept = int(np.argmin(mean))
     gaps = [(v["cutoff"].iloc[0] - t["cutoff"].max()).days for t, v in folds]
     check = {"folds": float(len(folds)), "min_gap_days": float(min(gaps)), "rounds_tuned": float(rounds),
              "rounds_kept": float(kept), "loss_kept": float(mean[kept]), "loss_tuned": float(mean[-1])}
+    if mode != "loss":
+        check["level_free"] = float(level_free)  # the losses below are then level-free ones
     if offset != "none":
         check["loss_offset"] = float(mean[0])
     return kept, check
