@@ -133,6 +133,13 @@ def _shared_plan(*names: str) -> Callable[[Config], Config]:
     return change
 
 
+def _last_year_window(config: Config) -> Config:
+    """Per-customer columns of last year's LTV window (features.last_year_days = [LTV horizon]); none
+    where that horizon is a year or more (the window would be spend_365d)."""
+    h = config.horizons.ltv_days
+    return _set("features", last_year_days=[h] if h < 365 else [])(config)
+
+
 # Ablation steps: name -> (what changes, the change). "shipped" is the settings as they are.
 VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
     "shipped": ("the defaults", lambda c: c),
@@ -149,6 +156,16 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], Config]]] = {
                   _set("training", last_year_cutoff=True)),
     "last_year_season": ("the year-before cut-off and season features",
                          lambda c: _set("features", season=True)(_set("training", last_year_cutoff=True)(c))),
+    "last_year_window": ("each customer's own orders and spend in last year's LTV window (features.last_year_days)",
+                         _last_year_window),
+    "last_year_window_cutoff": ("those columns and a cut-off a year before as_of",
+                                lambda c: _last_year_window(_set("training", last_year_cutoff=True)(c))),
+    "ltv_last_year_level": ("LTV level times BG/NBD + GG's miss over the same window a year before as_of",
+                            _set("training", ltv_last_year_level=True)),
+    "ltv_level_free_rounds": ("LTV Tweedie rounds kept by the level-free loss over the gap",
+                              _set("training", ltv_gap_rounds="level_free")),
+    "ltv_level_free_if_none": ("LTV: the level-free loss only where the loss keeps no round of the offset model",
+                               _set("training", ltv_gap_rounds="level_free_if_none")),
     "classifier_margin": ("classifier without the offset only by a clear log-loss margin",
                           _set("training", classifier_choice="margin")),
     "repurchase_shared": ("repurchase on the shared 4 cut-offs 30 days apart (before)", _shared_plan("repurchase")),

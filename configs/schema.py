@@ -178,6 +178,19 @@ class FeaturesConfig(_Strict):
     trend_days: int = 90
     # The season columns (features.behaviour.season_columns): off until an out-of-time ablation shows they help.
     season: bool = False
+    # Per customer, last year's same calendar window: orders and net spend in the n days from the cut-off
+    # minus 365 days (features.behaviour.last_year_columns), one pair per n. Empty: no such columns.
+    last_year_days: list[int] = Field(default_factory=list)
+
+    @field_validator("last_year_days")
+    @classmethod
+    def _within_a_year(cls, v: list[int]) -> list[int]:
+        wrong = [d for d in v if not 0 < d < 365]
+        if wrong:
+            raise ValueError(f"last_year_days must be day counts from 1 to 364 (a window of 365 or more days from a "
+                             f"year before the cut-off would reach the cut-off: spend_365d is that window); got "
+                             f"{', '.join(map(str, wrong))}")
+        return sorted(set(v))
 
     @field_validator("windows_days")
     @classmethod
@@ -289,6 +302,17 @@ class TrainingConfig(_Strict):
     # gap (the model's own, BG/NBD's or the offset model's), which "candidates" also falls back to when
     # the gap tells every other fitted candidate apart from the winner.
     ltv_level: Literal["candidates", "gap"] = "candidates"
+    # Where the LTV level shipped is BG/NBD + Gamma-Gamma's and the horizon is under a year: multiply it by
+    # that baseline's actual / predicted total over the same window a year before as_of, when that miss
+    # is 1.5x or more either way (bounded by 3x; training.pipeline._last_year_level).
+    ltv_last_year_level: bool = False
+    # How many of an LTV Tweedie candidate's rounds to keep out of time (training.pipeline._gap_rounds):
+    # those with the lowest Tweedie loss over the gap ("loss"), or the lowest loss once the predictions
+    # are scaled to the actual total there ("level_free": how they share out the spend, the level being
+    # set apart; a gap across a season then does not count the season against every round), or the loss
+    # and, only where it keeps no round of a candidate boosted from the BG/NBD offset, the level-free loss
+    # ("level_free_if_none").
+    ltv_gap_rounds: Literal["loss", "level_free", "level_free_if_none"] = "loss"
     # Features the models do not see. Cumulative counts and sums grow with a customer's age, so a
     # model trained on younger cut-offs misreads older customers (on CDNOW it overstated the next
     # half-year's spend by 20-30%); rates, windows, recency and the BG/NBD columns carry the same

@@ -20,8 +20,8 @@ from features.intake import CANONICAL_TYPES
 
 __all__ = [
     "FEATURE_DOCS", "SEASON_DOCS", "as_timestamp", "require_orders_before", "build", "build_relation", "customer_columns",
-    "feature_columns", "feature_docs", "customer_select_sql", "customers_view", "feature_table_markdown", "order_rows_sql",
-    "orders_view",
+    "feature_columns", "feature_docs", "customer_select_sql", "customers_view", "feature_table_markdown",
+    "last_year_columns", "order_rows_sql", "orders_view",
     "registered", "registered_relation", "season_columns", "season_horizons", "unmatched_customers",
 ]
 
@@ -62,6 +62,13 @@ _WINDOW_DOCS = {
     "orders_{n}d": ("orders in the {n} days before as_of", "orders"),
     "spend_{n}d": ("net spend in the {n} days before as_of", "currency"),
 }
+# Only with features.last_year_days: per customer, last year's same calendar window (see last_year_columns).
+_LAST_YEAR_DOCS = {
+    "last_year_orders_{n}d": ("purchase orders in the {n} days from as_of - 365 days (last year's coming window); "
+                              "empty when the customer's first purchase is on or after that window's end", "orders"),
+    "last_year_spend_{n}d": ("net spend in the {n} days from as_of - 365 days (last year's coming window); empty "
+                             "when the customer's first purchase is on or after that window's end", "currency"),
+}
 # Only with features.season: shop-wide columns, the same for every customer at one as_of.
 SEASON_DOCS = {
     "season_doy_sin": ("as_of's day of the year on the unit circle, sine: sin(2 pi (day of year - 1) / days in the "
@@ -82,7 +89,12 @@ def feature_columns(config: Config) -> list[str]:
     windows = [f"{kind}_{n}d" for n in config.features.windows_days for kind in ("orders", "spend")]
     base = list(FEATURE_DOCS)
     insert_at = base.index("overdue_ratio") + 1
-    return base[:insert_at] + windows + base[insert_at:] + season_columns(config)
+    return base[:insert_at] + windows + base[insert_at:] + last_year_columns(config) + season_columns(config)
+
+
+def last_year_columns(config: Config) -> list[str]:
+    """The per-customer last-year window columns (features.last_year_days), in order; none when it is empty."""
+    return [f"last_year_{kind}_{n}d" for n in config.features.last_year_days for kind in ("orders", "spend")]
 
 
 def season_horizons(config: Config) -> list[int]:
@@ -114,6 +126,9 @@ def feature_docs(config: Config) -> dict[str, tuple[str, str]]:
     docs = dict(FEATURE_DOCS)
     for n in config.features.windows_days:
         for pattern, (meaning, unit) in _WINDOW_DOCS.items():
+            docs[pattern.format(n=n)] = (meaning.format(n=n), unit)
+    for n in config.features.last_year_days:
+        for pattern, (meaning, unit) in _LAST_YEAR_DOCS.items():
             docs[pattern.format(n=n)] = (meaning.format(n=n), unit)
     docs.update(SEASON_DOCS)
     for n in season_horizons(config):
@@ -256,6 +271,27 @@ season AS (
 ),"""
 
 
+def _last_year_sql(cut: str, config: Config) -> tuple[str, str]:
+    """(per_customer aggregates, final SELECT columns) of the last-year window columns (features.last_year_days).
+
+    Window n is [cut - 365 d, cut - 365 d + n d): it ends before the cut-off (the schema keeps n < 365),
+    so it reads no order the other features do not. Empty, not 0, for a customer whose first purchase
+    is on or after the window's end: nothing bought there says nothing about someone who was not a
+    customer yet (and on a shop whose history starts after it, every customer is empty).
+    """
+    aggs, select = [], []
+    for n in config.features.last_year_days:
+        n = int(n)
+        start, end = f"{cut} - INTERVAL {YEAR_DAYS} DAY", f"{cut} - INTERVAL {YEAR_DAYS - n} DAY"
+        within = f"order_ts >= {start} AND order_ts < {end}"
+        aggs.append(f"count(*) FILTER (WHERE is_purchase AND {within}) AS ly_orders_{n}, "
+                    f"coalesce(sum(net_c) FILTER (WHERE {within}), 0) AS ly_net_{n}_c,")
+        known = f"p.first_ts < {end}"
+        select.append(f"CASE WHEN {known} THEN p.ly_orders_{n} END AS last_year_orders_{n}d, "
+                      f"CASE WHEN {known} THEN p.ly_net_{n}_c / 100 END AS last_year_spend_{n}d")
+    return "".join(f"\n        {a}" for a in aggs), "".join(f",\n    {c}" for c in select)
+
+
 def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str | None = None,
                 shop: str | None = None) -> str:
     """The feature query over a canonical orders relation named `source`.
@@ -275,6 +311,7 @@ def feature_sql(source: str, as_of: pd.Timestamp, config: Config, customers: str
     for n, i in since.items():
         since_aggs.append(f"count(*) FILTER (WHERE is_purchase AND order_ts >= {cut} - INTERVAL {n} DAY) AS orders_{i}")
         since_aggs.append(f"coalesce(sum(net_c) FILTER (WHERE order_ts >= {cut} - INTERVAL {n} DAY), 0) AS net_{i}_c")
+    last_year_aggs, last_year_select = _last_year_sql(cut, config)
     return f"""
 WITH {shop_ctes}lines AS ({_lines_sql(source, cut, config)}),
 orders AS ({_orders_sql('lines')}),{_season_cte(shop_orders, cut, config)}
@@ -305,7 +342,7 @@ per_customer AS (
         sum(CAST(gap_us AS HUGEINT) * gap_us) AS gap_sq_us,
         median(gap_us) AS gap_median_us,
         arg_max(gap_us, seq) FILTER (WHERE gap_us IS NOT NULL) AS last_gap_us,
-        {', '.join(since_aggs)},
+        {', '.join(since_aggs)},{last_year_aggs}
         -- NULL discounts (no discount column) leave the share empty rather than zero.
         count(*) FILTER (WHERE is_purchase AND discount_c > 0) AS discounted,
         count(discount_c) FILTER (WHERE is_purchase) AS with_discount_data,
@@ -351,7 +388,7 @@ SELECT p.customer_id,
     p.return_count,
     p.returned_c / nullif(p.gross_c, 0) AS return_rate,
     p.weekend_orders / p.frequency AS weekend_share,
-    p.novdec_orders / p.frequency AS novdec_share
+    p.novdec_orders / p.frequency AS novdec_share{last_year_select}
     {''.join(f', s.{name}' for name in season_columns(config))}
     {customer_select_sql(customers, 'k', cut, config)}
 FROM per_customer p LEFT JOIN categories c USING (customer_id)

@@ -20,7 +20,8 @@ from features.labels import labels_relation
 from features.clv import ClvBaseline, add_bg_columns, fit_clv_baseline
 from serving.bundle import Calibrator
 
-__all__ = ["Target", "CutoffStore", "cross_fitted", "customer_halves", "targets", "plan_cutoffs", "default_as_of", "order_span"]
+__all__ = ["Target", "CutoffStore", "cross_fitted", "customer_halves", "targets", "plan_cutoffs", "default_as_of",
+           "last_year_level_cutoff", "order_span"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,16 @@ def plan_cutoffs(as_of: pd.Timestamp, horizon_days: int, first_order: pd.Timesta
     if plan.last_year and horizon_days <= 365:  # its label window must end by as_of too
         cutoffs.add(as_timestamp(as_of) - pd.Timedelta(days=365))
     return sorted(c for c in cutoffs if c >= earliest)
+
+
+def last_year_level_cutoff(as_of: pd.Timestamp, first_order: pd.Timestamp, config: Config) -> pd.Timestamp | None:
+    """The cut-off a year before `as_of` whose LTV window is last year's same window (training.ltv_last_year_level):
+    None when that is off, the LTV horizon is a year or more, or the history does not leave min_history_days
+    before it."""
+    if not config.training.ltv_last_year_level or config.horizons.ltv_days >= 365:
+        return None
+    cutoff = as_timestamp(as_of) - pd.Timedelta(days=365)
+    return cutoff if cutoff >= first_order.normalize() + pd.Timedelta(days=config.training.min_history_days) else None
 
 
 class CutoffStore:

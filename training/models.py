@@ -1,6 +1,7 @@
 """LightGBM models for churn, repurchase and LTV: fitting, and the two LTV formulations (Tweedie, hurdle)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,16 +50,19 @@ def train_booster(
     params: dict[str, Any], objective: str, seed: int, X: pd.DataFrame, y: np.ndarray, rounds: int,
     valid: tuple[pd.DataFrame, np.ndarray] | None = None, early_stopping: int | None = None,
     init_score: tuple[np.ndarray | None, np.ndarray | None] = (None, None), threads: int = 0,
-    record: dict[str, Any] | None = None,
+    record: dict[str, Any] | None = None, feval: Callable[..., tuple[str, float, bool]] | None = None,
 ) -> lgb.Booster:
     """One LightGBM booster; with `valid`, stops early on the validation loss (with `record` instead, runs all
-    rounds and records the validation loss after each one there); `init_score` = (train, valid) offsets."""
+    rounds and records the validation loss after each one there, and `feval`'s too); `init_score` = (train,
+    valid) offsets."""
     train_set = lgb.Dataset(X, y, init_score=init_score[0], free_raw_data=False)
     kwargs: dict[str, Any] = {}
     if valid is not None:
         kwargs["valid_sets"] = [lgb.Dataset(valid[0], valid[1], init_score=init_score[1], reference=train_set)]
         kwargs["callbacks"] = ([lgb.record_evaluation(record)] if record is not None
                                else [lgb.early_stopping(early_stopping or 50, verbose=False)])
+    if feval is not None:
+        kwargs["feval"] = feval
     return lgb.train(lgb_params(params, objective, seed, threads), train_set, num_boost_round=rounds, **kwargs)
 
 

@@ -32,7 +32,7 @@ from features.paths import customers_quarantine
 from features.spark import (PartitionedSources, SparkError, carry_errors, check_bad_rows, merged_report,
                             partition_sources, quarantine_ipc, raw_tables, read_source, session, task_engine,
                             task_errors_explained, task_folder)
-from training.dataset import CutoffStore, plan_cutoffs, targets
+from training.dataset import CutoffStore, last_year_level_cutoff, plan_cutoffs, targets
 from training.history import (History, combine_history, first_purchase_cutoffs, history_parts, ipc_bytes, ipc_table,
                               span_of, span_part)
 
@@ -235,8 +235,10 @@ def spark_training_set(master: str | None = None, partitions: int | None = None,
                 intake = _intake(found, keyed, quarantine)
                 as_of, _ = span_of(_spans(con, found), "_lifetag_span", None)
             earliest = pd.Timestamp("1700-01-01")  # any first order: planned without it, filtered on the driver
+            level_cutoff = last_year_level_cutoff(as_of, earliest, config)
             cutoffs = sorted({as_of, *(c for t in targets(config)
-                                       for c in plan_cutoffs(as_of, t.horizon_days, earliest, config, t.name))})
+                                       for c in plan_cutoffs(as_of, t.horizon_days, earliest, config, t.name)),
+                              *([level_cutoff] if level_cutoff is not None else [])})
             horizons = sorted({t.horizon_days for t in targets(config)})
             cohorts = first_purchase_cutoffs(as_of, earliest, config) if keyed.customers is not None else []
             built, found = _collect(active, keyed, config, as_of, cutoffs, horizons, cohorts)

@@ -267,3 +267,64 @@ def test_season_columns_of_a_partition_come_from_the_whole_shop(small_shop):
         con.close()
     pieces = pd.concat(pieces).sort_values("customer_id", ignore_index=True)
     pd.testing.assert_frame_equal(whole, pieces, check_exact=True)
+
+
+# --- last year's window per customer (features.last_year_days) ----------------------------------
+
+def _last_year_config(*days):
+    from configs.schema import load_config
+
+    return load_config(overrides={"features": {"last_year_days": list(days)}})
+
+
+def test_last_year_columns_are_each_customers_own_window_a_year_back(last_year):
+    # as_of 2024-04-01: the windows start 2023-04-02 00:00; 30 days end 2023-05-02 00:00 (excluded).
+    config = _last_year_config(90, 30)
+    frame = features.build(last_year, AS_OF, config).set_index("customer_id")
+    assert [c for c in frame.columns if c.startswith("last_year_")] == [
+        "last_year_orders_30d", "last_year_spend_30d", "last_year_orders_90d", "last_year_spend_90d"]
+    # a: C1 (20 bought, 5 of it returned: net 15) on the window's first instant and C3; b: E1 on the 30-day end.
+    assert frame.loc[["a", "b", "c"], "last_year_orders_30d"].tolist() == [2, 0, 1]
+    assert frame.loc[["a", "b", "c"], "last_year_spend_30d"].tolist() == [35, 0, 20]
+    assert frame.loc[["a", "b", "c"], "last_year_orders_90d"].tolist() == [2, 1, 1]
+    assert frame.loc[["a", "b", "c"], "last_year_spend_90d"].tolist() == [35, 20, 20]
+    # d first bought in 2024, after both windows: empty (not a customer then), not 0 (bought nothing).
+    assert frame.loc["d", [c for c in frame.columns if c.startswith("last_year_")]].isna().all()
+
+
+def test_last_year_columns_appear_only_when_asked_for_and_change_nothing_else(last_year, config):
+    off = features.build(last_year, AS_OF, config)
+    on_config = _last_year_config(30)
+    on = features.build(last_year, AS_OF, on_config)
+    assert list(on.columns) == feature_columns(on_config) == [*off.columns, "last_year_orders_30d",
+                                                                "last_year_spend_30d"]
+    assert set(features.feature_docs(on_config)) == set(on.columns)
+    pd.testing.assert_frame_equal(on[list(off.columns)], off, check_exact=True)
+
+
+@pytest.mark.parametrize("days", [0, 365, 400])
+def test_last_year_window_of_a_year_or_more_is_refused(days):
+    from configs.schema import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="last_year_days"):
+        _last_year_config(days)
+
+
+def test_last_year_columns_are_the_same_whatever_the_partitioning(small_shop):
+    from features.behaviour import build_relation, orders_view
+    from features.engine import connect
+
+    config = _last_year_config(30, 180)
+    con = connect(config.engine)
+    try:
+        orders_view(con, small_shop)
+        whole = build_relation(con, "orders", "2024-06-01", config).df()
+        assert whole["last_year_spend_180d"].notna().any()
+        pieces = []
+        for i in range(3):
+            con.execute(f"CREATE TEMP VIEW part_{i} AS SELECT * FROM orders WHERE hash(customer_id) % 3 = {i}")
+            pieces.append(build_relation(con, f"part_{i}", "2024-06-01", config).df())
+    finally:
+        con.close()
+    pieces = pd.concat(pieces).sort_values("customer_id", ignore_index=True)
+    pd.testing.assert_frame_equal(whole, pieces, check_exact=True)

@@ -16,6 +16,8 @@ CONFIG = load_config()
 # The season columns (shop-wide, from last year's windows) on; 400 days > a year gives an always-empty ratio.
 SEASON = load_config(overrides={"features": {"season": True}})
 SEASON_LONG = load_config(overrides={"features": {"season": True}, "horizons": {"ltv_days": 400}})
+# Each customer's own last-year windows (features.last_year_days), up to the longest allowed.
+LAST_YEAR = load_config(overrides={"features": {"last_year_days": [30, 90, 180, 364]}})
 CUSTOMERS = ["001", "002", "0003", "42", "X-9"]
 STATUSES = [None, "completed", "returned", "cancelled"]
 
@@ -45,8 +47,8 @@ before = st.datetimes(min_value=AS_OF - timedelta(days=800), max_value=AS_OF - t
 on_or_after = st.datetimes(min_value=AS_OF, max_value=AS_OF + timedelta(days=400))
 # Most lines around as_of - 365 days, where the season windows are, and some exactly on their edges.
 _YEAR = timedelta(days=365)
-_EDGES = [AS_OF - _YEAR + timedelta(days=d) + timedelta(microseconds=u) for d in (-365, -90, -30, 0, 30, 90)
-          for u in (-1, 0, 1)]
+_EDGES = [AS_OF - _YEAR + timedelta(days=d) + timedelta(microseconds=u)
+          for d in (-365, -90, -30, 0, 30, 90, 180, 364, 365) for u in (-1, 0, 1)]
 around_last_year = st.one_of(
     st.datetimes(min_value=AS_OF - _YEAR - timedelta(days=100), max_value=AS_OF - _YEAR + timedelta(days=100)),
     st.sampled_from(_EDGES),
@@ -61,7 +63,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("config", [CONFIG, SEASON], ids=["season off", "season on"])
+@pytest.mark.parametrize("config", [CONFIG, SEASON, LAST_YEAR], ids=["season off", "season on", "last-year windows"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=_lines(before, "H"), future=_lines(on_or_after, "F"))
 def test_appending_orders_on_or_after_as_of_never_changes_features(config, history, future):
@@ -71,10 +73,11 @@ def test_appending_orders_on_or_after_as_of_never_changes_features(config, histo
     pd.testing.assert_frame_equal(seen, with_future)
 
 
-@pytest.mark.parametrize("config", [SEASON, SEASON_LONG], ids=["horizons 30 90 365", "horizons 30 90 400"])
+@pytest.mark.parametrize("config", [SEASON, SEASON_LONG, LAST_YEAR],
+                         ids=["horizons 30 90 365", "horizons 30 90 400", "last-year windows 30 90 180 364"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=_lines(around_last_year, "H"), future=_lines(on_or_after, "F"))
-def test_season_columns_never_read_orders_on_or_after_as_of(config, history, future):
+def test_last_years_window_columns_never_read_orders_on_or_after_as_of(config, history, future):
     past = _frame(history)
     seen = features.build(past, AS_OF, config)
     with_future = features.build(pd.concat([past, _frame(future)], ignore_index=True), AS_OF, config)

@@ -556,6 +556,33 @@ def test_the_tweedie_loss_is_the_one_lightgbm_reports() -> None:
     assert tweedie_loss(y, predicted, 1.3) == pytest.approx(record["valid_0"]["tweedie"][-1], rel=1e-9)
 
 
+def test_the_level_free_loss_ignores_the_level_and_is_read_after_every_round() -> None:
+    import pandas as pd
+
+    from training.models import train_booster
+    from training.pipeline import LEVEL_FREE_METRIC, _level_free_tweedie, level_free_tweedie_loss, tweedie_loss
+
+    rng = np.random.default_rng(0)
+    X, start = rng.normal(size=(2_000, 2)), np.full(2_000, np.log(50.0))
+    y = rng.gamma(1.0, 50.0 * np.exp(X[:, 0])) * (rng.uniform(size=2_000) < 0.5)
+    shares = np.exp(X[:, 0])
+    # The same shares at any level: the same loss, that of the shares scaled to the actual total.
+    losses = [level_free_tweedie_loss(y, level * shares, 1.3) for level in (0.1, 1.0, 7.0)]
+    assert losses == pytest.approx([tweedie_loss(y, shares * y.sum() / shares.sum(), 1.3)] * 3, rel=1e-12)
+    assert level_free_tweedie_loss(y, np.zeros_like(y), 1.3) == np.inf
+    # As an eval function, LightGBM hands it the predictions on the value scale, offset included (its labels
+    # are float32, hence the tolerance).
+    record: dict = {}
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    booster = train_booster({"tweedie_variance_power": 1.3}, "tweedie", 0, frame, y, 20, valid=(frame, y),
+                            init_score=(start, start), threads=1, record=record, feval=_level_free_tweedie(1.3))
+    assert len(record["valid_0"][LEVEL_FREE_METRIC]) == 20
+    for rounds in (1, 20):
+        predicted = np.exp(start + booster.predict(frame, raw_score=True, num_iteration=rounds))
+        assert record["valid_0"][LEVEL_FREE_METRIC][rounds - 1] == pytest.approx(
+            level_free_tweedie_loss(y, predicted, 1.3), rel=1e-6)
+
+
 def test_a_free_ltv_candidate_replaces_the_anchored_one_only_by_a_clear_margin() -> None:
     from training.pipeline import _choose_over_gap
 
@@ -619,3 +646,47 @@ def test_the_candidates_level_is_the_geometric_mean_of_their_totals_and_never_us
     assert _level_scale(result, predicted, features, features) == 1.0
     result.level = "bgnbd"
     assert _level_scale(result, predicted, features, features) == pytest.approx(100.0 / 5.0)
+
+
+@pytest.mark.parametrize("boost", [1.0, 3.0, 5.0], ids=["small miss: none", "applied", "bounded"])
+def test_last_year_level_is_bgnbds_miss_over_the_same_window_a_year_back(small_shop, config, boost) -> None:
+    from features.behaviour import orders_view
+    from features.engine import connect
+    from serving.bundle import TargetModel
+    from training.dataset import CutoffStore, Target
+    from training.pipeline import LAST_YEAR_LEVEL_BOUND, TargetResult, _last_year_level
+
+    as_of, first_order = pd.Timestamp("2024-07-01"), pd.Timestamp("2022-01-01")
+    on = config.model_copy(deep=True)
+    on.horizons.ltv_days, on.training.ltv_last_year_level = 180, True
+    target = Target("ltv", 180, "regressor")
+    # Spend in last year's window multiplied by `boost`: BG/NBD fitted before it cannot know (miss ~0.95 x boost).
+    shop = small_shop[small_shop["order_ts"] < as_of].copy()
+    window = shop["order_ts"].between(as_of - pd.Timedelta(days=365), as_of - pd.Timedelta(days=185), inclusive="left")
+    shop.loc[window, "amount"] *= boost
+    con = connect(on.engine)
+    try:
+        orders_view(con, shop)
+        store = CutoffStore(con, "orders", on)
+        last_year = store.examples(target, [as_of - pd.Timedelta(days=365)])
+        miss = last_year["label"].sum() / last_year["bg_ltv_180d"].sum()
+        bgnbd = TargetResult(target, TargetModel("ltv", 180, "bgnbd"), [])
+        _last_year_level(bgnbd, store, as_of, first_order, on)
+        assert bgnbd.level_check["last_year_bgnbd_ratio"] == pytest.approx(miss)
+        expected = float(np.clip(miss, 1 / LAST_YEAR_LEVEL_BOUND, LAST_YEAR_LEVEL_BOUND)) \
+            if abs(np.log(miss)) >= np.log(1.5) else 1.0
+        assert bgnbd.level_factor == pytest.approx(expected)
+        assert (bgnbd.level_factor == 1.0) == (boost == 1.0) and bgnbd.level_factor <= LAST_YEAR_LEVEL_BOUND
+        # A learned level of its own, a year-long horizon, a history too short, or the switch off: untouched.
+        learned = TargetResult(target, TargetModel("ltv", 180, "lgbm"), [], level="candidates")
+        _last_year_level(learned, store, as_of, first_order, on)
+        off = config.model_copy(deep=True)
+        off.horizons.ltv_days = 180
+        for result, cfg, first in [(learned, on, first_order),
+                                   (TargetResult(target, TargetModel("ltv", 180, "bgnbd"), []), off, first_order),
+                                   (TargetResult(target, TargetModel("ltv", 180, "bgnbd"), []), on,
+                                    pd.Timestamp("2023-06-01"))]:
+            _last_year_level(result, store, as_of, first, cfg)
+            assert result.level_factor == 1.0 and "last_year_factor" not in result.level_check
+    finally:
+        con.close()
