@@ -690,9 +690,7 @@ def _last_year_level(result: TargetResult, store: CutoffStore, as_of: pd.Timesta
     is the latest training one), the history reaches min_history_days before that cut-off, the miss is
     LAST_YEAR_LEVEL_MIN or more either way, and bounded by LAST_YEAR_LEVEL_BOUND. Said in level_check
     (logged in MLflow) and the model's note. The factor goes to TargetModel.scale, which serving applies
-    to LightGBM models; BG/NBD + Gamma-Gamma itself (kind "bgnbd") ignores `scale` in
-    serving.bundle.TargetModel.raw_predict today, so there it is recorded but takes effect only once
-    that method multiplies the LTV prediction by it.
+    to every kind of model, BG/NBD + Gamma-Gamma itself (kind "bgnbd") included.
     """
     target, h = result.target, result.target.horizon_days
     cutoff = last_year_level_cutoff(as_of, first_order, config)

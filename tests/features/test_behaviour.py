@@ -249,23 +249,29 @@ def test_season_day_of_year_goes_round_the_circle_once_a_year(as_of, angle):
     assert c["season_doy_cos"] == pytest.approx(math.cos(angle), abs=1e-12)
 
 
-def test_season_columns_of_a_partition_come_from_the_whole_shop(small_shop):
+def _whole_and_partitioned(shop, config, shop_wide: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Features of the whole shop at 2024-06-01, and of its customers in three parts put back together
+    (with `shop_wide`, each part reads the shop-wide columns from the whole shop)."""
     from features.behaviour import build_relation, orders_view
     from features.engine import connect
 
-    season = _season_config()
-    con = connect(season.engine)
+    con = connect(config.engine)
     try:
-        orders_view(con, small_shop)
-        whole = build_relation(con, "orders", "2024-06-01", season).df()
-        assert whole["season_ratio_30d"].notna().all()
+        orders_view(con, shop)
+        whole = build_relation(con, "orders", "2024-06-01", config).df()
         pieces = []
         for i in range(3):
             con.execute(f"CREATE TEMP VIEW part_{i} AS SELECT * FROM orders WHERE hash(customer_id) % 3 = {i}")
-            pieces.append(build_relation(con, f"part_{i}", "2024-06-01", season, shop="orders").df())
+            pieces.append(build_relation(con, f"part_{i}", "2024-06-01", config,
+                                         shop="orders" if shop_wide else None).df())
     finally:
         con.close()
-    pieces = pd.concat(pieces).sort_values("customer_id", ignore_index=True)
+    return whole, pd.concat(pieces).sort_values("customer_id", ignore_index=True)
+
+
+def test_season_columns_of_a_partition_come_from_the_whole_shop(small_shop):
+    whole, pieces = _whole_and_partitioned(small_shop, _season_config(), shop_wide=True)
+    assert whole["season_ratio_30d"].notna().all()
     pd.testing.assert_frame_equal(whole, pieces, check_exact=True)
 
 
@@ -311,20 +317,6 @@ def test_last_year_window_of_a_year_or_more_is_refused(days):
 
 
 def test_last_year_columns_are_the_same_whatever_the_partitioning(small_shop):
-    from features.behaviour import build_relation, orders_view
-    from features.engine import connect
-
-    config = _last_year_config(30, 180)
-    con = connect(config.engine)
-    try:
-        orders_view(con, small_shop)
-        whole = build_relation(con, "orders", "2024-06-01", config).df()
-        assert whole["last_year_spend_180d"].notna().any()
-        pieces = []
-        for i in range(3):
-            con.execute(f"CREATE TEMP VIEW part_{i} AS SELECT * FROM orders WHERE hash(customer_id) % 3 = {i}")
-            pieces.append(build_relation(con, f"part_{i}", "2024-06-01", config).df())
-    finally:
-        con.close()
-    pieces = pd.concat(pieces).sort_values("customer_id", ignore_index=True)
+    whole, pieces = _whole_and_partitioned(small_shop, _last_year_config(30, 180), shop_wide=False)
+    assert whole["last_year_spend_180d"].notna().any()
     pd.testing.assert_frame_equal(whole, pieces, check_exact=True)
